@@ -1,0 +1,253 @@
+"""The adapter contract: what every backend implements and what the agent relies on.
+
+Modelled on OpenTelemetry's exporters: an adapter is small and synchronous, starts no
+threads and never sleeps. It translates spool events into one vendor's calls and says
+what happened (:class:`ExportResult`). Retries, cursors, batching, leases and dead
+letters belong to the agent (``bridge.agent``); an adapter never touches the spool.
+
+Third-party adapters register a class under the entry-point group ``bridge.adapters``::
+
+    [project.entry-points."bridge.adapters"]
+    mybackend = "mypkg.bridge_adapter:MyAdapter"
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import math
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
+
+__all__ = [
+    "Adapter",
+    "AdapterError",
+    "Event",
+    "ExportResult",
+    "Limits",
+    "Outcome",
+    "RunInfo",
+    "MissingDependency",
+    "available_adapters",
+    "flatten",
+    "load_adapter",
+    "require",
+]
+
+ENTRY_POINT_GROUP = "bridge.adapters"
+
+# Event kinds as stored in the spool's ``events.kind`` column.
+METRIC = "metric"  # key, step, ts_ms, value (float; NaN/±inf kept)
+PARAM = "param"  # key, payload: any JSON value (nested config stays nested)
+TAG = "tag"  # key, payload: str
+SUMMARY = "summary"  # key, payload: any JSON value
+ARTIFACT = "artifact"  # key: name, payload: see Event.files
+TEXT = "text"  # key: file name, payload: str
+DICT = "dict"  # key: file name, payload: JSON value
+EVENT = "event"  # key: event name, payload: JSON value (omega-ml's log_event)
+SYSTEM = "system"  # key: "system", payload: dict of platform facts
+NOTE = "note"  # key: "notes", payload: str (the run description, may change)
+
+
+class Outcome(enum.Enum):
+    """What a backend said about a batch."""
+
+    SUCCESS = "success"
+    RETRY = "retry"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One spool event as the agent hands it to an adapter.
+
+    ``(file_id, seq)`` is the event's global identity. ``payload`` is already decoded
+    from JSON. For artifacts, ``payload`` is ``{"name", "type", "is_dir", "source",
+    "files": [{"path", "sha256", "size"}]}`` and :meth:`RunInfo.blob_path` gives the
+    bytes of each file.
+    """
+
+    file_id: str
+    seq: int
+    run_id: str
+    kind: str
+    key: str | None
+    step: int | None
+    ts_ms: int
+    value: float | None = None
+    payload: Any = None
+    node: str = ""
+
+    @property
+    def uid(self) -> tuple[str, int]:
+        return (self.file_id, self.seq)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the agent knows about a run when it talks to a backend."""
+
+    run_id: str
+    project: str
+    name: str | None = None
+    notes: str | None = None
+    group: str | None = None
+    start_ms: int = 0
+    end_ms: int | None = None
+    status: str = "RUNNING"  # RUNNING | FINISHED | FAILED | KILLED
+    options: Mapping[str, Any] = field(default_factory=dict)  # this backend's options
+    blob_root: Path | None = None
+    remote_id: str | None = None  # from run_map, when a previous sync opened it
+    # The adapter's own memory for this (backend, run), e.g. the last step delivered per
+    # series. JSON-serializable; the agent saves it in the same transaction as the
+    # cursor after every SUCCESS, and hands it back on the next sync session.
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the spool keeps the bytes of a content-addressed artifact file."""
+        if self.blob_root is None:
+            raise AdapterError("this run has no blob store")
+        return self.blob_root / sha256[:2] / sha256
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The answer to one ``export`` call.
+
+    SUCCESS: every event of the batch is confirmed by the backend, except those in
+    ``rejected`` (uid -> reason), which the backend refused for good.
+    RETRY: nothing is confirmed; try the same batch again, after ``retry_after`` seconds
+    when the backend said so.
+    PERMANENT: the whole batch was refused for good, for ``reason``.
+    """
+
+    outcome: Outcome
+    reason: str = ""
+    retry_after: float | None = None
+    rejected: Mapping[tuple[str, int], str] = field(default_factory=dict)
+
+    @classmethod
+    def success(cls, rejected: Mapping[tuple[str, int], str] | None = None) -> "ExportResult":
+        return cls(Outcome.SUCCESS, rejected=dict(rejected or {}))
+
+    @classmethod
+    def retry(cls, reason: str, retry_after: float | None = None) -> "ExportResult":
+        return cls(Outcome.RETRY, reason=reason, retry_after=retry_after)
+
+    @classmethod
+    def permanent(cls, reason: str) -> "ExportResult":
+        return cls(Outcome.PERMANENT, reason=reason)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a backend accepts per request; the agent sizes batches to it."""
+
+    max_events: int = 1000  # events per export call
+    max_metrics: int = 1000
+    max_params: int = 100
+    max_tags: int = 100
+    max_key_length: int = 250
+
+
+class AdapterError(Exception):
+    """An adapter could not be found, loaded or configured."""
+
+
+class MissingDependency(AdapterError):
+    """A vendor SDK needed by an adapter is not installed."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """The four calls the agent makes; see the module docstring."""
+
+    name: ClassVar[str]
+    limits: ClassVar[Limits]
+
+    def open_run(self, run: RunInfo) -> str:
+        """Create or find the remote run (idempotent) and return its remote id."""
+
+    def export(self, run: RunInfo, batch: Sequence[Event]) -> ExportResult:
+        """Deliver a batch of the run's events, in the agent's order."""
+
+    def close_run(self, run: RunInfo, status: str, end_time_ms: int) -> None:
+        """Mark the remote run ended, with bridge's status and end time."""
+
+    def shutdown(self) -> None:
+        """Release everything the adapter holds (clients, files, SDK processes)."""
+
+
+_REQUIRED = ("open_run", "export", "close_run", "shutdown")
+
+_BUILTIN = {
+    "memory": "bridge.adapters.memory:MemoryAdapter",
+    "mlflow": "bridge.adapters.mlflow:MlflowAdapter",
+    "wandb": "bridge.adapters.wandb:WandbAdapter",
+    "neptune": "bridge.adapters.neptune:NeptuneAdapter",
+    "comet": "bridge.adapters.comet:CometAdapter",
+}
+
+
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_adapters() -> list[str]:
+    """Names accepted in ``backends=[...]``: built-in ones and registered entry points."""
+    return sorted(set(_BUILTIN) | set(_entry_points()))
+
+
+def _check_contract(name: str, cls: Any) -> type:
+    if not isinstance(cls, type):
+        raise AdapterError(f"adapter {name!r} must be a class, got {cls!r}")
+    missing = [m for m in _REQUIRED if not callable(getattr(cls, m, None))]
+    if missing:
+        raise AdapterError(
+            f"adapter {name!r} ({cls.__module__}.{cls.__qualname__}) does not implement "
+            f"the bridge adapter contract: missing {', '.join(missing)}"
+        )
+    if not isinstance(getattr(cls, "limits", None), Limits):
+        raise AdapterError(f"adapter {name!r} must declare `limits = Limits(...)`")
+    return cls
+
+
+def load_adapter(name: str) -> type:
+    """Return the adapter class for a backend name, checked against the contract."""
+    if name in _BUILTIN:
+        module_name, _, attr = _BUILTIN[name].partition(":")
+        module = importlib.import_module(module_name)
+        return _check_contract(name, getattr(module, attr))
+    eps = _entry_points()
+    if name not in eps:
+        raise AdapterError(
+            f"unknown backend {name!r}; known: {', '.join(available_adapters())}"
+        )
+    return _check_contract(name, eps[name].load())
+
+
+def require(module: str, extra: str) -> Any:
+    """Import a vendor SDK lazily, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"the {extra} backend needs {module!r}: pip install 'tracking-bridge[{extra}]'"
+        ) from exc
+
+
+def flatten(value: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys (how MLflow and Comet show nested config)."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = f"{prefix}{sep}{k}" if prefix else str(k)
+            out.update(flatten(v, key, sep))
+        return out
+    return {prefix: value}
+
+
+def is_finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)

@@ -1,0 +1,2 @@
+"""bridge: local-first experiment tracking."""
+__all__: list[str] = []
