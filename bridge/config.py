@@ -1,0 +1,149 @@
+"""Configuration: packaged defaults, the user's file, BRIDGE_* variables, init() arguments.
+
+Read once per call of :func:`load`, validated once; a bad value is a clear
+:class:`~bridge.errors.ConfigError`. The documented defaults live in ``config/bridge.toml``
+(shipped as ``bridge/default_bridge.toml``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConfigError
+
+__all__ = ["AgentSettings", "Settings", "default_dir", "load", "user_config_path"]
+
+_SYNC = ("background", "offline")
+_DURABILITY = ("buffered", "commit", "fsync")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    interval: float = 5.0
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+    retry_attempts: int = 8
+    lease_seconds: float = 60.0
+    chunk_size: int = 5000
+
+
+@dataclass(frozen=True)
+class Settings:
+    dir: Path = Path("~/.bridge")
+    sync: str = "background"
+    durability: str = "buffered"
+    flush_interval: float = 0.05
+    max_queue: int = 100_000
+    finish_timeout: float = 30.0
+    strict: bool = False
+    backends: tuple = ()
+    agent: AgentSettings = field(default_factory=AgentSettings)
+
+
+def user_config_path() -> Path:
+    if os.environ.get("BRIDGE_CONFIG"):
+        return Path(os.environ["BRIDGE_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
+    return Path(base).expanduser() / "bridge" / "bridge.toml"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is tuple:
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(value)
+        if kind is Path:
+            return Path(str(value)).expanduser()
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bridge config {name!r}: cannot use {value!r} ({exc})") from exc
+
+
+_TYPES = {"dir": Path, "sync": str, "durability": str, "flush_interval": float, "max_queue": int,
+          "finish_timeout": float, "strict": bool, "backends": tuple}
+
+
+def _apply(settings: Settings, values: dict[str, Any], where: str) -> Settings:
+    changes: dict[str, Any] = {}
+    agent_changes: dict[str, Any] = {}
+    agent_types = {f.name: type(getattr(AgentSettings(), f.name)) for f in fields(AgentSettings)}
+    for key, value in values.items():
+        if key == "agent" and isinstance(value, dict):
+            for akey, avalue in value.items():
+                if akey not in agent_types:
+                    raise ConfigError(f"{where}: unknown setting agent.{akey}")
+                agent_changes[akey] = _coerce(f"agent.{akey}", avalue, agent_types[akey])
+        elif key in _TYPES:
+            changes[key] = _coerce(key, value, _TYPES[key])
+        else:
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(_TYPES)}")
+    if agent_changes:
+        changes["agent"] = replace(settings.agent, **agent_changes)
+    return replace(settings, **changes)
+
+
+def _env_values() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in _TYPES:
+        env = os.environ.get(f"BRIDGE_{key.upper()}")
+        if env is not None:
+            out[key] = env
+    agent: dict[str, Any] = {}
+    for f in fields(AgentSettings):
+        env = os.environ.get(f"BRIDGE_AGENT_{f.name.upper()}")
+        if env is not None:
+            agent[f.name] = env
+    if agent:
+        out["agent"] = agent
+    return out
+
+
+def load(**overrides: Any) -> Settings:
+    """Settings from defaults < user file < environment < ``overrides`` (None = unset)."""
+    settings = Settings()
+    user = _read_toml(user_config_path())
+    if user:
+        flat = dict(user.get("bridge", {}))
+        if "agent" in user:
+            flat["agent"] = user["agent"]
+        settings = _apply(settings, flat, str(user_config_path()))
+    settings = _apply(settings, _env_values(), "environment")
+    settings = _apply(settings, {k: v for k, v in overrides.items() if v is not None}, "init()")
+    if settings.sync not in _SYNC:
+        raise ConfigError(f"sync must be one of {_SYNC}, got {settings.sync!r}")
+    if settings.durability not in _DURABILITY:
+        raise ConfigError(f"durability must be one of {_DURABILITY}, got {settings.durability!r}")
+    if settings.flush_interval <= 0 or settings.max_queue < 1:
+        raise ConfigError("flush_interval must be > 0 and max_queue >= 1")
+    return replace(settings, dir=Path(settings.dir).expanduser())
+
+
+def default_dir() -> Path:
+    """The spool directory used when none is given: BRIDGE_DIR, the user file, ~/.bridge."""
+    return load().dir

@@ -1,0 +1,249 @@
+"""Process-wide bookkeeping: the current run, spool writers, exit, signals and fork.
+
+Runs that are still open when the interpreter exits are finished (FINISHED, or FAILED when
+an exception escaped); SIGTERM finishes them as KILLED and flushes before the process
+dies; after ``fork()`` the child gets its own writer and spool file on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from bridge.spool.writer import SpoolWriter
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
+    from bridge.run import Run
+
+__all__ = ["current", "forget", "record_system_info", "register", "writer_for"]
+
+_lock = threading.RLock()
+_writers: dict[tuple, SpoolWriter] = {}
+_active: list["Run"] = []
+_hooks_installed = False
+_prev_excepthook = sys.excepthook
+_prev_sigterm: Any = None
+
+
+def writer_for(settings: "Settings", node: str) -> SpoolWriter:
+    """This process's writer for a spool directory (one file per process and directory)."""
+    key = (str(settings.dir), settings.durability, node)
+    with _lock:
+        w = _writers.get(key)
+        if w is None or w._closed:
+            w = _writers[key] = SpoolWriter(
+                settings.dir, durability=settings.durability,
+                flush_interval=settings.flush_interval, max_queue=settings.max_queue, node=node,
+            )
+        return w
+
+
+def register(run: "Run") -> None:
+    with _lock:
+        _active.append(run)
+        _install_hooks()
+
+
+def forget(run: "Run") -> None:
+    with _lock:
+        if run in _active:
+            _active.remove(run)
+
+
+def current() -> "Run | None":
+    """The most recently started run that is still open."""
+    with _lock:
+        return _active[-1] if _active else None
+
+
+def _finish_all(status: str, error: str | None = None) -> None:
+    for run in list(_active):
+        try:
+            run.finish(status, error=error, timeout=run.settings.finish_timeout)
+        except Exception:  # never fail the interpreter's exit
+            pass
+
+
+def _close_writers() -> None:
+    with _lock:
+        for w in list(_writers.values()):
+            try:
+                w.close()
+            except Exception:
+                pass
+
+
+def _at_exit() -> None:
+    _finish_all("FINISHED")
+    _close_writers()
+
+
+def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+    if _active and not issubclass(exc_type, SystemExit):
+        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        text = "".join(traceback.format_exception(exc_type, exc, tb))[-20_000:]
+        _finish_all(status, error=text)
+    _prev_excepthook(exc_type, exc, tb)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _finish_all("KILLED", error="SIGTERM")
+    _close_writers()
+    prev = _prev_sigterm
+    if callable(prev):
+        prev(signum, frame)
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_hooks() -> None:
+    global _hooks_installed, _prev_excepthook, _prev_sigterm
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_at_exit)
+    _prev_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+    if threading.current_thread() is threading.main_thread():
+        prev = signal.getsignal(signal.SIGTERM)
+        if prev is not signal.SIG_IGN:
+            _prev_sigterm = prev
+            signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+class _ForkedWriter:
+    """Stands in for a writer in a forked child until the child first writes."""
+
+    def __init__(self, run: "Run") -> None:
+        self._run = run
+
+    def _real(self) -> SpoolWriter:
+        run = self._run
+        real = writer_for(run.settings, run.node)
+        run._writer = real
+        real.put_run(run._row())
+        return real
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("flush", "close"):
+            return lambda *a, **k: True
+        return getattr(self._real(), name)
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()
+    for w in _writers.values():
+        w.abandon()
+    _writers.clear()
+    for run in _active:
+        run._writer = _ForkedWriter(run)
+        run._sync = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- the system event ---------------------------------------------------------------------
+
+_PACKAGES = ("numpy", "torch", "tensorflow", "jax", "scikit-learn", "pandas", "transformers",
+             "lightning", "pytorch-lightning", "keras", "mlflow", "wandb", "neptune", "comet-ml",
+             "tracking-bridge")
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
+
+
+def scrub_argv(argv: list[str]) -> list[str]:
+    """Mask values of command-line options whose names look like credentials."""
+    out: list[str] = []
+    mask_next = False
+    for arg in argv:
+        if mask_next:
+            out.append("***")
+            mask_next = False
+            continue
+        low = arg.lower()
+        if arg.startswith("-") and any(w in low for w in _SECRET_WORDS):
+            if "=" in arg:
+                out.append(arg.split("=", 1)[0] + "=***")
+            else:
+                out.append(arg)
+                mask_next = True
+            continue
+        out.append(arg)
+    return out
+
+
+def _git(cwd: str) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, timeout=3)
+        if commit.returncode != 0:
+            return {}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd, capture_output=True, text=True, timeout=3)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def system_info() -> dict[str, Any]:
+    """Platform facts for the run's ``system`` event; never environment variables."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = ""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "user": user,
+        "argv": scrub_argv(list(sys.argv)),
+        "cwd": os.getcwd(),
+        "cpu_count": os.cpu_count(),
+        "packages": versions,
+    }
+    try:
+        import psutil
+
+        info["memory_total"] = psutil.virtual_memory().total
+    except Exception:
+        pass
+    git = _git(os.getcwd())
+    if git:
+        info["git"] = git
+    return info
+
+
+def record_system_info(run: "Run") -> None:
+    """Gather system facts off the caller's thread; finish() waits for it briefly."""
+
+    def work() -> None:
+        try:
+            run._record("system", "init", "system", system_info())
+        except Exception:
+            pass
+
+    t = threading.Thread(target=work, name="bridge-system-info", daemon=True)
+    run._system_thread = t
+    t.start()
+

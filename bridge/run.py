@@ -1,0 +1,516 @@
+"""The tracking API: ``init`` returns a :class:`Run`; every call records to the spool first.
+
+The caller's thread validates cheaply and enqueues; :mod:`bridge.spool.writer` commits.
+Bad input never raises into the training loop unless the run is ``strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping, MutableMapping, Sequence
+
+from bridge import lifecycle
+from bridge.config import Settings, load
+from bridge.errors import ConfigError, RunStateError
+from bridge.spool import blobs
+from bridge.spool.reader import find_run, max_step
+from bridge.spool.writer import SpoolWriter
+from bridge.values import Problem, check_key, report, to_float, to_json
+
+__all__ = ["Run", "init", "normalize_backends"]
+
+_now = time.time_ns
+
+_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def normalize_backends(backends: Any) -> list[dict]:
+    """``["mlflow", {"name": "wandb", "mode": "offline"}]`` -> list of option dicts.
+
+    Unknown names are an error here, at ``init``, not later at sync.
+    """
+    from bridge.adapters.base import available_adapters
+
+    if backends is None:
+        return []
+    if isinstance(backends, (str, Mapping)):
+        backends = [backends]
+    known = available_adapters()
+    out: list[dict] = []
+    for b in backends:
+        if isinstance(b, str):
+            spec = {"name": b}
+        elif isinstance(b, Mapping) and isinstance(b.get("name"), str):
+            spec = dict(b)
+        else:
+            raise ConfigError(f"a backend is a name or a dict with a 'name', got {b!r}")
+        if spec["name"] not in known:
+            raise ConfigError(f"unknown backend {spec['name']!r}; known: {', '.join(known)}")
+        for k in spec:
+            if any(s in k.lower() for s in ("key", "token", "secret", "password")):
+                raise ConfigError(
+                    f"backend option {k!r} looks like a credential: bridge never stores "
+                    "credentials; set the vendor's own environment variable instead"
+                )
+        try:
+            json.dumps(spec)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"backend options must be JSON values: {exc}") from exc
+        out.append(spec)
+    return out
+
+
+class _Config(MutableMapping):
+    """``run.config``: a dict whose every change is logged as a param."""
+
+    def __init__(self, run: "Run") -> None:
+        self._run = run
+        self._data: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._run.log_param(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError("config entries cannot be deleted once logged")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["_data"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
+        self._run.log_params({**dict(other), **kw})
+
+    def __repr__(self) -> str:
+        return f"Config({self._data!r})"
+
+
+class _Summary(MutableMapping):
+    """``run.summary``: final values shown on the run page (W&B's summary)."""
+
+    def __init__(self, run: "Run") -> None:
+        self._run = run
+        self._data: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._run._record("summary", "run.summary", key, value, store=self._data)
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError("summary entries cannot be deleted once logged")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
+        for k, v in {**dict(other), **kw}.items():
+            self[k] = v
+
+    def __repr__(self) -> str:
+        return f"Summary({self._data!r})"
+
+
+class Run:
+    """One tracked run. Use :func:`bridge.init` to make one."""
+
+    def __init__(self, *, run_id: str, project: str, name: str | None, notes: str | None,
+                 group: str | None, backends: list[dict], settings: Settings,
+                 writer: SpoolWriter, start_step: int, resumed: bool, node: str) -> None:
+        self.id = run_id
+        self.project = project
+        self.name = name
+        self.notes = notes
+        self.group = group
+        self.backends = backends
+        self.dir = settings.dir
+        self.settings = settings
+        self.strict = settings.strict
+        self.resumed = resumed
+        self.node = node
+        self.start_ms = _now() // 1_000_000
+        self.status = "RUNNING"
+        self.warnings = 0
+        self.config = _Config(self)
+        self.summary = _Summary(self)
+        self.tags: dict[str, str] = {}
+        self._step = start_step
+        self._ok_keys: set[str] = set()
+        self._writer = writer
+        self._finished = False
+        self._sync = None  # background sync handle (bridge.agent.background)
+        self._writer.put_run(self._row())
+
+    # -- identity ------------------------------------------------------------------------
+
+    def _row(self) -> dict:
+        return {"run_id": self.id, "project": self.project, "name": self.name,
+                "notes": self.notes, "group_name": self.group,
+                "backends": json.dumps(self.backends), "start_ms": self.start_ms}
+
+    def __repr__(self) -> str:
+        return f"<bridge.Run {self.project}/{self.name or self.id} {self.status}>"
+
+    @property
+    def step(self) -> int:
+        """The step the next ``log()`` without ``step=`` will use."""
+        return self._step
+
+    # -- problems ------------------------------------------------------------------------
+
+    def _problem(self, call: str, problem: str) -> None:
+        self.warnings += 1
+        self._writer.put_count(self.id, "warnings")
+        report(call, problem, self.strict, stacklevel=5)
+
+    def _closed(self, call: str) -> bool:
+        if self._finished:
+            self._problem(call, f"run {self.id} is finished; call ignored")
+            return True
+        return False
+
+    # -- metrics (the hot path) ------------------------------------------------------------
+
+    def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
+        """Log a row of metrics (W&B style). Without ``step`` the run's step advances by one."""
+        ts = _now() // 1_000_000
+        if step is None:
+            step = self._step
+            self._step = step + 1
+        elif type(step) is int and 0 <= step < 1 << 62:
+            if step >= self._step:
+                self._step = step + 1
+        else:
+            step = self._bad_step("log", step)
+            if step is None:
+                return
+        ok = self._ok_keys
+        items = []
+        try:
+            for k, v in data.items():
+                if type(v) is float and k in ok:
+                    items.append((k, v))
+                else:
+                    self._slow_item("log", k, v, items)
+        except AttributeError:
+            self._problem("log", f"expected a dict of metrics, got {type(data).__name__}")
+            return
+        if self._finished:
+            self._closed("log")
+            return
+        if items:
+            self._writer.put_metrics(self.id, step, ts, items)
+
+    def _slow_item(self, call: str, key: Any, value: Any, items: list) -> None:
+        try:
+            check_key(key)
+            items.append((key, to_float(value)))
+            self._ok_keys.add(key)
+        except Problem as exc:
+            self._problem(call, f"{key!r:.80}: {exc}; not recorded")
+
+    def _bad_step(self, call: str, step: Any) -> int | None:
+        try:
+            if isinstance(step, bool):
+                raise TypeError
+            s = int(step.item()) if hasattr(step, "item") else int(step)
+            if s != step or not 0 <= s < 1 << 62:
+                raise ValueError
+        except (TypeError, ValueError, AttributeError):
+            self._problem(call, f"step must be a non-negative integer, got {step!r:.80}; "
+                          "row not recorded")
+            return None
+        if s >= self._step:
+            self._step = s + 1
+        return s
+
+    def log_metric(self, key: str, value: Any, step: int | None = None,
+                   timestamp: int | None = None) -> None:
+        """Log one metric (MLflow style). Without ``step`` it is stored stepless and the run's
+        step does not advance; ``timestamp`` is in milliseconds since the epoch."""
+        self.log_metrics({key: value}, step=step, timestamp=timestamp)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None,
+                    timestamp: int | None = None) -> None:
+        """Log several metrics at one step (MLflow style; the step does not auto-advance)."""
+        if self._closed("log_metrics"):
+            return
+        ts = _now() // 1_000_000
+        if timestamp is not None:
+            if type(timestamp) is int and timestamp >= 0:
+                ts = timestamp
+            else:
+                self._problem("log_metrics", f"timestamp must be integer ms, got {timestamp!r:.80};"
+                              " the call's time is used")
+        if step is not None and not (type(step) is int and 0 <= step < 1 << 62):
+            step = self._bad_step("log_metrics", step)
+            if step is None:
+                return
+        items: list = []
+        try:
+            for k, v in metrics.items():
+                self._slow_item("log_metrics", k, v, items)
+        except AttributeError:
+            self._problem("log_metrics", f"expected a dict, got {type(metrics).__name__}")
+            return
+        if items:
+            self._writer.put_metrics(self.id, step, ts, items)
+
+    # -- params, tags, summary, text ----------------------------------------------------
+
+    def _record(self, kind: str, call: str, key: Any, value: Any,
+                store: dict | None = None, step: int | None = None) -> bool:
+        if self._closed(call):
+            return False
+        try:
+            check_key(key)
+        except Problem as exc:
+            self._problem(call, f"{exc}; not recorded")
+            return False
+        payload = to_json(value, lambda p: self._problem(call, f"{key!r}: {p}"))
+        if store is not None:
+            store[key] = json.loads(payload)
+        self._writer.put_event(self.id, kind, key, step, _now() // 1_000_000, None, payload)
+        return True
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Log a parameter; a dict value is nested config and stays nested in the spool."""
+        self._record("param", "log_param", key, value, store=self.config._data)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        try:
+            items = list(params.items())
+        except AttributeError:
+            self._problem("log_params", f"expected a dict, got {type(params).__name__}")
+            return
+        for k, v in items:
+            self._record("param", "log_params", k, v, store=self.config._data)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Set a tag; the value is stored as a string (as MLflow and Neptune do)."""
+        if not isinstance(value, str):
+            value = str(value)
+        self._record("tag", "set_tag", key, value, store=self.tags)
+
+    def set_tags(self, tags: Mapping[str, Any] | Sequence[str]) -> None:
+        """Set tags from a dict, or plain labels (W&B style) from a list: ``label -> ""``."""
+        if isinstance(tags, Mapping):
+            for k, v in tags.items():
+                self.set_tag(k, v)
+        elif isinstance(tags, (list, tuple, set)):
+            for t in tags:
+                self.set_tag(t, "")
+        else:
+            self._problem("set_tags", f"expected a dict or a list, got {type(tags).__name__}")
+
+    def log_text(self, text: str, name: str) -> None:
+        """Record a text file (e.g. ``"notes/eval.txt"``)."""
+        if not isinstance(text, str):
+            self._problem("log_text", f"text must be a string, got {type(text).__name__}; "
+                          "stored as str()")
+            text = str(text)
+        self._record("text", "log_text", name, text)
+
+    def log_dict(self, dictionary: Any, name: str) -> None:
+        """Record a JSON-serializable object as a file (e.g. ``"eval/report.json"``)."""
+        self._record("dict", "log_dict", name, dictionary)
+
+    def log_event(self, name: str, payload: Any = None) -> None:
+        """Record a free-form event (omega-ml's ``log_event``), e.g. ``("epoch_end", {...})``."""
+        self._record("event", "log_event", name, payload, step=self._step)
+
+    def log_features(self, names: Sequence[str]) -> None:
+        """Record the model's input feature names (Lab's ``log_features``)."""
+        self._record("event", "log_features", "features", list(names))
+
+    # -- artifacts -------------------------------------------------------------------------
+
+    def log_artifact(self, path: str | os.PathLike, name: str | None = None,
+                     type: str = "file") -> None:
+        """Copy a file or directory into the spool (sha256-addressed, deduplicated)."""
+        if self._closed("log_artifact"):
+            return
+        src = Path(path)
+        try:
+            if not src.exists():
+                raise Problem(f"{str(src)!r} does not exist")
+            if src.is_dir():
+                entries = sorted(p for p in src.rglob("*") if p.is_file())
+                files = []
+                for p in entries:
+                    sha, size = blobs.store_file(self.dir, p)
+                    self._writer.put_blob(sha, size)
+                    files.append({"path": p.relative_to(src).as_posix(), "sha256": sha,
+                                  "size": size})
+            else:
+                sha, size = blobs.store_file(self.dir, src)
+                self._writer.put_blob(sha, size)
+                files = [{"path": src.name, "sha256": sha, "size": size}]
+        except (Problem, OSError) as exc:
+            self._problem("log_artifact", f"{exc}; artifact not recorded")
+            return
+        art_name = name or src.name
+        self._record("artifact", "log_artifact", art_name,
+                     {"name": art_name, "type": type, "is_dir": src.is_dir(),
+                      "source": str(src.resolve()), "files": files})
+
+    def log_model(self, model: Any, name: str) -> None:
+        """Pickle a model into an artifact of type ``model`` (Lab's ``log_model``)."""
+        if self._closed("log_model"):
+            return
+        try:
+            data = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            self._problem("log_model", f"cannot pickle {type(model).__name__}: {exc}")
+            return
+        sha, size = blobs.store_bytes(self.dir, data)
+        self._writer.put_blob(sha, size)
+        self._record("artifact", "log_model", name,
+                     {"name": name, "type": "model", "is_dir": False, "source": None,
+                      "format": "pickle", "files": [{"path": f"{name}.pkl", "sha256": sha,
+                                                    "size": size}]})
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything logged so far is committed to the spool."""
+        return self._writer.flush(timeout)
+
+    def finish(self, status: str = "FINISHED", error: str | None = None,
+               timeout: float | None = None) -> None:
+        """End the run: record its status, flush, wait a bounded time for background sync."""
+        if self._finished:
+            return
+        if status not in _STATUSES:
+            raise ConfigError(f"status must be one of {_STATUSES}, got {status!r}")
+        thread = getattr(self, "_system_thread", None)
+        if thread is not None:
+            thread.join(timeout=5)
+        self._finished = True
+        self.status = status
+        self._writer.put_finish(self.id, _now() // 1_000_000, status, error)
+        self._writer.flush()
+        lifecycle.forget(self)
+        if self._sync is not None:
+            wait = self.settings.finish_timeout if timeout is None else timeout
+            self._sync.finish(wait)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.finish("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("KILLED", error="KeyboardInterrupt")
+        else:
+            text = "".join(traceback.format_exception(exc_type, exc, tb))[-20_000:]
+            self.finish("FAILED", error=text)
+
+    def data(self, **filters: Any):
+        """This run's events as a DataFrame (see :func:`bridge.data`)."""
+        from bridge.query import data
+
+        self.flush()
+        return data(run=self.id, dir=self.dir, **filters)
+
+
+def init(
+    project: str | None = None,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | Sequence[str] | None = None,
+    notes: str | None = None,
+    group: str | None = None,
+    backends: Sequence[str | Mapping[str, Any]] | None = None,
+    run_id: str | None = None,
+    resume: str | None = None,
+    dir: str | os.PathLike | None = None,
+    sync: str | None = None,
+    durability: str | None = None,
+    strict: bool | None = None,
+    node: str | None = None,
+    **settings: Any,
+) -> Run:
+    """Start (or resume) a run and make it the current one.
+
+    ``backends``: names or ``{"name": ..., **options}``; ``sync``: "background" (default when
+    backends are given) or "offline"; ``resume``: "allow" or "must" with ``run_id``;
+    ``node``: this process's rank or host label (default: ``RANK``/``LOCAL_RANK`` or host).
+    Other keyword arguments are settings from ``bridge.toml`` (``flush_interval``, ...).
+    """
+    s = load(dir=dir, sync=sync, durability=durability, strict=strict, **settings)
+    specs = normalize_backends(backends if backends is not None else list(s.backends))
+    if resume not in (None, "allow", "must", "never"):
+        raise ConfigError(f"resume must be 'allow', 'must' or 'never', got {resume!r}")
+    if run_id is not None:
+        if not (isinstance(run_id, str) and len(run_id) == 32
+                and all(c in "0123456789abcdef" for c in run_id)):
+            raise ConfigError(f"run_id must be 32 lowercase hex characters, got {run_id!r}")
+    elif resume == "must":
+        raise ConfigError("resume='must' needs a run_id")
+    s.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existing = find_run(s.dir, run_id) if run_id else None
+    start_step = 0
+    if existing is not None:
+        if resume in (None, "never"):
+            raise RunStateError(
+                f"run {run_id} already exists in {s.dir}; pass resume='allow' to continue it"
+            )
+        project = project or existing.project
+        name = name or existing.name
+        notes = notes if notes is not None else existing.notes
+        group = group or existing.group
+        specs = specs or existing.backends
+        start_step = max_step(existing.files, run_id) + 1
+    elif resume == "must":
+        raise RunStateError(f"resume='must': run {run_id} is not in {s.dir}")
+    node = node if node is not None else _default_node()
+    writer = lifecycle.writer_for(s, node)
+    run = Run(run_id=run_id or uuid.uuid4().hex, project=project or "default", name=name,
+              notes=notes, group=group, backends=specs, settings=s, writer=writer,
+              start_step=start_step, resumed=existing is not None, node=node)
+    lifecycle.register(run)
+    if notes is not None:
+        run._record("note", "init", "notes", notes)
+    if config:
+        try:
+            run.log_params(dict(config))
+        except (TypeError, ValueError):
+            run._problem("init", f"config must be a dict, got {type(config).__name__}")
+    if tags:
+        run.set_tags(tags)
+    lifecycle.record_system_info(run)
+    if specs and s.sync == "background":
+        from bridge.agent.background import start_background_sync
+
+        run._sync = start_background_sync(run)
+    return run
+
+
+def _default_node() -> str:
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
+        if os.environ.get(var):
+            return f"rank{os.environ[var]}"
+    return os.uname().nodename
+

@@ -1,0 +1,273 @@
+"""Reading a spool directory: its files, the runs they hold, and a run's merged events.
+
+A run may span several writer files (DDP ranks, a requeued job). Readers never write to a
+writer file. Events are streamed in chunks, so memory stays bounded whatever the backlog,
+and merged across files in ``(ts_ms, file_id, seq)`` order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from bridge.errors import SpoolError
+from bridge.spool.schema import check_version
+from bridge.values import decode_float
+
+__all__ = [
+    "FileInfo",
+    "RunRecord",
+    "SpoolEvent",
+    "decode_event",
+    "find_run",
+    "iter_events",
+    "list_runs",
+    "max_seqs",
+    "max_step",
+    "count_after",
+    "open_file",
+    "spool_files",
+]
+
+
+@dataclass(frozen=True)
+class SpoolEvent:
+    file_id: str
+    seq: int
+    run_id: str
+    kind: str
+    key: str | None
+    step: int | None
+    ts_ms: int
+    value: float | None
+    payload: Any
+    node: str
+
+
+@dataclass
+class FileInfo:
+    path: Path
+    file_id: str
+    node: str
+    host: str
+    error: str | None = None
+
+
+@dataclass
+class RunRecord:
+    """A run as the union of its rows in every writer file."""
+
+    run_id: str
+    project: str
+    name: str | None
+    notes: str | None
+    group: str | None
+    backends: list[dict]
+    start_ms: int
+    end_ms: int | None
+    status: str
+    error: str | None
+    warnings: int = 0
+    dropped: int = 0
+    files: list[FileInfo] = field(default_factory=list)
+    number: int = 0  # per project, in start order (omega-ml's run numbers)
+
+
+def spool_files(spool_dir: Path) -> list[Path]:
+    return sorted((Path(spool_dir) / "spool").glob("*.db"))
+
+
+def open_file(path: Path) -> sqlite3.Connection:
+    """Open a writer file for reading (never writes; checks the schema version)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
+                               timeout=30.0)
+        conn.execute("PRAGMA busy_timeout=30000")
+    except sqlite3.Error as exc:
+        raise SpoolError(f"cannot open spool file {path}: {exc}") from exc
+    check_version(conn, str(path))
+    return conn
+
+
+def _file_info(conn: sqlite3.Connection, path: Path) -> FileInfo:
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    return FileInfo(path=path, file_id=meta.get("file_id", path.stem), node=meta.get("node", ""),
+                    host=meta.get("host", ""))
+
+
+def list_runs(spool_dir: Path, errors: list[FileInfo] | None = None) -> list[RunRecord]:
+    """Every run in the directory, merged across files, numbered per project.
+
+    Files that cannot be read are reported in ``errors`` (never skipped silently).
+    """
+    runs: dict[str, RunRecord] = {}
+    latest_end: dict[str, int] = {}
+    running_start: dict[str, int] = {}
+    for path in spool_files(spool_dir):
+        try:
+            conn = open_file(path)
+            try:
+                info = _file_info(conn, path)
+                rows = conn.execute(
+                    "SELECT run_id, project, name, notes, group_name, backends, start_ms, end_ms,"
+                    " status, error, warnings, dropped FROM runs"
+                ).fetchall()
+            finally:
+                conn.close()
+        except (SpoolError, sqlite3.Error) as exc:
+            if errors is not None:
+                errors.append(FileInfo(path=path, file_id=path.stem, node="", host="",
+                                       error=str(exc)))
+            continue
+        for (run_id, project, name, notes, group, backends, start, end, status, error, warns,
+             dropped) in rows:
+            rec = runs.get(run_id)
+            if rec is None:
+                rec = runs[run_id] = RunRecord(
+                    run_id=run_id, project=project, name=name, notes=notes, group=group,
+                    backends=json.loads(backends or "[]"), start_ms=start, end_ms=None,
+                    status="RUNNING", error=None,
+                )
+            else:
+                if start < rec.start_ms:
+                    rec.start_ms = start
+                rec.name = rec.name or name
+                rec.notes = notes or rec.notes
+                rec.group = rec.group or group
+                for b in json.loads(backends or "[]"):
+                    if b not in rec.backends:
+                        rec.backends.append(b)
+            rec.warnings += warns
+            rec.dropped += dropped
+            rec.files.append(info)
+            if status == "RUNNING":
+                running_start[run_id] = max(running_start.get(run_id, 0), start)
+            elif end is not None and end >= latest_end.get(run_id, -1):
+                latest_end[run_id] = end
+                rec.end_ms, rec.status, rec.error = end, status, error
+    for run_id, rec in runs.items():
+        # A segment that started after the last finish (a resumed job) is still running.
+        if run_id in running_start and running_start[run_id] > latest_end.get(run_id, -1):
+            rec.status, rec.end_ms = "RUNNING", None
+    ordered = sorted(runs.values(), key=lambda r: (r.project, r.start_ms, r.run_id))
+    counters: dict[str, int] = {}
+    for rec in ordered:
+        counters[rec.project] = counters.get(rec.project, 0) + 1
+        rec.number = counters[rec.project]
+    return sorted(ordered, key=lambda r: (r.start_ms, r.run_id))
+
+
+def find_run(spool_dir: Path, run_id: str) -> RunRecord | None:
+    for rec in list_runs(spool_dir):
+        if rec.run_id == run_id:
+            return rec
+    return None
+
+
+def decode_event(row: tuple, file_id: str, node: str) -> SpoolEvent:
+    seq, run_id, kind, key, step, ts_ms, value, payload = row
+    if kind == "metric":
+        value = decode_float(value, payload)
+        decoded = None
+    else:
+        decoded = json.loads(payload) if payload is not None else None
+    return SpoolEvent(file_id, seq, run_id, kind, key, step, ts_ms, value, decoded, node)
+
+
+def _file_stream(path: Path, info: FileInfo, run_id: str, after: int, chunk: int,
+                 upto: int | None) -> Iterator[tuple]:
+    conn = open_file(path)
+    try:
+        last = after
+        while True:
+            if upto is not None:
+                rows = conn.execute(
+                    "SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events "
+                    "WHERE run_id=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+                    (run_id, last, upto, chunk),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events "
+                    "WHERE run_id=? AND seq>? ORDER BY seq LIMIT ?",
+                    (run_id, last, chunk),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                ev = decode_event(row, info.file_id, info.node)
+                yield (ev.ts_ms, ev.file_id, ev.seq, ev)
+            last = rows[-1][0]
+            if len(rows) < chunk:
+                return
+    finally:
+        conn.close()
+
+
+def iter_events(
+    files: list[FileInfo],
+    run_id: str,
+    after: Mapping[str, int] | None = None,
+    chunk: int = 5000,
+    upto: Mapping[str, int] | None = None,
+) -> Iterator[SpoolEvent]:
+    """The run's events after the per-file cursors, merged in (ts_ms, file_id, seq) order.
+
+    ``upto`` bounds each file to a snapshot taken before reading, so a live writer's new
+    events wait for the next pass instead of racing the merge order.
+    """
+    after = after or {}
+    streams = [
+        _file_stream(f.path, f, run_id, after.get(f.file_id, 0), chunk,
+                     None if upto is None else upto.get(f.file_id, 0))
+        for f in files
+    ]
+    for _, _, _, ev in heapq.merge(*streams):
+        yield ev
+
+
+def max_seqs(files: list[FileInfo], run_id: str) -> dict[str, int]:
+    """The last seq of the run in each file (a snapshot for :func:`iter_events`)."""
+    out: dict[str, int] = {}
+    for f in files:
+        conn = open_file(f.path)
+        try:
+            row = conn.execute("SELECT max(seq) FROM events WHERE run_id=?", (run_id,)).fetchone()
+        finally:
+            conn.close()
+        out[f.file_id] = row[0] or 0
+    return out
+
+
+def count_after(files: list[FileInfo], run_id: str, after: Mapping[str, int]) -> int:
+    """How many of the run's events lie after the cursors."""
+    total = 0
+    for f in files:
+        conn = open_file(f.path)
+        try:
+            row = conn.execute("SELECT count(*) FROM events WHERE run_id=? AND seq>?",
+                               (run_id, after.get(f.file_id, 0))).fetchone()
+        finally:
+            conn.close()
+        total += row[0]
+    return total
+
+
+def max_step(files: list[FileInfo], run_id: str) -> int:
+    """The highest metric step of the run in any file (-1 when none): resume continues after it."""
+    best = -1
+    for f in files:
+        conn = open_file(f.path)
+        try:
+            row = conn.execute(
+                "SELECT max(step) FROM events WHERE run_id=? AND kind='metric'", (run_id,)
+            ).fetchone()
+        finally:
+            conn.close()
+        if row[0] is not None and row[0] > best:
+            best = row[0]
+    return best
