@@ -30,6 +30,7 @@ __all__ = [
     "Outcome",
     "RunInfo",
     "MissingDependency",
+    "TransientError",
     "available_adapters",
     "flatten",
     "load_adapter",
@@ -154,6 +155,19 @@ class Limits:
 
 class AdapterError(Exception):
     """An adapter could not be found, loaded or configured."""
+
+
+class TransientError(AdapterError):
+    """A failure that may pass (server down, rate limit): the agent retries the call.
+
+    Raise it from ``open_run``/``close_run``; ``export`` returns ``ExportResult.retry``.
+    Any other exception from an adapter is treated the same way; :class:`AdapterError`
+    itself (bad configuration, missing SDK) is not retried.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class MissingDependency(AdapterError):

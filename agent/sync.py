@@ -1,0 +1,395 @@
+"""The sync engine: replay each run's spool events to each of its backends.
+
+For every (backend, run) the engine reads the events after the saved cursors (merged across
+the run's writer files, streamed in chunks), exports them in batches sized to the adapter's
+limits, retries transient failures, dead-letters what the backend refuses for good, and
+advances the cursors only after the backend confirmed. Each backend runs in its own thread,
+so a backend that keeps failing is paused for this pass without holding the others back.
+A lease per run keeps two agents on one directory from delivering the same events.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from bridge.adapters.base import (
+    AdapterError,
+    Event,
+    ExportResult,
+    Outcome,
+    RunInfo,
+    TransientError,
+    load_adapter,
+)
+from bridge.agent.retry import RetryPolicy, Stopped, TransientFailure, call_with_retries
+from bridge.agent.state import StateStore, holder_id, now_ms
+from bridge.config import AgentSettings
+from bridge.spool.reader import (
+    RunRecord,
+    SpoolEvent,
+    count_after,
+    decode_event,
+    iter_events,
+    list_runs,
+    max_seqs,
+    open_file,
+)
+
+__all__ = ["PairResult", "SyncSummary", "Syncer", "backend_label"]
+
+ProgressFn = Callable[[str, str, int, int], None]  # (backend, run_id, done, total)
+
+
+def backend_label(spec: dict) -> str:
+    """The name cursors and dead letters are kept under: ``id`` if given, else ``name``."""
+    return str(spec.get("id") or spec["name"])
+
+
+@dataclass
+class PairResult:
+    """What one pass did for one (backend, run)."""
+
+    backend: str
+    run_id: str
+    delivered: int = 0
+    dead: int = 0
+    pending: int = 0
+    closed: bool = False
+    error: str | None = None
+    remote_id: str | None = None
+    skipped: str | None = None  # e.g. "leased by another agent"
+
+
+@dataclass
+class SyncSummary:
+    results: list[PairResult] = field(default_factory=list)
+    file_errors: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing is pending, nothing failed and every file was readable."""
+        return not self.file_errors and all(
+            r.pending == 0 and r.error is None and r.skipped is None for r in self.results
+        )
+
+
+def _to_event(ev: SpoolEvent) -> Event:
+    return Event(ev.file_id, ev.seq, ev.run_id, ev.kind, ev.key, ev.step, ev.ts_ms, ev.value,
+                 ev.payload, ev.node)
+
+
+class Syncer:
+    """One or more sync passes over a spool directory."""
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        *,
+        settings: AgentSettings | None = None,
+        backends: Iterable[str] | None = None,
+        runs: Iterable[str] | None = None,
+        stop: threading.Event | None = None,
+        progress: ProgressFn | None = None,
+        retry_dead: bool = False,
+        dry_run: bool = False,
+    ) -> None:
+        self.spool_dir = Path(spool_dir)
+        self.settings = settings or AgentSettings()
+        self.backend_filter = list(backends) if backends else None
+        self.run_filter = set(runs) if runs else None
+        self.stop = stop or threading.Event()
+        self.progress = progress
+        self.retry_dead = retry_dead
+        self.dry_run = dry_run
+        self.holder = holder_id()
+        self.policy = RetryPolicy(self.settings.retry_initial, self.settings.retry_max,
+                                  self.settings.retry_attempts)
+        self._adapters: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- planning --------------------------------------------------------------------------
+
+    def _runs(self, file_errors: list[str]) -> list[RunRecord]:
+        errors: list = []
+        records = list_runs(self.spool_dir, errors)
+        file_errors.extend(f"{e.path}: {e.error}" for e in errors)
+        if self.run_filter is not None:
+            records = [r for r in records if r.run_id in self.run_filter
+                       or any(r.run_id.startswith(p) for p in self.run_filter if len(p) >= 6)]
+        return records
+
+    def _specs(self, rec: RunRecord) -> list[dict]:
+        specs = [dict(b) for b in rec.backends]
+        if self.backend_filter is not None:
+            chosen = []
+            for name in self.backend_filter:
+                match = [s for s in specs if s["name"] == name or s.get("id") == name]
+                chosen.extend(match or [{"name": name}])
+            specs = chosen
+        return specs
+
+    # -- one pass --------------------------------------------------------------------------
+
+    def run_once(self) -> SyncSummary:
+        """Deliver everything pending now; per backend in parallel threads."""
+        summary = SyncSummary()
+        records = self._runs(summary.file_errors)
+        work: dict[str, list[tuple[dict, RunRecord]]] = {}
+        for rec in records:
+            for spec in self._specs(rec):
+                work.setdefault(backend_label(spec), []).append((spec, rec))
+        if not work:
+            return summary
+        leased: set[str] = set()
+        lease_lock = threading.Lock()
+        threads = []
+        results: list[PairResult] = []
+
+        def worker(label: str, items: list[tuple[dict, RunRecord]]) -> None:
+            try:
+                deliver_all(label, items)
+            except Exception as exc:  # a bug or an unreadable state file: report, never hide
+                error = f"{type(exc).__name__}: {exc}"
+                with lease_lock:
+                    seen = {r.run_id for r in results if r.backend == label}
+                    for _, rec in items:
+                        if rec.run_id not in seen:
+                            results.append(PairResult(label, rec.run_id, error=error, pending=-1))
+
+        def deliver_all(label: str, items: list[tuple[dict, RunRecord]]) -> None:
+            store = StateStore(self.spool_dir)
+            paused: str | None = None
+            try:
+                for spec, rec in items:
+                    if self.stop.is_set():
+                        break
+                    with lease_lock:
+                        ok = rec.run_id in leased or self.dry_run or store.acquire_lease(
+                            rec.run_id, self.holder, self.settings.lease_seconds)
+                        if ok:
+                            leased.add(rec.run_id)
+                    if not ok:
+                        res = PairResult(label, rec.run_id, skipped="leased by another agent")
+                        res.pending = self._pending(store, label, rec)
+                    elif paused is not None:
+                        res = PairResult(label, rec.run_id, error=f"backend paused: {paused}")
+                        res.pending = self._pending(store, label, rec)
+                    else:
+                        res = self._deliver(store, label, spec, rec)
+                        if res.error is not None and res.error.startswith("retries exhausted"):
+                            paused = res.error
+                    with lease_lock:
+                        results.append(res)
+            finally:
+                store.close()
+
+        for label, items in work.items():
+            t = threading.Thread(target=worker, args=(label, items), name=f"bridge-sync-{label}",
+                                 daemon=True)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        if leased and not self.dry_run:
+            store = StateStore(self.spool_dir)
+            try:
+                for run_id in leased:
+                    store.release_lease(run_id, self.holder)
+            finally:
+                store.close()
+        order = {(backend_label(s), r.run_id): i for i, (s, r) in
+                 enumerate((s, r) for r in records for s in self._specs(r))}
+        summary.results = sorted(results, key=lambda p: order.get((p.backend, p.run_id), 0))
+        return summary
+
+    def _pending(self, store: StateStore, label: str, rec: RunRecord) -> int:
+        return count_after(rec.files, rec.run_id, store.cursors(label, rec.run_id))
+
+    def _adapter(self, label: str, spec: dict) -> Any:
+        key = json.dumps(spec, sort_keys=True)
+        with self._lock:
+            if key not in self._adapters:
+                cls = load_adapter(spec["name"])
+                opts = {k: v for k, v in spec.items() if k not in ("name", "id")}
+                self._adapters[key] = cls(spool_dir=str(self.spool_dir), **opts)
+            return self._adapters[key]
+
+    def _deliver(self, store: StateStore, label: str, spec: dict, rec: RunRecord) -> PairResult:
+        res = PairResult(label, rec.run_id)
+        cursors = store.cursors(label, rec.run_id)
+        upto = max_seqs(rec.files, rec.run_id)
+        total = count_after(rec.files, rec.run_id, cursors)
+        remote_id, _, closed = store.remote(label, rec.run_id)
+        res.remote_id = remote_id
+        dead_letters = store.dead_letters(label, rec.run_id) if self.retry_dead else []
+        finished = rec.status != "RUNNING"
+        if self.dry_run:
+            res.pending = total
+            return res
+        if total == 0 and not dead_letters and (closed or not finished):
+            return res
+        try:
+            adapter = self._adapter(label, spec)
+        except AdapterError as exc:
+            res.error = f"cannot load backend {label!r}: {exc}"
+            res.pending = total
+            store.record_error(label, rec.run_id, res.error)
+            return res
+        info = RunInfo(
+            run_id=rec.run_id, project=rec.project, name=rec.name, notes=rec.notes,
+            group=rec.group, start_ms=rec.start_ms, end_ms=rec.end_ms, status=rec.status,
+            options={k: v for k, v in spec.items() if k not in ("name", "id")},
+            blob_root=self.spool_dir / "blobs", remote_id=remote_id,
+            state=store.adapter_state(label, rec.run_id),
+        )
+        done = 0
+        try:
+            new_remote = self._call(lambda: adapter.open_run(info))
+            if new_remote != remote_id:
+                store.save_remote(label, rec.run_id, str(new_remote),
+                                  _url(adapter, info, new_remote))
+                res.remote_id = str(new_remote)
+                info = _with_remote(info, str(new_remote))
+            if dead_letters:
+                self._redeliver_dead(store, adapter, info, label, rec, dead_letters)
+            batch: list[Event] = []
+            limit = max(1, adapter.limits.max_events)
+            for ev in iter_events(rec.files, rec.run_id, cursors, self.settings.chunk_size, upto):
+                batch.append(_to_event(ev))
+                if len(batch) >= limit:
+                    done += self._export(store, adapter, info, label, batch, res)[0]
+                    batch = []
+                    self._report(label, rec.run_id, done, total)
+                    if self.stop.is_set():
+                        raise Stopped()
+            if batch:
+                done += self._export(store, adapter, info, label, batch, res)[0]
+                self._report(label, rec.run_id, done, total)
+            if finished and not closed:
+                end = rec.end_ms or now_ms()
+                self._call(lambda: adapter.close_run(info, rec.status, end))
+                store.mark_closed(label, rec.run_id)
+                res.closed = True
+        except Stopped:
+            res.error = "stopped"
+        except TransientFailure as exc:
+            res.error = f"retries exhausted: {exc.reason}"
+            store.record_error(label, rec.run_id, res.error)
+        except AdapterError as exc:
+            res.error = f"{type(exc).__name__}: {exc}"
+            store.record_error(label, rec.run_id, res.error)
+        res.delivered = done - res.dead
+        res.pending = count_after(rec.files, rec.run_id, store.cursors(label, rec.run_id))
+        return res
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run an adapter call; transient errors are retried, AdapterError is final."""
+
+        def attempt() -> Any:
+            try:
+                return fn()
+            except TransientError as exc:
+                raise TransientFailure(str(exc), getattr(exc, "retry_after", None)) from exc
+            except AdapterError:
+                raise
+            except Exception as exc:  # a vendor SDK's own exception: assume it may pass
+                raise TransientFailure(f"{type(exc).__name__}: {exc}") from exc
+
+        return call_with_retries(attempt, self.policy, self.stop)
+
+    def _export(self, store: StateStore, adapter: Any, info: RunInfo, label: str,
+                batch: list[Event], res: PairResult) -> tuple[int, dict]:
+        def attempt() -> ExportResult:
+            try:
+                result = adapter.export(info, batch)
+            except TransientError as exc:
+                raise TransientFailure(str(exc), getattr(exc, "retry_after", None)) from exc
+            except AdapterError:
+                raise
+            except Exception as exc:
+                raise TransientFailure(
+                    f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+                ) from exc
+            if result.outcome is Outcome.RETRY:
+                raise TransientFailure(result.reason or "backend asked to retry",
+                                       result.retry_after)
+            return result
+
+        result = call_with_retries(attempt, self.policy, self.stop)
+        if result.outcome is Outcome.PERMANENT:
+            dead = {ev.uid: result.reason or "refused by the backend" for ev in batch}
+        else:
+            uids = {ev.uid for ev in batch}
+            dead = {uid: reason for uid, reason in result.rejected.items() if uid in uids}
+        cursors: dict[str, int] = {}
+        for ev in batch:
+            if ev.seq > cursors.get(ev.file_id, 0):
+                cursors[ev.file_id] = ev.seq
+        store.commit_batch(label, info.run_id, cursors, info.state, dead)
+        res.dead += len(dead)
+        return len(batch), dead
+
+    def _redeliver_dead(self, store: StateStore, adapter: Any, info: RunInfo, label: str,
+                        rec: RunRecord, letters: list) -> None:
+        by_file = {f.file_id: f for f in rec.files}
+        events: list[Event] = []
+        for dl in letters:
+            f = by_file.get(dl.file_id)
+            if f is None:
+                continue
+            conn = open_file(f.path)
+            try:
+                row = conn.execute(
+                    "SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events "
+                    "WHERE seq=?", (dl.seq,)).fetchone()
+            finally:
+                conn.close()
+            if row is not None:
+                events.append(_to_event(decode_event(row, f.file_id, f.node)))
+        limit = max(1, adapter.limits.max_events)
+        for i in range(0, len(events), limit):
+            batch = events[i : i + limit]
+            _, refused_again = self._export(store, adapter, info, label, batch,
+                                            PairResult(label, rec.run_id))
+            # Refused again: _export re-recorded them with the backend's new reason.
+            store.resolve_dead(label, rec.run_id,
+                               [ev.uid for ev in batch if ev.uid not in refused_again])
+
+    def _report(self, label: str, run_id: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(label, run_id, done, total)
+            except Exception:
+                pass
+
+    def shutdown(self) -> None:
+        """Shut every adapter down (flushes vendor SDKs)."""
+        with self._lock:
+            adapters = list(self._adapters.values())
+            self._adapters.clear()
+        for a in adapters:
+            try:
+                a.shutdown()
+            except Exception:
+                pass
+
+
+def _with_remote(info: RunInfo, remote_id: str) -> RunInfo:
+    from dataclasses import replace
+
+    return replace(info, remote_id=remote_id)
+
+
+def _url(adapter: Any, info: RunInfo, remote_id: str) -> str | None:
+    fn = getattr(adapter, "run_url", None)
+    if callable(fn):
+        try:
+            return fn(info, remote_id)
+        except Exception:
+            return None
+    return None
