@@ -46,6 +46,8 @@ __all__ = [
     "find_run_logs",
     "iter_records",
     "read_run",
+    "session_dirs",
+    "session_key",
 ]
 
 BLOCK_SIZE = 32 * 1024
@@ -370,16 +372,34 @@ def _log_file(path: Path) -> Path:
     return found[0]
 
 
+_FRAGMENT = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+?)(?:-(\d+))?$")
+
+
 def find_run_logs(wandb_dir: str | Path, run_id: str) -> list[Path]:
-    """Every ``.wandb`` file of ``run_id`` under a ``wandb/`` dir, oldest fragment first.
+    """Every ``.wandb`` file of ``run_id`` under a ``wandb/`` dir, oldest session first.
 
-    Offline W&B writes each resumed session of a run to its own
-    ``offline-run-<time>-<id>/run-<id>.wandb``; the timestamped dir names sort in order.
+    W&B writes each session of a run (offline, or a resumed online run) to its own
+    ``[offline-]run-<YYYYmmdd_HHMMSS>-<id>[-<n>]/run-<id>.wandb``; ``-<n>`` separates
+    sessions started within the same second. Other names (``discarded-*``) are ignored.
     """
-    root = Path(wandb_dir)
-    pattern = f"*-{run_id}/run-{run_id}.wandb"
-    def order(p: Path) -> tuple[str, float]:
-        stamp = re.search(r"\d{8}_\d{6}", p.parent.name)
-        return (stamp.group(0) if stamp else "", p.stat().st_mtime)
+    logs = (d / f"run-{run_id}.wandb" for d in session_dirs(wandb_dir, run_id))
+    return [log for log in logs if log.is_file()]
 
-    return sorted(root.glob(pattern), key=order)
+
+def session_key(dir_name: str) -> tuple[str, str, int] | None:
+    """``(timestamp, run id, n)`` of a W&B session dir name, or None if it is not one."""
+    m = _FRAGMENT.match(dir_name)
+    return (m.group(1), m.group(2), int(m.group(3) or 0)) if m else None
+
+
+def session_dirs(wandb_dir: str | Path, run_id: str) -> list[Path]:
+    """The session dirs of ``run_id`` (complete or not), oldest first."""
+    root = Path(wandb_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        key = session_key(d.name)
+        if key and key[1] == run_id and d.is_dir():
+            found.append(((key[0], key[2]), d))
+    return [d for _, d in sorted(found)]

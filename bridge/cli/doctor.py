@@ -1,0 +1,77 @@
+"""`bridge doctor`: what bridge sees on this machine — never a credential's value."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sqlite3
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from bridge.cli.common import DirOption, console, resolve_dir
+from bridge.spool.reader import spool_files
+from bridge.spool.schema import filesystem_type, is_network_fs
+
+__all__ = ["CREDENTIAL_VARIABLES", "register"]
+
+CREDENTIAL_VARIABLES = (
+    "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+    "DATABRICKS_TOKEN", "WANDB_API_KEY", "NEPTUNE_API_TOKEN", "COMET_API_KEY",
+)
+_SDKS = (("mlflow", "mlflow"), ("wandb", "wandb"), ("neptune", "neptune"),
+         ("comet_ml", "comet-ml"), ("pandas", "pandas"), ("pyarrow", "pyarrow"))
+
+
+def doctor_cmd(dir: Optional[Path] = DirOption) -> None:
+    """Spool directory, filesystem, SQLite, installed vendor SDKs, credential variables set."""
+    spool = resolve_dir(dir)
+    t = Table(title="bridge doctor", show_header=False)
+    t.add_column("check")
+    t.add_column("result")
+    from bridge import __version__
+
+    t.add_row("bridge", __version__)
+    t.add_row("python", sys.version.split()[0] + f" ({sys.executable})")
+    t.add_row("sqlite", sqlite3.sqlite_version)
+    exists = spool.exists()
+    writable = os.access(spool if exists else spool.parent, os.W_OK)
+    t.add_row("spool dir", f"{spool} ({'exists' if exists else 'not created yet'}, "
+                           f"{'writable' if writable else 'NOT writable'})")
+    fs = filesystem_type(spool if exists else spool.parent) or "unknown"
+    journal = "rollback journal (network filesystem)" if is_network_fs(
+        spool if exists else spool.parent) else "WAL"
+    t.add_row("filesystem", f"{fs}; journal: {journal}")
+    files = spool_files(spool) if exists else []
+    bad = []
+    for f in files:
+        try:
+            conn = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+            conn.close()
+            if ok != "ok":
+                bad.append(f"{f.name}: {ok}")
+        except sqlite3.Error as exc:
+            bad.append(f"{f.name}: {exc}")
+    t.add_row("spool files", f"{len(files)} ({len(bad)} failing quick_check)")
+    for name, dist in _SDKS:
+        if importlib.util.find_spec(name) is None:
+            t.add_row(f"sdk {dist}", "not installed")
+        else:
+            try:
+                t.add_row(f"sdk {dist}", metadata.version(dist))
+            except metadata.PackageNotFoundError:
+                t.add_row(f"sdk {dist}", "installed")
+    set_vars = [v for v in CREDENTIAL_VARIABLES if os.environ.get(v)]
+    t.add_row("credential variables set", ", ".join(set_vars) or "none")
+    console.print(t)
+    for b in bad:
+        console.print(f"[red]{b}[/red]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor_cmd)

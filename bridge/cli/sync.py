@@ -1,0 +1,196 @@
+"""`bridge sync`, `bridge status`, `bridge agent`: deliver the spool and tell the truth about it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bridge.cli.common import DirArg, DirOption, console, err_console, resolve_dir
+from bridge.config import load
+
+__all__ = ["register", "run_sync"]
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def run_sync(spool: Path, backends: list[str] | None = None, runs: list[str] | None = None,
+             dry_run: bool = False, retry_dead: bool = False, quiet: bool = False,
+             stop: threading.Event | None = None):
+    """One full sync pass with a progress bar; returns the SyncSummary."""
+    from bridge.agent.sync import Syncer
+
+    stop = stop or threading.Event()
+    settings = load().agent
+    tasks: dict[tuple[str, str], Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, disable=quiet,
+                  transient=False) as progress:
+
+        def on_progress(backend: str, run_id: str, done: int, total: int) -> None:
+            key = (backend, run_id)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"{backend:>8} {run_id[:12]}", total=total)
+            progress.update(tasks[key], completed=done)
+
+        syncer = Syncer(spool, settings=settings, backends=backends, runs=runs, stop=stop,
+                        progress=on_progress, retry_dead=retry_dead, dry_run=dry_run)
+        try:
+            return syncer.run_once()
+        finally:
+            syncer.shutdown()
+
+
+def _summary_table(summary: Any, dry_run: bool) -> Table:
+    table = Table(title="dry run: what would be delivered" if dry_run else "sync")
+    for col in ("run", "backend", "delivered", "dead", "pending", "remote id", "note"):
+        table.add_column(col)
+    for r in summary.results:
+        note = r.error or r.skipped or ("closed" if r.closed else "")
+        table.add_row(r.run_id[:12], r.backend, str(r.delivered), str(r.dead), str(r.pending),
+                      r.remote_id or "-", note[:70])
+    return table
+
+
+def sync_cmd(
+    path: Optional[Path] = DirArg,
+    dir: Optional[Path] = DirOption,
+    backend: Optional[List[str]] = typer.Option(None, "--backend", "-b",
+                                                help="Only this backend (repeatable); a run "
+                                                     "without it is delivered there with "
+                                                     "default options."),
+    run: Optional[List[str]] = typer.Option(None, "--run", "-r", help="Only this run (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be delivered."),
+    retry_dead: bool = typer.Option(False, "--retry-dead",
+                                    help="Deliver dead letters again (after fixing the cause)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Deliver every pending event; exit 0 only when everything is delivered."""
+    spool = resolve_dir(path, dir)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    summary = run_sync(spool, backend, run, dry_run, retry_dead, quiet=json_out, stop=stop)
+    if json_out:
+        print(json.dumps({"complete": summary.complete, "file_errors": summary.file_errors,
+                          "results": [r.__dict__ for r in summary.results]}, indent=2))
+    else:
+        if summary.results:
+            console.print(_summary_table(summary, dry_run))
+        else:
+            console.print(f"nothing to sync in {spool} (no run names a backend; "
+                          "use --backend NAME to choose one)")
+        for e in summary.file_errors:
+            err_console.print(f"[red]unreadable spool file: {e}[/red]")
+    if dry_run:
+        raise typer.Exit(0)
+    if not summary.complete:
+        left = sum(max(r.pending, 0) for r in summary.results)
+        dead = sum(r.dead for r in summary.results)
+        err_console.print(f"[red]not everything was delivered: {left} events pending"
+                          f"{', ' + str(len(summary.file_errors)) + ' unreadable files' if summary.file_errors else ''}"
+                          f"; see `bridge status`[/red]")
+        raise typer.Exit(1)
+    dead = sum(r.dead for r in summary.results)
+    if dead:
+        err_console.print(f"[yellow]{dead} events refused by a backend (dead letters); "
+                          "see `bridge status`[/yellow]")
+
+
+def status_cmd(
+    path: Optional[Path] = DirArg,
+    dir: Optional[Path] = DirOption,
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    dead: bool = typer.Option(False, "--dead", help="List every dead letter with its reason."),
+) -> None:
+    """Per run and backend: delivered, pending, dead, last error, remote id."""
+    from bridge.agent.state import StateStore
+    from bridge.agent.status import spool_status
+
+    spool = resolve_dir(path, dir)
+    errors: list = []
+    statuses = spool_status(spool, errors)
+    if json_out:
+        print(json.dumps({"dir": str(spool), "runs": [s.as_dict() for s in statuses],
+                          "file_errors": [{"path": str(e.path), "error": e.error} for e in errors]},
+                         indent=2))
+        return
+    table = Table(title=f"sync status of {spool}")
+    for col in ("run", "project", "status", "events", "backend", "delivered", "pending", "dead",
+                "remote id", "last error"):
+        table.add_column(col)
+    for s in statuses:
+        if not s.backends:
+            table.add_row(s.run_id[:12], s.project, s.status, str(s.events), "-", "-", "-", "-",
+                          "-", "no backend")
+        for b in s.backends:
+            table.add_row(s.run_id[:12], s.project, s.status, str(s.events), b.backend,
+                          str(b.delivered), str(b.pending), str(b.dead), b.url or b.remote_id or "-",
+                          (b.last_error or "")[:60])
+        if s.warnings or s.dropped:
+            table.add_row("", "", "", "", "", "", "", "", "",
+                          f"{s.warnings} bad inputs, {s.dropped} dropped")
+    console.print(table)
+    for e in errors:
+        err_console.print(f"[red]unreadable spool file {e.path}: {e.error}[/red]")
+    if dead:
+        store = StateStore(spool)
+        try:
+            for d in store.dead_letters():
+                console.print(f"{d.backend} {d.run_id[:12]} {d.file_id}#{d.seq}: {d.reason}")
+        finally:
+            store.close()
+
+
+def agent_cmd(
+    path: Optional[Path] = DirArg,
+    dir: Optional[Path] = DirOption,
+    interval: Optional[float] = typer.Option(None, "--interval", "-i",
+                                             help="Seconds between passes (default 5)."),
+    once: bool = typer.Option(False, "--once", help="One pass, then exit."),
+) -> None:
+    """Watch a spool directory and sync continuously (e.g. on a login node)."""
+    from bridge.agent.sync import Syncer
+
+    spool = resolve_dir(path, dir)
+    settings = load().agent
+    wait = interval if interval is not None else settings.interval
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    syncer = Syncer(spool, settings=settings, stop=stop)
+    console.print(f"bridge agent watching {spool} every {wait}s (Ctrl-C to stop)")
+    try:
+        while not stop.is_set():
+            summary = syncer.run_once()
+            moved = sum(r.delivered + r.dead for r in summary.results)
+            if moved:
+                console.print(f"delivered {moved} events "
+                              f"({sum(r.pending for r in summary.results)} pending)")
+            for r in summary.results:
+                if r.error and r.error != "stopped":
+                    err_console.print(f"[yellow]{r.backend} {r.run_id[:12]}: {r.error[:200]}"
+                                      "[/yellow]")
+            if once:
+                break
+            stop.wait(wait)
+    finally:
+        syncer.shutdown()
+    console.print("bridge agent stopped; cursors saved")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sync")(sync_cmd)
+    app.command("status")(status_cmd)
+    app.command("agent")(agent_cmd)

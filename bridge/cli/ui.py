@@ -1,0 +1,47 @@
+"""`bridge ui`: MLflow's UI on the embedded store, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bridge.cli.common import DirOption, err_console, resolve_dir
+
+__all__ = ["register", "ui_command"]
+
+
+def ui_command(spool: Path, port: int) -> list[str]:
+    """The command line that serves the embedded store (listening on loopback only)."""
+    return [sys.executable, "-m", "mlflow", "ui",
+            "--backend-store-uri", f"sqlite:///{spool / 'mlflow.db'}",
+            "--default-artifact-root", str(spool / "mlartifacts"),
+            "--host", "127.0.0.1", "--port", str(port)]
+
+
+def ui_cmd(
+    port: int = typer.Option(5000, "--port", "-p", help="Port on 127.0.0.1."),
+    dir: Optional[Path] = DirOption,
+) -> None:
+    """Open MLflow's UI on the embedded store (synced runs) at http://127.0.0.1:PORT."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        err_console.print("bridge ui needs MLflow: pip install 'tracking-bridge[mlflow]'")
+        raise typer.Exit(2)
+    spool = resolve_dir(dir)
+    if not (spool / "mlflow.db").exists():
+        err_console.print(f"no embedded MLflow store in {spool} yet: run `bridge demo` or "
+                          "`bridge sync --backend mlflow` first")
+        raise typer.Exit(2)
+    err_console.print(f"serving {spool / 'mlflow.db'} at http://127.0.0.1:{port} (Ctrl-C stops)")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    raise typer.Exit(subprocess.call(ui_command(spool, port), env=env))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ui")(ui_cmd)
