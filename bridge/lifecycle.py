@@ -151,6 +151,8 @@ def _after_fork_in_child() -> None:
     for run in _active:
         run._writer = _ForkedWriter(run)
         run._sync = None
+    # The parent owns these runs: the child's exit must not finish them.
+    _active.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,112 @@
+"""SIGKILL a logging process at random points: every event acknowledged by flush() survives.
+
+Each kill point is drawn from a seed printed on failure; set BRIDGE_TEST_KILLS for more
+rounds (CI runs 20) and BRIDGE_TEST_SEED to replay one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bridge.spool.reader import list_runs
+
+CHILD = textwrap.dedent("""
+    import sys, bridge
+    spool, durability = sys.argv[1], sys.argv[2]
+    run = bridge.init(project="kill", dir=spool, sync="offline", durability=durability)
+    print("RUN", run.id, flush=True)
+    step = 0
+    while True:
+        run.log({"loss": step * 0.5, "acc": 1.0 / (step + 1)}, step=step)
+        if step % 97 == 0:
+            run.flush()
+            print("FLUSHED", step, flush=True)
+        step += 1
+""")
+
+ROUNDS = int(os.environ.get("BRIDGE_TEST_KILLS", "20"))
+BASE_SEED = int(os.environ.get("BRIDGE_TEST_SEED", random.SystemRandom().randrange(1 << 30)))
+
+
+def _kill_once(tmp_path, seed: int, durability: str) -> tuple[int, int]:
+    rng = random.Random(seed)
+    spool = tmp_path / f"spool-{seed}"
+    wait_for = rng.randint(1, 40)  # flush acknowledgements to see before the kill
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(spool), durability],
+                            stdout=subprocess.PIPE, text=True)
+    run_id = None
+    acked = -1
+    seen = 0
+    try:
+        for line in proc.stdout:
+            word, value = line.split()
+            if word == "RUN":
+                run_id = value
+            else:
+                acked = int(value)
+                seen += 1
+                if seen >= wait_for:
+                    break
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert run_id is not None
+    files = sorted((spool / "spool").glob("*.db"))
+    assert len(files) == 1
+    conn = sqlite3.connect(files[0])
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = conn.execute(
+        "SELECT step, count(*) FROM events WHERE run_id=? AND kind='metric' GROUP BY step "
+        "ORDER BY step", (run_id,)).fetchall()
+    conn.close()
+    steps = [s for s, n in rows]
+    assert all(n == 2 for _, n in rows), "a log() call was committed partially"
+    assert steps == list(range(len(steps))), "committed steps must be a prefix"
+    assert steps and steps[-1] >= acked, f"acknowledged step {acked} lost (have {steps[-1:]})"
+    rec = list_runs(spool)[0]
+    assert rec.status == "RUNNING"  # SIGKILL leaves no chance to record an end
+    return acked, steps[-1]
+
+
+@pytest.mark.parametrize("durability", ["buffered", "commit"])
+def test_sigkill_keeps_every_flushed_event(tmp_path, durability):
+    rounds = ROUNDS if durability == "buffered" else max(5, ROUNDS // 4)
+    beyond = []
+    for i in range(rounds):
+        seed = BASE_SEED + i
+        try:
+            acked, last = _kill_once(tmp_path, seed, durability)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (replay with BRIDGE_TEST_SEED={seed} "
+                                 f"BRIDGE_TEST_KILLS=1)") from exc
+        beyond.append(last - acked)
+    print(f"steps committed beyond the last acknowledged flush: {beyond}")
+
+
+def test_sigterm_finishes_the_run_as_killed(tmp_path):
+    code = textwrap.dedent("""
+        import sys, bridge
+        run = bridge.init(project="term", dir=sys.argv[1], sync="offline")
+        for i in range(10):
+            run.log({"x": float(i)})
+        print("READY", flush=True)
+        sys.stdin.read()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "READY"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+    rec = list_runs(tmp_path)[0]
+    assert rec.status == "KILLED"
+    conn = sqlite3.connect(rec.files[0].path)
+    assert conn.execute("SELECT count(*) FROM events WHERE kind='metric'").fetchone()[0] == 10
