@@ -11,7 +11,8 @@ from typing import Any, ClassVar, Sequence
 
 from bridge.adapters.base import Event, ExportResult, Limits, RunInfo
 
-__all__ = ["MemoryAdapter"]
+__all__ = ["ExportResult", "MemoryAdapter", "STORE"]
+
 
 # Shared by every instance in the process, so a test can read what a sync delivered.
 STORE: dict[str, dict[str, Any]] = defaultdict(dict)

@@ -57,7 +57,10 @@ def to_float(value: Any) -> float:
     if t is float:
         return value
     if t is int or t is bool:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise Problem(f"integer of {value.bit_length()} bits is too large for a float metric") from None
     item = getattr(value, "item", None)
     if item is not None and callable(item):
         size = getattr(value, "size", None)
@@ -73,7 +76,10 @@ def to_float(value: Any) -> float:
             return float(out)
         raise Problem(f"metric value must be numeric, got {t.__name__} holding {out!r:.80}")
     if isinstance(value, (int, float)):  # subclasses, e.g. numpy.float64 is a float subclass
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise Problem(f"{t.__name__} value is too large for a float metric") from None
     raise Problem(f"metric value must be numeric, got {t.__name__} {value!r:.80}")
 
 

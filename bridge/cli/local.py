@@ -147,7 +147,14 @@ def export_cmd(
     if format == "csv":
         text = df.to_csv(index=False)
     elif format == "jsonl":
-        text = df.to_json(orient="records", lines=True)
+        # json.dumps keeps every float digit (pandas' writer rounds to 10); NaN/Infinity are
+        # written as Python's json module does.
+        import pandas as pd
+
+        records = df.astype(object).to_dict(orient="records")
+        text = "".join(
+            json.dumps({k: (None if v is pd.NA else v) for k, v in r.items()}, default=str) + "\n"
+            for r in records)
     elif format == "parquet":
         if output is None:
             raise typer.BadParameter("parquet needs --output FILE")
