@@ -1,0 +1,621 @@
+"""Comet backend: spool events become a Comet experiment whose key is the bridge run id.
+
+Offline (``mode="offline"``) is the mode bridge can prove: every ``export`` call writes one
+Comet offline archive ``<key>-<random>.zip`` and returns SUCCESS only once that archive is
+on disk and holds what was logged. Comet writes an offline archive only when an experiment
+ends, so an archive per export call is the only way a SIGKILL between two calls loses
+nothing. Each archive is opened with Comet's ``get_or_create`` resume strategy, so
+``comet upload`` creates the experiment from whichever archive comes first and appends the
+others to it. Each archive also carries ``bridge-ledger.json`` (ignored by Comet's
+uploader) naming the spool events it holds: a sync killed after the archive was written
+but before the agent saved its cursor recognises them on the next run and skips them.
+
+Online (``mode="online"``) streams one experiment per sync session through Comet's
+``get_or_create`` start and confirms a batch when ``Experiment.flush()`` says the data
+reached the server.
+
+Metric points go through Comet's own ``MetricMessage`` with the spool timestamp, the only
+way to keep per-point time (the public ``log_metric`` stamps the time of the call).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import uuid
+import zipfile
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
+
+from bridge.adapters.base import (
+    ARTIFACT,
+    DICT,
+    EVENT,
+    METRIC,
+    NOTE,
+    PARAM,
+    SUMMARY,
+    SYSTEM,
+    TAG,
+    TEXT,
+    AdapterError,
+    Event,
+    ExportResult,
+    Limits,
+    RunInfo,
+    require,
+)
+
+__all__ = ["CometAdapter", "LEDGER_NAME", "experiment_key_for", "ledger_uids"]
+
+LEDGER_NAME = "bridge-ledger.json"
+_CLOSE = "bridge:close"  # file_id of the status event close_run writes (not a spool event)
+LEDGER_FORMAT = 1
+_KEY_RE = re.compile(r"^[A-Za-z0-9]{32,50}$")
+_MAX_KEY = 100  # comet_ml's MAXIMAL_KEY_LENGTH: longer names are truncated by the SDK
+_MAX_OTHER = 1000  # comet_ml's MAXIMAL_VALUE_LENGTH for "other" values
+_OPTIONS = frozenset({"workspace", "project", "mode", "offline_directory", "epoch_metric", "spool_dir"})
+
+# What comet_ml would add on its own; a synced experiment holds what the user logged.
+_QUIET_CONFIG: dict[str, Any] = dict(
+    log_code=False,
+    log_graph=False,
+    parse_args=False,
+    display_summary_level=0,
+    log_git_metadata=False,
+    log_git_patch=False,
+    log_env_details=False,
+    log_env_gpu=False,
+    log_env_host=False,
+    log_env_cpu=False,
+    log_env_network=False,
+    log_env_disk=False,
+    auto_output_logging=False,
+    auto_param_logging=False,
+    auto_metric_logging=False,
+    auto_log_co2=False,
+    auto_histogram_tensorboard_logging=False,
+    auto_histogram_weight_logging=False,
+    auto_histogram_gradient_logging=False,
+    auto_histogram_activation_logging=False,
+)
+# Read by comet_ml once, when it is first imported; a user's own setting wins.
+_IMPORT_ENV = {
+    "COMET_ERROR_TRACKING_ENABLE": "false",  # no Sentry reports from the sync process
+    "COMET_DISABLE_AUTO_LOGGING": "1",  # no import hooks on ML frameworks
+    "COMET_LOGGING_CONSOLE": "WARNING",  # no "comet upload ..." line per archive
+}
+
+
+@contextmanager
+def _import_defaults() -> Iterator[None]:
+    """Import comet_ml quietly without leaving these settings to child processes."""
+    added = [k for k in _IMPORT_ENV if k not in os.environ] if "comet_ml" not in sys.modules else []
+    os.environ.update({k: _IMPORT_ENV[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def experiment_key_for(run_id: str) -> str:
+    """The Comet key of a run: the run id when Comet accepts it, else a stable digest."""
+    if _KEY_RE.match(run_id):
+        return run_id
+    return hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:40]
+
+
+# --- the ledger: which spool events an archive holds -------------------------------------
+
+
+def _ranges(seqs: Iterable[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for s in sorted(set(seqs)):
+        if out and out[-1][1] == s - 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def ledger_uids(ledger: Mapping[str, Any]) -> set[tuple[str, int]]:
+    """The event uids ``(file_id, seq)`` a ledger says its archive holds."""
+    return {
+        (file_id, s)
+        for file_id, ranges in ledger.get("events", {}).items()
+        for lo, hi in ranges
+        for s in range(lo, hi + 1)
+    }
+
+
+def _make_ledger(run: RunInfo, key: str, archive_seq: int, uids: Iterable[tuple[str, int]]) -> dict:
+    by_file: dict[str, list[int]] = {}
+    for file_id, s in uids:
+        by_file.setdefault(file_id, []).append(s)
+    return {
+        "format": LEDGER_FORMAT,
+        "run_id": run.run_id,
+        "experiment_key": key,
+        "archive_seq": archive_seq,
+        "archive_id": uuid.uuid4().hex,
+        "events": {f: _ranges(s) for f, s in sorted(by_file.items())},
+    }
+
+
+def _read_archive(path: Path) -> tuple[dict | None, dict[str, int]]:
+    """(ledger, message counts per type) of a complete archive; raises if it is not one."""
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        if "experiment.json" not in names or "messages.json" not in names:
+            raise zipfile.BadZipFile("no experiment.json/messages.json: an unfinished archive")
+        meta = json.loads(zf.read("experiment.json"))
+        if meta.get("customer_error_reported"):
+            raise zipfile.BadZipFile(f"comet_ml reported: {meta.get('customer_error_message')}")
+        counts: Counter[str] = Counter()
+        for line in zf.read("messages.json").decode("utf-8").splitlines():
+            if line.strip():
+                counts[json.loads(line).get("type", "")] += 1
+        ledger = json.loads(zf.read(LEDGER_NAME)) if LEDGER_NAME in names else None
+    return ledger, dict(counts)
+
+
+def _check_archive(path: Path, archive_id: str, writer: _Writer) -> str | None:
+    """Why the archive comet_ml wrote does not hold the batch, or None when it does."""
+    try:
+        found, counts = _read_archive(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        return f"archive {path.name} is incomplete: {exc}"
+    if found is None or found.get("archive_id") != archive_id:
+        return f"archive {path.name} does not hold this batch"
+    if counts.get("metric_msg", 0) != writer.metrics or counts.get("file_upload", 0) != writer.uploads:
+        return (
+            f"archive {path.name} holds {counts}, "
+            f"expected {writer.metrics} metrics and {writer.uploads} files"
+        )
+    return None
+
+
+def _quarantine(path: Path) -> None:
+    """Rename an unfinished archive so ``comet upload *.zip`` never sends half a batch."""
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".incomplete"))
+
+
+class _Replay:
+    """Events a killed session wrote into archives the agent never confirmed."""
+
+    def __init__(self) -> None:
+        self.owner: dict[tuple[str, int], int] = {}
+        self.left: Counter[int] = Counter()
+
+    def add(self, archive_seq: int, uids: set[tuple[str, int]]) -> None:
+        for uid in uids:
+            if uid not in self.owner:
+                self.owner[uid] = archive_seq
+                self.left[archive_seq] += 1
+
+    def delivered(self, uid: tuple[str, int]) -> bool:
+        return uid in self.owner
+
+    def confirm(self, uids: Iterable[tuple[str, int]]) -> None:
+        for uid in uids:
+            seq = self.owner.pop(uid, None)
+            if seq is not None:
+                self.left[seq] -= 1
+
+    def watermark(self, next_seq: int) -> int:
+        """Archives below this number hold nothing the agent could hand over again."""
+        return min([s for s, n in self.left.items() if n > 0], default=next_seq)
+
+
+@dataclass
+class _RunCtx:
+    key: str
+    replay: _Replay = field(default_factory=_Replay)
+    next_seq: int = 0
+    experiment: Any = None  # the open online experiment
+
+
+# --- translating events into comet_ml calls ----------------------------------------------
+
+
+def _metric_epochs(batch: Sequence[Event], epoch_metric: str | None, carried: Any) -> dict[int, int]:
+    """step -> epoch, from the ``epoch_metric`` series logged at that step."""
+    epochs: dict[int, int] = {}
+    if isinstance(carried, list) and len(carried) == 2:
+        epochs[int(carried[0])] = int(carried[1])
+    if not epoch_metric:
+        return epochs
+    for ev in batch:
+        if ev.kind == METRIC and ev.key == epoch_metric and ev.step is not None:
+            v = ev.value
+            if v is not None and math.isfinite(v) and float(v).is_integer():
+                epochs[ev.step] = int(v)
+    return epochs
+
+
+@contextmanager
+def _at_step(exp: Any, step: int | None) -> Iterator[None]:
+    """Give one asset its step. Passing ``step=`` to comet_ml would make it the experiment's
+    current step for every later asset and log an extra "curr_step" parameter."""
+    exp.curr_step = step
+    try:
+        yield
+    finally:
+        exp.curr_step = None
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+class _Refused(Exception):
+    """comet_ml returned nothing for an asset: it will not take it (e.g. over its size limit)."""
+
+
+class _Writer:
+    """Logs one batch into one comet_ml experiment and counts what it asked Comet to keep."""
+
+    def __init__(self, comet: Any, exp: Any, run: RunInfo, epochs: dict[int, int]) -> None:
+        self.comet = comet
+        self.exp = exp
+        self.run = run
+        self.epochs = epochs
+        self.metrics = 0  # metric_msg lines the archive must hold
+        self.uploads = 0  # file_upload lines the archive must hold
+        self.refused: dict[tuple[str, int], str] = {}  # uid -> why comet_ml would not take it
+
+    def header(self, key: str) -> None:
+        run, exp = self.run, self.exp
+        if run.name:
+            exp.set_name(run.name)
+        if key != run.run_id:
+            exp.log_other("bridge_run_id", run.run_id)
+        if run.group:
+            exp.log_other("group", run.group)
+        if run.notes:
+            self.other("notes", run.notes, ".md")
+
+    def write(self, ev: Event) -> None:
+        try:
+            getattr(self, "_" + ev.kind)(ev)
+        except _Refused as exc:
+            self.refused[ev.uid] = str(exc)
+
+    def other(self, key: str, value: Any, suffix: str = ".json") -> None:
+        """An "other", or an asset when Comet would truncate the value."""
+        text = _json_text(value) if not isinstance(value, (int, float, bool)) else None
+        if text is not None and len(text) > _MAX_OTHER:
+            self._asset_data(text, f"{key}{suffix}", None, {"bridge_kind": "other", "key": key})
+        else:
+            self.exp.log_other(key, value if text is None or isinstance(value, str) else text)
+
+    def _metric(self, ev: Event) -> None:
+        epoch = self.epochs.get(ev.step) if ev.step is not None else None
+        message_cls = getattr(self.comet.messages, "MetricMessage", None)
+        enqueue = getattr(self.exp, "_enqueue_message", None)
+        if message_cls is None or enqueue is None:  # SDK changed: keep the point, lose its time
+            with _at_step(self.exp, ev.step):
+                self.exp.log_metric(ev.key, ev.value, epoch=epoch)
+        else:
+            message = message_cls(timestamp=ev.ts_ms)
+            message.set_metric(ev.key, ev.value, step=ev.step, epoch=epoch)
+            enqueue(message)
+        self.metrics += 1
+
+    def _param(self, ev: Event) -> None:
+        if isinstance(ev.payload, Mapping) and ev.payload:
+            self.exp.log_parameters({ev.key: ev.payload})  # Comet flattens to "a|b|c"
+        else:
+            self.exp.log_parameter(ev.key, _json_text(ev.payload) if ev.payload == {} else ev.payload)
+
+    def _tag(self, ev: Event) -> None:
+        if ev.payload in (None, "", ev.key):
+            self.exp.add_tags([ev.key])
+        else:
+            self.other(ev.key, ev.payload)
+
+    def _summary(self, ev: Event) -> None:
+        self.other(ev.key, ev.payload)
+
+    def _system(self, ev: Event) -> None:
+        facts = ev.payload if isinstance(ev.payload, Mapping) else {ev.key: ev.payload}
+        for k, v in facts.items():
+            self.exp.log_system_info(str(k), v if isinstance(v, (int, float, str)) else _json_text(v))
+
+    def _note(self, ev: Event) -> None:
+        self.other("notes", ev.payload, ".md")
+
+    def _text(self, ev: Event) -> None:
+        self._asset_data(str(ev.payload), ev.key, ev.step, None)
+
+    def _dict(self, ev: Event) -> None:
+        self._asset_data(json.dumps(ev.payload, ensure_ascii=False, indent=2), ev.key, ev.step, None)
+
+    def _event(self, ev: Event) -> None:
+        meta = {"bridge_event": ev.key, "ts_ms": ev.ts_ms}
+        with _at_step(self.exp, ev.step):
+            result = self.exp.log_text(_json_text(ev.payload), metadata=meta)
+        if result is None:
+            raise _Refused(f"comet_ml refused text sample {ev.key!r}")
+        self.uploads += 1
+
+    def _artifact(self, ev: Event) -> None:
+        p = ev.payload
+        files = p.get("files") or []
+        name = p.get("name") or ev.key
+        nested = bool(p.get("is_dir")) or len(files) > 1
+        for f in files:
+            file_name = f"{name}/{f['path']}" if nested else f["path"]
+            meta = {
+                "bridge_artifact": name,
+                "artifact_type": p.get("type"),
+                "sha256": f["sha256"],
+                "source": p.get("source"),
+            }
+            blob = str(self.run.blob_path(f["sha256"]))
+            if p.get("type") == "model":
+                result = self.exp.log_model(name, blob, file_name=file_name, metadata=meta)
+            else:
+                with _at_step(self.exp, ev.step):
+                    result = self.exp.log_asset(blob, file_name=file_name, metadata=meta)
+            if result is None:
+                raise _Refused(f"comet_ml refused asset {file_name!r} of artifact {name!r}")
+            self.uploads += 1
+
+    def _asset_data(self, data: str, name: str, step: int | None, meta: dict | None) -> None:
+        with _at_step(self.exp, step):
+            result = self.exp.log_asset_data(data.encode("utf-8"), name=name, metadata=meta)
+        if result is None:
+            raise _Refused(f"comet_ml refused asset {name!r} (too large?)")
+        self.uploads += 1
+
+
+_KINDS = frozenset({METRIC, PARAM, TAG, SUMMARY, SYSTEM, NOTE, TEXT, DICT, EVENT, ARTIFACT})
+
+
+def _refusal(ev: Event, run: RunInfo) -> str | None:
+    """Why Comet cannot keep this event as it is (it becomes a dead letter), or None."""
+    if ev.kind not in _KINDS:
+        return f"comet adapter does not know event kind {ev.kind!r}"
+    if ev.kind in (METRIC, PARAM, SUMMARY, TAG) and (not ev.key or len(ev.key) > _MAX_KEY):
+        return f"Comet names are 1-{_MAX_KEY} characters; got {len(ev.key or '')}"
+    if ev.kind == METRIC and ev.value is None:
+        return "metric without a value"
+    if ev.kind == ARTIFACT:
+        if run.blob_root is None:
+            return "the run has no blob store"
+        for f in (ev.payload or {}).get("files") or []:
+            if not run.blob_path(f["sha256"]).is_file():
+                return f"blob {f['sha256']} of {f.get('path')!r} is missing from the spool"
+    return None
+
+
+# --- the adapter -------------------------------------------------------------------------
+
+
+class CometAdapter:
+    """Delivers bridge runs to Comet; see the module docstring for the delivery model."""
+
+    name: ClassVar[str] = "comet"
+    # Batches stay under comet upload's per-archive sampling size (15 000 points per name).
+    limits: ClassVar[Limits] = Limits(
+        max_events=10_000, max_metrics=10_000, max_params=1_000, max_tags=1_000, max_key_length=_MAX_KEY
+    )
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise AdapterError(
+                f"comet: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_OPTIONS))}"
+            )
+        self.mode = options.get("mode", "online")
+        if self.mode not in ("online", "offline"):
+            raise AdapterError(f"comet: mode must be 'online' or 'offline', not {self.mode!r}")
+        self.workspace: str | None = options.get("workspace")
+        self.project: str | None = options.get("project")
+        self.epoch_metric: str | None = options.get("epoch_metric", "epoch")
+        with _import_defaults():
+            self.comet = require("comet_ml", "comet")
+            require("comet_ml.messages", "comet")
+        directory = options.get("offline_directory") or os.environ.get("COMET_OFFLINE_DIRECTORY")
+        if self.mode == "offline" and not directory:
+            raise AdapterError("comet: mode='offline' needs offline_directory")
+        self.offline_directory = Path(directory).expanduser().resolve() if directory else None
+        if self.mode == "online" and not os.environ.get("COMET_API_KEY"):
+            raise AdapterError("comet: online mode reads the API key from COMET_API_KEY, which is not set")
+        self._runs: dict[str, _RunCtx] = {}
+
+    # -- contract --------------------------------------------------------------------------
+
+    def open_run(self, run: RunInfo) -> str:
+        ctx = self._runs.get(run.run_id)
+        if ctx is None:
+            ctx = self._runs[run.run_id] = _RunCtx(key=experiment_key_for(run.run_id))
+            ctx.next_seq = int(run.state.get("next_archive", 0))
+            if self.mode == "offline":
+                self._recover(run, ctx)
+            else:
+                ctx.experiment = self._start(run, ctx, online=True)
+                _Writer(self.comet, ctx.experiment, run, {}).header(ctx.key)
+        return ctx.key
+
+    def export(self, run: RunInfo, batch: Sequence[Event]) -> ExportResult:
+        ctx = self._runs.get(run.run_id) or self._runs[self._open(run)]
+        again = [ev.uid for ev in batch if ctx.replay.delivered(ev.uid)]
+        fresh = [ev for ev in batch if not ctx.replay.delivered(ev.uid)]
+        rejected = {ev.uid: r for ev in fresh if (r := _refusal(ev, run)) is not None}
+        todo = [ev for ev in fresh if ev.uid not in rejected]
+        epochs = _metric_epochs(todo, self.epoch_metric, run.state.get("epoch_at_step"))
+        if todo:
+            try:
+                if self.mode == "offline":
+                    outcome = self._write_archive(run, ctx, todo, epochs)
+                else:
+                    outcome = self._stream(run, ctx, todo, epochs)
+            except Exception as exc:  # the SDK raised: nothing of this batch is confirmed
+                outcome = f"comet_ml failed: {exc!r}"
+            if isinstance(outcome, str):
+                return ExportResult.retry(outcome)
+            rejected.update(outcome)
+            stepped = [e.step for e in todo if e.step is not None and e.step in epochs]
+            if stepped:
+                run.state["epoch_at_step"] = [max(stepped), epochs[max(stepped)]]
+        ctx.replay.confirm(again)
+        run.state["next_archive"] = ctx.replay.watermark(ctx.next_seq)
+        return ExportResult.success(rejected)
+
+    def close_run(self, run: RunInfo, status: str, end_time_ms: int) -> None:
+        ctx = self._runs.get(run.run_id) or self._runs[self._open(run)]
+        if self.mode == "online":
+            exp, ctx.experiment = ctx.experiment, None
+            if exp is not None:
+                exp.log_other("bridge_status", status)
+                exp.end()
+            return
+        closing = Event(_CLOSE, 0, run.run_id, SUMMARY, "bridge_status", None, end_time_ms, payload=status)
+        outcome = self._write_archive(run, ctx, [closing], {})
+        if isinstance(outcome, str):
+            raise AdapterError(f"comet: could not write the closing archive: {outcome}")
+        run.state["next_archive"] = ctx.replay.watermark(ctx.next_seq)
+
+    def shutdown(self) -> None:
+        for ctx in self._runs.values():
+            if ctx.experiment is not None:
+                ctx.experiment.end()
+                ctx.experiment = None
+        self._runs.clear()
+
+    # -- offline ---------------------------------------------------------------------------
+
+    def _open(self, run: RunInfo) -> str:
+        self.open_run(run)
+        return run.run_id
+
+    def _archives(self, key: str) -> list[Path]:
+        assert self.offline_directory is not None
+        if not self.offline_directory.is_dir():
+            return []
+        return sorted(p for p in self.offline_directory.glob(f"{key}*.zip") if p.name[len(key)] in "-.")
+
+    def _recover(self, run: RunInfo, ctx: _RunCtx) -> None:
+        """Learn which events unconfirmed archives hold; set unfinished archives aside."""
+        for path in self._archives(ctx.key):
+            try:
+                ledger, _ = _read_archive(path)
+            except (zipfile.BadZipFile, OSError, ValueError):
+                _quarantine(path)
+                continue
+            if ledger is None or ledger.get("run_id") != run.run_id:
+                continue
+            seq = int(ledger.get("archive_seq", 0))
+            ctx.next_seq = max(ctx.next_seq, seq + 1)
+            if seq >= int(run.state.get("next_archive", 0)):
+                ctx.replay.add(seq, ledger_uids(ledger))
+
+    def _write_archive(
+        self, run: RunInfo, ctx: _RunCtx, events: Sequence[Event], epochs: dict[int, int]
+    ) -> dict[tuple[str, int], str] | str:
+        """Write one archive holding ``events``.
+
+        Returns the events comet_ml refused once the archive is on disk and holds the
+        rest, or why it does not (the archive is then set aside, nothing is confirmed).
+        """
+        before = set(self._archives(ctx.key))
+        exp = self._start(run, ctx, online=False)
+        writer = _Writer(self.comet, exp, run, epochs)
+        failure = ledger = None
+        try:
+            writer.header(ctx.key)
+            for ev in events:
+                writer.write(ev)
+            kept = [ev.uid for ev in events if ev.uid not in writer.refused and ev.file_id != _CLOSE]
+            ledger = _make_ledger(run, ctx.key, ctx.next_seq, kept)
+            Path(exp.tmpdir, LEDGER_NAME).write_text(json.dumps(ledger), encoding="utf-8")
+        except Exception as exc:  # the SDK raised: the archive would hold part of the batch
+            failure = f"comet_ml failed: {exc!r}"
+        finally:
+            exp.end()
+        written = [p for p in self._archives(ctx.key) if p not in before]
+        if failure or ledger is None or len(written) != 1:
+            for p in written:
+                _quarantine(p)
+            return failure or f"expected one new archive in {self.offline_directory}, found {len(written)}"
+        problem = _check_archive(written[0], ledger["archive_id"], writer)
+        if problem:
+            _quarantine(written[0])
+            return problem
+        ctx.next_seq += 1
+        return writer.refused
+
+    # -- online ----------------------------------------------------------------------------
+
+    def _stream(
+        self, run: RunInfo, ctx: _RunCtx, events: Sequence[Event], epochs: dict[int, int]
+    ) -> dict[tuple[str, int], str] | str:
+        if ctx.experiment is None:
+            ctx.experiment = self._start(run, ctx, online=True)
+        writer = _Writer(self.comet, ctx.experiment, run, epochs)
+        for ev in events:
+            writer.write(ev)
+        if not ctx.experiment.flush():
+            return "comet_ml could not flush the batch to the server"
+        return writer.refused
+
+    # -- comet_ml session ------------------------------------------------------------------
+
+    def _start(self, run: RunInfo, ctx: _RunCtx, online: bool) -> Any:
+        """Start an experiment without ending one the host program runs itself."""
+        comet = self.comet
+        cfg = dict(_QUIET_CONFIG)
+        if not online:
+            assert self.offline_directory is not None
+            self.offline_directory.mkdir(parents=True, exist_ok=True)
+            cfg["offline_directory"] = str(self.offline_directory)
+        previous = comet.get_global_experiment()
+        comet.config.set_global_experiment(None)
+        try:
+            exp = comet.start(
+                workspace=self.workspace,
+                project_name=self.project or run.project,
+                experiment_key=ctx.key,
+                mode="get_or_create",
+                online=online,
+                experiment_config=comet.ExperimentConfig(**cfg),
+            )
+        finally:
+            comet.config.set_global_experiment(previous)
+        _hush(exp, offline=not online)
+        if not online and run.start_ms:
+            exp.start_time = run.start_ms  # experiment.json's start_time (used on creation)
+        return exp
+
+
+def _hush(exp: Any, offline: bool) -> None:
+    """Keep comet_ml from logging on its own: the "process duration" metric at end() and
+    the "curr_step" parameter it adds whenever an asset or metric carries a step (bridge
+    sets each item's step itself, see :func:`_at_step`). Also stop its writer thread
+    idling a full second before each offline archive is written."""
+    log_metric = exp._log_metric
+
+    def _set_step(step: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    exp._set_step = _set_step
+
+    def _log_metric(name: Any, *args: Any, **kwargs: Any) -> None:
+        if name != "process duration":
+            log_metric(name, *args, **kwargs)
+
+    exp._log_metric = _log_metric
+    streamer = getattr(exp, "streamer", None)
+    if offline and streamer is not None and hasattr(streamer, "queue_timeout"):
+        streamer.queue_timeout = 0.02

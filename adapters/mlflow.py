@@ -1,0 +1,581 @@
+"""MLflow backend: a tracking server (``http://…``) or an embedded sqlite store.
+
+The adapter speaks to MLflow only through ``mlflow.MlflowClient`` (no fluent API, so no
+process-wide active run). Each export turns the batch into as few ``log_batch`` requests
+as MLflow's limits allow, then uploads files. Replays are harmless: MLflow's SQL store
+ignores a metric point identical in (key, value, step, timestamp), an identical param,
+and a tag or artifact written again with the same content; so at-least-once delivery
+from the agent is exactly-once in effect. The mapping is documented in
+``docs/backends/mlflow.md``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
+
+from bridge.adapters.base import (
+    AdapterError,
+    Event,
+    ExportResult,
+    Limits,
+    RunInfo,
+    TransientError,
+    flatten,
+    require,
+)
+
+__all__ = ["MlflowAdapter", "RetryableError"]
+
+RUN_ID_TAG = "bridge.run_id"
+GROUP_TAG = "bridge.group"
+NOTE_TAG = "mlflow.note.content"
+SUMMARY_PREFIX = "summary."
+SYSTEM_PREFIX = "bridge.system."
+EVENTS_FILE = "bridge/events.jsonl"
+
+# MLflow's own limits (mlflow/utils/validation.py).
+MAX_ENTITIES_PER_REQUEST = 1000
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+MAX_REASON = 2000  # MLflow's messages can quote a whole 6000-char param value
+MAX_SYSTEM_TAGS = 20
+
+DEFAULT_HTTP_TIMEOUT_S = "30"
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+
+# Error codes that say "try again later" (the data itself is fine). Authentication and
+# unknown endpoints are configuration problems: retrying keeps the data until they are
+# fixed, where a dead letter would drop it.
+_RETRYABLE_CODES = frozenset({
+    "INTERNAL_ERROR",
+    "TEMPORARILY_UNAVAILABLE",
+    "REQUEST_LIMIT_EXCEEDED",
+    "DEADLINE_EXCEEDED",
+    "ABORTED",
+    "RESOURCE_EXHAUSTED",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "CUSTOMER_UNAUTHORIZED",
+    "ENDPOINT_NOT_FOUND",
+    "IO_ERROR",
+})  # fmt: skip
+# Error codes where MLflow refuses what was sent: find the offending entity and reject it.
+_ENTITY_CODES = frozenset(
+    {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE", "MALFORMED_REQUEST"}
+)
+_SCALARS = (str, int, float, bool)
+_HTTP_STATUS = re.compile(r"too many (\d{3}) error responses|error code (\d{3}) != 200")
+
+
+class RetryableError(TransientError):
+    """A transient failure in ``open_run``/``close_run``: the agent retries later.
+
+    Any other :class:`AdapterError` from those calls is permanent (bad configuration, a
+    deleted run or experiment): retrying without a change cannot succeed.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason, retry_after)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """How an MLflow error should be handled."""
+
+    retryable: bool
+    reason: str
+    retry_after: float | None = None
+    entity: bool = False  # MLflow refused something in the request: isolate the offender
+
+
+class _Abort(Exception):
+    """Stop the export: the batch is retried (``retryable``) or refused as a whole."""
+
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+class _Unsendable(Exception):
+    """An artifact file that can never be sent (bytes missing from the spool, bad path)."""
+
+
+@dataclass
+class _Item:
+    """One MLflow entity of a ``log_batch`` request and the events it carries."""
+
+    kind: str  # "metric" | "param" | "tag"
+    key: str
+    value: Any
+    step: int = 0
+    ts_ms: int = 0
+    uids: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class _FileOp:
+    """An artifact write that belongs to some events."""
+
+    uids: list[tuple[str, int]]
+    action: str  # "text" | "dict" | "artifact" | "events"
+    path: str
+    payload: Any = None
+
+
+def _clip(text: str, limit: int = MAX_REASON) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """A ``Retry-After`` header found on any response in the exception chain, in seconds."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        headers = getattr(getattr(cur, "response", None), "headers", None)
+        value = headers.get("Retry-After") if headers is not None else None
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                try:
+                    when = email.utils.parsedate_to_datetime(value)
+                    return max(0.0, when.timestamp() - time.time())
+                except (TypeError, ValueError):
+                    return None
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def classify(exc: BaseException) -> _Failure:
+    """Map an exception from the MLflow client to retry / reject / refuse-the-batch."""
+    message = _clip(str(exc))
+    if isinstance(exc, OSError):  # local artifact store: disk full, permissions, ...
+        return _Failure(True, f"{type(exc).__name__}: {message}")
+    code = getattr(exc, "error_code", None) or "INTERNAL_ERROR"
+    status = _HTTP_STATUS.search(message)
+    http = next((g for g in status.groups() if g), None) if status else None
+    if http is not None and (http in ("408", "429") or http.startswith("5")):
+        return _Failure(True, f"HTTP {http}: {message}", _retry_after(exc))
+    if code in _RETRYABLE_CODES:
+        return _Failure(True, message, _retry_after(exc))
+    if "must be in the 'active' state" in message:
+        return _Failure(False, message)  # the run was deleted in MLflow: nothing will land
+    if not message.startswith(code):  # the REST client prefixes the code, the SQL store not
+        message = f"{code}: {message}"
+    if code in _ENTITY_CODES:
+        return _Failure(False, message, entity=True)
+    return _Failure(False, message)
+
+
+def _stringify(value: Any) -> str:
+    """Param and tag values as ``mlflow.log_param`` stores them (``str()``)."""
+    return value if isinstance(value, str) else str(value)
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+class MlflowAdapter:
+    """Deliver bridge runs to MLflow through ``MlflowClient``.
+
+    Options: ``tracking_uri`` (default: an embedded store ``sqlite:///<spool_dir>/mlflow.db``
+    with artifacts in ``<spool_dir>/mlartifacts``), ``experiment`` (default: the run's
+    project; created when missing) and ``spool_dir`` (always passed by the agent).
+    """
+
+    name: ClassVar[str] = "mlflow"
+    limits: ClassVar[Limits] = Limits(
+        max_events=1000, max_metrics=1000, max_params=100, max_tags=100, max_key_length=250
+    )
+    OPTIONS: ClassVar[frozenset[str]] = frozenset({"tracking_uri", "experiment", "spool_dir"})
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - self.OPTIONS)
+        if unknown:
+            raise AdapterError(
+                f"unknown mlflow option(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(self.OPTIONS))}"
+            )
+        spool_dir = options.get("spool_dir")
+        self.spool_dir = Path(spool_dir) if spool_dir else None
+        self.experiment = options.get("experiment") or None
+        tracking_uri = options.get("tracking_uri") or None
+        self.embedded = tracking_uri is None
+        if tracking_uri is None:
+            if self.spool_dir is None:
+                raise AdapterError("mlflow: set tracking_uri, or spool_dir for the embedded store")
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            tracking_uri = f"sqlite:///{self.spool_dir.resolve() / 'mlflow.db'}"
+        self.tracking_uri: str = tracking_uri
+        if tracking_uri.startswith(("http://", "https://")):
+            # The agent owns retries: MLflow's own (up to 7, with backoff) would block a
+            # sync for minutes while a server is down, and hide the outage from the agent.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", DEFAULT_HTTP_TIMEOUT_S)
+        self._mlflow = require("mlflow", "mlflow")
+        self._exc_type = require("mlflow.exceptions", "mlflow").MlflowException
+        self._entities = require("mlflow.entities", "mlflow")
+        self.client = self._mlflow.MlflowClient(tracking_uri=tracking_uri)
+        self._experiments: dict[str, str] = {}
+        self._remote: dict[str, str] = {}
+
+    # -- runs --------------------------------------------------------------------------
+    def open_run(self, run: RunInfo) -> str:
+        """Find the MLflow run of this bridge run (by remote id, then by tag) or create it."""
+        try:
+            remote = self._open(run)
+        except self._exc_type as exc:
+            raise self._as_error(exc, f"mlflow: cannot open run {run.run_id}") from exc
+        except OSError as exc:
+            raise RetryableError(f"mlflow: cannot open run {run.run_id}: {exc}") from exc
+        self._remote[run.run_id] = remote
+        run.state["mlflow_run_id"] = remote
+        return remote
+
+    def close_run(self, run: RunInfo, status: str, end_time_ms: int) -> None:
+        """Set MLflow's status and end time (bridge's statuses are MLflow's names)."""
+        if status not in RUN_STATUSES:
+            raise AdapterError(f"mlflow: unknown run status {status!r}")
+        remote = self._remote_id(run)
+        try:
+            self.client.set_terminated(remote, status=status, end_time=int(end_time_ms))
+        except self._exc_type as exc:
+            raise self._as_error(exc, f"mlflow: cannot close run {remote}") from exc
+
+    def shutdown(self) -> None:
+        self._remote.clear()
+        self._experiments.clear()
+
+    def _as_error(self, exc: BaseException, context: str) -> AdapterError:
+        failure = classify(exc)
+        if failure.retryable:
+            return RetryableError(f"{context}: {failure.reason}", failure.retry_after)
+        return AdapterError(f"{context}: {failure.reason}")
+
+    def _remote_id(self, run: RunInfo) -> str:
+        remote = self._remote.get(run.run_id) or run.remote_id or run.state.get("mlflow_run_id")
+        return remote or self.open_run(run)
+
+    def _experiment_id(self, run: RunInfo) -> str:
+        name = self.experiment or run.project or "Default"
+        if name in self._experiments:
+            return self._experiments[name]
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            location = None
+            if self.embedded and self.spool_dir is not None:
+                location = (self.spool_dir.resolve() / "mlartifacts").as_uri()
+            try:
+                exp_id = self.client.create_experiment(name, artifact_location=location)
+            except self._exc_type as exc:
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self.client.get_experiment_by_name(name)  # created meanwhile by a peer
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            raise AdapterError(
+                f"mlflow: experiment {name!r} is deleted; restore it "
+                f"(mlflow experiments restore --experiment-id {exp_id}) or choose another name"
+            )
+        self._experiments[name] = exp_id
+        return exp_id
+
+    def _open(self, run: RunInfo) -> str:
+        exp_id = self._experiment_id(run)
+        found = self._known_run(run) or self._find_run(exp_id, run)
+        if found is None:
+            tags = {RUN_ID_TAG: run.run_id}
+            if run.notes:
+                tags[NOTE_TAG] = run.notes
+            if run.group:
+                tags[GROUP_TAG] = run.group
+            created = self.client.create_run(
+                exp_id, start_time=run.start_ms or None, tags=tags, run_name=run.name
+            )
+            # Two machines may create the run at once: both then keep the same one (the
+            # oldest, ties broken by id) and the other deletes the copy it made.
+            found = self._find_run(exp_id, run) or created
+            if found.info.run_id != created.info.run_id:
+                self.client.delete_run(created.info.run_id)
+            return found.info.run_id
+        if found.info.lifecycle_stage == "deleted":
+            raise AdapterError(
+                f"mlflow: run {found.info.run_id} (bridge run {run.run_id}) is deleted in "
+                f"MLflow; restore it (mlflow runs restore --run-id {found.info.run_id}) to sync"
+            )
+        tags = found.data.tags
+        update = {}
+        if run.notes and tags.get(NOTE_TAG) != run.notes:
+            update[NOTE_TAG] = run.notes
+        if run.group and tags.get(GROUP_TAG) != run.group:
+            update[GROUP_TAG] = run.group
+        if RUN_ID_TAG not in tags:
+            update[RUN_ID_TAG] = run.run_id
+        if update:
+            entities = self._entities
+            self.client.log_batch(
+                found.info.run_id, tags=[entities.RunTag(k, v) for k, v in update.items()]
+            )
+        return found.info.run_id
+
+    def _known_run(self, run: RunInfo) -> Any:
+        remote = self._remote.get(run.run_id) or run.remote_id or run.state.get("mlflow_run_id")
+        if not remote:
+            return None
+        try:
+            found = self.client.get_run(remote)
+        except self._exc_type as exc:
+            if classify(exc).retryable:
+                raise
+            return None  # not on this server (a new store, or another tracking URI)
+        if found.data.tags.get(RUN_ID_TAG, run.run_id) != run.run_id:
+            return None
+        return found
+
+    def _find_run(self, exp_id: str, run: RunInfo) -> Any:
+        view_all = self._entities.ViewType.ALL
+        runs = self.client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{RUN_ID_TAG}` = '{run.run_id}'",
+            run_view_type=view_all,
+            max_results=50,
+        )
+        if not runs:
+            return None
+        return min(
+            runs,
+            key=lambda r: (
+                r.info.lifecycle_stage != "active", r.info.start_time or 0, r.info.run_id
+            ),
+        )
+
+    # -- export ------------------------------------------------------------------------
+    def export(self, run: RunInfo, batch: Sequence[Event]) -> ExportResult:
+        """Deliver one batch: entities by ``log_batch``, then files as artifacts."""
+        try:
+            remote = self._remote_id(run)
+        except RetryableError as exc:
+            return ExportResult.retry(exc.reason, exc.retry_after)
+        except AdapterError as exc:
+            return ExportResult.permanent(str(exc))
+        rejected: dict[tuple[str, int], str] = {}
+        items, ops = self._translate(run, batch, rejected)
+        try:
+            for chunk in _chunks(items):
+                self._send(remote, chunk, rejected)
+            ops.extend(self._long_values(items, rejected))
+            if ops:
+                self._write_files(run, remote, ops, rejected)
+        except _Abort as stop:
+            if stop.failure.retryable:
+                return ExportResult.retry(stop.failure.reason, stop.failure.retry_after)
+            return ExportResult.permanent(stop.failure.reason)
+        return ExportResult.success(rejected)
+
+    def _translate(
+        self, run: RunInfo, batch: Sequence[Event], rejected: dict[tuple[str, int], str]
+    ) -> tuple[list[_Item], list[_FileOp]]:
+        items: list[_Item] = []
+        params: dict[tuple[str, str], _Item] = {}
+        tags: dict[str, _Item] = {}
+        ops: list[_FileOp] = []
+        events: list[Event] = []
+
+        def tag(key: str, value: Any, ev: Event) -> None:
+            item = tags.pop(key, None)
+            uids = (item.uids if item else []) + [ev.uid]
+            tags[key] = _Item("tag", key, _stringify(value), uids=uids)  # last value wins
+
+        for ev in batch:
+            kind = ev.kind
+            if kind == "metric":
+                if ev.value is None or not ev.key:
+                    rejected[ev.uid] = "metric without a key or a value"
+                    continue
+                step = 0 if ev.step is None else int(ev.step)
+                point = _Item("metric", ev.key, float(ev.value), step, int(ev.ts_ms), [ev.uid])
+                items.append(point)
+            elif kind == "param":
+                key = ev.key or ""
+                nested = isinstance(ev.payload, Mapping)
+                values = flatten(ev.payload, key) if nested else {key: ev.payload}
+                for key, value in values.items():
+                    text = _stringify(value)
+                    item = params.get((key, text))
+                    if item is None:
+                        params[(key, text)] = item = _Item("param", key, text)
+                        items.append(item)
+                    item.uids.append(ev.uid)
+            elif kind == "tag":
+                tag(ev.key or "", ev.payload, ev)
+            elif kind == "note":
+                tag(NOTE_TAG, ev.payload or "", ev)
+            elif kind == "summary":
+                tag(SUMMARY_PREFIX + (ev.key or ""), _json_text(ev.payload), ev)
+            elif kind == "system":
+                facts = ev.payload if isinstance(ev.payload, Mapping) else {"value": ev.payload}
+                name = f"bridge/system/{ev.node}.json" if ev.node else "bridge/system.json"
+                ops.append(_FileOp([ev.uid], "dict", name, dict(facts)))
+                scalars = [(k, v) for k, v in facts.items() if isinstance(v, _SCALARS)]
+                for k, v in scalars[:MAX_SYSTEM_TAGS]:
+                    tag(SYSTEM_PREFIX + str(k), v, ev)
+            elif kind == "text":
+                ops.append(_FileOp([ev.uid], "text", ev.key or "text.txt", _json_text(ev.payload)))
+            elif kind == "dict":
+                ops.append(_FileOp([ev.uid], "dict", ev.key or "dict.json", ev.payload))
+            elif kind == "event":
+                events.append(ev)
+            elif kind == "artifact":
+                ops.append(_FileOp([ev.uid], "artifact", ev.key or "", ev.payload))
+            else:
+                rejected[ev.uid] = f"mlflow: event kind {kind!r} has no MLflow mapping"
+        items.extend(tags.values())
+        if events:
+            ops.append(_FileOp([e.uid for e in events], "events", EVENTS_FILE, events))
+        return items, ops
+
+    def _send(self, remote: str, chunk: list[_Item], rejected: dict[tuple[str, int], str]) -> None:
+        """One ``log_batch`` request; on a refusal, halve until the offender is alone."""
+        ent = self._entities
+        metrics = [ent.Metric(i.key, i.value, i.ts_ms, i.step) for i in chunk if i.kind == "metric"]
+        params = [ent.Param(i.key, i.value[:MAX_PARAM_VALUE]) for i in chunk if i.kind == "param"]
+        tags = [ent.RunTag(i.key, i.value[:MAX_TAG_VALUE]) for i in chunk if i.kind == "tag"]
+        try:
+            self.client.log_batch(remote, metrics=metrics, params=params, tags=tags)
+            return
+        except self._exc_type as exc:
+            failure = classify(exc)
+        if failure.retryable or not failure.entity:
+            raise _Abort(failure)
+        if len(chunk) == 1:
+            for uid in chunk[0].uids:
+                rejected[uid] = f"{chunk[0].kind} {chunk[0].key!r}: {failure.reason}"
+            return
+        half = len(chunk) // 2
+        self._send(remote, chunk[:half], rejected)
+        self._send(remote, chunk[half:], rejected)
+
+    def _long_values(
+        self, items: list[_Item], rejected: Mapping[tuple[str, int], str]
+    ) -> Iterator[_FileOp]:
+        """Params and tags MLflow truncates: keep the full value beside them."""
+        for item in items:
+            limit = {"param": MAX_PARAM_VALUE, "tag": MAX_TAG_VALUE}.get(item.kind)
+            if limit is None or len(item.value) <= limit or any(u in rejected for u in item.uids):
+                continue
+            path = f"bridge/{item.kind}s/{item.key}.txt"
+            yield _FileOp(list(item.uids), "text", path, item.value)
+            note = f"{len(item.value)} characters, truncated to {limit}; full value in {path}"
+            marker = f"bridge.{item.kind}_truncated.{item.key}"
+            yield _FileOp(list(item.uids), "tag", marker, note)
+
+    def _write_files(
+        self, run: RunInfo, remote: str, ops: list[_FileOp], rejected: dict[tuple[str, int], str]
+    ) -> None:
+        spool = self.spool_dir
+        tmp_parent = spool if spool is not None and spool.is_dir() else None
+        with tempfile.TemporaryDirectory(prefix="bridge-mlflow-", dir=tmp_parent) as tmp:
+            for n, op in enumerate(ops):
+                try:
+                    self._write_file(run, remote, op, Path(tmp) / str(n))
+                except self._exc_type as exc:
+                    failure = classify(exc)
+                    if failure.retryable or not failure.entity:
+                        raise _Abort(failure) from exc
+                    for uid in op.uids:
+                        rejected[uid] = f"{op.path}: {failure.reason}"
+                except _Unsendable as exc:
+                    for uid in op.uids:
+                        rejected[uid] = f"{op.path}: {_clip(str(exc))}"
+                except OSError as exc:
+                    raise _Abort(classify(exc)) from exc
+
+    def _write_file(self, run: RunInfo, remote: str, op: _FileOp, tmp: Path) -> None:
+        if op.action == "text":
+            self.client.log_text(remote, op.payload, op.path)
+        elif op.action == "dict":
+            self.client.log_dict(remote, op.payload, op.path)
+        elif op.action == "tag":
+            self.client.set_tag(remote, op.path, op.payload)
+        elif op.action == "events":
+            self.client.log_text(remote, self._merged_events(remote, op.payload, tmp), op.path)
+        elif op.action == "artifact":
+            payload = op.payload or {}
+            stage = tmp / "stage"
+            for f in payload.get("files", []):
+                rel = Path(f["path"])
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise _Unsendable(f"unsafe file path {f['path']!r}")
+                try:
+                    src = run.blob_path(f["sha256"])
+                except AdapterError as exc:
+                    raise _Unsendable(str(exc)) from exc
+                if not src.is_file():
+                    raise _Unsendable(f"{f['path']!r} (sha256 {f['sha256']}) is missing from the spool")
+                dest = stage / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dest)  # same filesystem as the spool: no copy
+                except OSError:
+                    shutil.copyfile(src, dest)
+            if stage.exists():
+                self.client.log_artifacts(remote, str(stage), artifact_path=op.path or None)
+
+    def _merged_events(self, remote: str, events: list[Event], tmp: Path) -> str:
+        """``bridge/events.jsonl`` as stored plus these events, once each, in time order."""
+        lines: dict[tuple[str, int], dict[str, Any]] = {}
+        listed = self.client.list_artifacts(remote, "bridge")
+        if any(f.path == EVENTS_FILE for f in listed):
+            tmp.mkdir(parents=True, exist_ok=True)
+            local = self.client.download_artifacts(remote, EVENTS_FILE, str(tmp))
+            for line in Path(local).read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    lines[(rec["file_id"], rec["seq"])] = rec
+        for ev in events:
+            lines[ev.uid] = {
+                "name": ev.key, "ts_ms": ev.ts_ms, "step": ev.step, "payload": ev.payload,
+                "node": ev.node, "file_id": ev.file_id, "seq": ev.seq,
+            }  # fmt: skip
+        ordered = sorted(lines.values(), key=lambda r: (r["ts_ms"], r["file_id"], r["seq"]))
+        return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in ordered)
+
+
+def _chunks(items: list[_Item]) -> Iterator[list[_Item]]:
+    """Split entities into ``log_batch`` requests within MLflow's limits, in order.
+
+    MlflowClient would split an oversized request itself, silently and non-atomically;
+    sizing requests here keeps one call = one request, and a request never carries the
+    same param or tag key twice (MLflow refuses duplicate keys in one request).
+    """
+    chunk: list[_Item] = []
+    counts = {"metric": 0, "param": 0, "tag": 0}
+    caps = {"metric": 1000, "param": 100, "tag": 100}
+    keys: set[tuple[str, str]] = set()
+    for item in items:
+        full = counts[item.kind] >= caps[item.kind] or len(chunk) >= MAX_ENTITIES_PER_REQUEST
+        clash = item.kind != "metric" and (item.kind, item.key) in keys
+        if chunk and (full or clash):
+            yield chunk
+            chunk, keys = [], set()
+            counts = dict.fromkeys(counts, 0)
+        chunk.append(item)
+        counts[item.kind] += 1
+        if item.kind != "metric":
+            keys.add((item.kind, item.key))
+    if chunk:
+        yield chunk

@@ -1,0 +1,536 @@
+"""Neptune backend on the ``neptune`` 1.x client: one bridge run is one Neptune run.
+
+The bridge run id is Neptune's ``custom_run_id``, so a later sync session (async/sync mode)
+continues the same remote run. Offline mode writes Neptune's own operation log under
+``<data_dir>/.neptune/offline/``; ``neptune sync --path <data_dir> --project ws/proj``
+uploads it later. The adapter reads that log back when it opens a run, so a replay after
+a killed sync adds no point twice. See docs/backends/neptune.md for the field mapping.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
+
+from bridge.adapters.base import AdapterError, Event, ExportResult, Limits, RunInfo, require
+
+__all__ = ["NeptuneAdapter", "OpLogHistory", "read_history"]
+
+MODES = ("async", "sync", "offline")
+_OPTIONS = {"project", "mode", "data_dir", "spool_dir"}
+_INT32 = (-(2**31), 2**31 - 1)
+_MAX_STRING = 16384  # Neptune truncates longer String fields
+_MAX_SERIES_STRING = 1000  # Neptune truncates longer StringSeries values
+_RESERVED = ("sys", "bridge")  # namespaces metric keys must not write into
+_PROJECT_PART = re.compile(r"[^A-Za-z0-9-]+")
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _atom(value: Any) -> Any:
+    """A JSON leaf as a value Neptune stores as-is (the client silently skips None, lists,
+    NaN/inf and ints beyond 32 bits, so those become strings or floats here)."""
+    if isinstance(value, bool) or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if _INT32[0] <= value <= _INT32[1]:
+            return value
+        return float(value) if abs(value) <= 2**53 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)  # 'nan', 'inf', '-inf'
+    return json.dumps(value)  # None -> "null", lists -> JSON text
+
+
+def _leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """Nested dicts become Neptune namespaces; an empty dict is kept as the text ``{}``."""
+    if isinstance(value, Mapping):
+        if not value:
+            return {prefix: "{}"}
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_leaves(v, f"{prefix}/{k}"))
+        return out
+    return {prefix: _atom(value)}
+
+
+def _fingerprint(value: Any) -> tuple[str, Any]:
+    """What an Assign* operation of this value looks like in the op log."""
+    kind = {bool: "Bool", int: "Int", float: "Float", str: "String"}[type(value)]
+    return (kind, value)
+
+
+def _path(*parts: str) -> str:
+    return "/".join(p for part in parts for p in str(part).split("/") if p)
+
+
+def _extension(name: str, default: str) -> str:
+    suffix = Path(name).suffix
+    return suffix[1:] if suffix else default
+
+
+# --------------------------------------------------------------------------- op log
+
+
+@dataclass
+class OpLogHistory:
+    """What earlier sessions of one bridge run left in Neptune's offline operation logs."""
+
+    points: dict[str, dict[int, Any]] = field(default_factory=dict)  # series -> step -> value
+    stamps: dict[str, list[tuple[int, Any, int]]] = field(default_factory=dict)  # (ts_ms, v, step)
+    fields: dict[str, tuple[str, Any]] = field(default_factory=dict)  # path -> fingerprint
+    tags: set[str] = field(default_factory=set)
+    dirs: list[Path] = field(default_factory=list)
+
+
+def _read_ops(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """Operations of one offline run directory in version order; a torn last line is skipped."""
+    logs = sorted(run_dir.glob("data-*.log"), key=lambda p: int(p.stem.split("-")[-1]))
+    for log in logs:
+        with log.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    yield json.loads(line)["obj"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+
+def _belongs_to(run_dir: Path, run_id: str, scan: int = 200) -> bool:
+    for i, op in enumerate(_read_ops(run_dir)):
+        if op.get("path") == ["bridge", "run_id"] and op.get("value") == run_id:
+            return True
+        if i >= scan:
+            return False
+    return False
+
+
+def read_history(neptune_dir: Path, run_id: str) -> OpLogHistory:
+    """Collect every series point, atom value, upload and tag that offline sessions of
+    ``run_id`` wrote (directories not yet removed by ``neptune sync``)."""
+    history = OpLogHistory()
+    offline = neptune_dir / "offline"
+    if not offline.is_dir():
+        return history
+    dirs = [d for d in offline.glob("run__*") if d.is_dir() and _belongs_to(d, run_id)]
+    dirs.sort(key=lambda d: (d / "metadata.json").stat().st_mtime if (d / "metadata.json").exists() else 0)
+    for run_dir in dirs:
+        history.dirs.append(run_dir)
+        for op in _read_ops(run_dir):
+            _apply(history, run_dir, op)
+    return history
+
+
+def _apply(history: OpLogHistory, run_dir: Path, op: dict[str, Any]) -> None:
+    kind, path = op.get("type", ""), _path(*op.get("path", []))
+    if kind in ("LogFloats", "LogStrings"):
+        series = history.points.setdefault(path, {})
+        stamps = history.stamps.setdefault(path, [])
+        for point in op.get("values", []):
+            step = int(point["step"])
+            series[step] = point["value"]
+            stamps.append((round(point["ts"] * 1000), point["value"], step))
+    elif kind.startswith("Assign"):
+        history.fields[path] = (kind[len("Assign"):], op.get("value"))
+    elif kind == "UploadFile":
+        if op.get("file_path"):
+            history.fields[path] = ("file", op["file_path"])
+        elif op.get("tmp_file_name"):
+            tmp = run_dir / "upload_path" / op["tmp_file_name"]
+            if tmp.exists():
+                history.fields[path] = ("content", hashlib.sha256(tmp.read_bytes()).hexdigest())
+    elif kind == "DeleteAttribute":
+        history.fields.pop(path, None)
+    elif kind == "AddStrings" and path == "sys/tags":
+        history.tags.update(op.get("values", []))
+    elif kind == "RemoveStrings" and path == "sys/tags":
+        history.tags.difference_update(op.get("values", []))
+
+
+# --------------------------------------------------------------------------- series rule
+
+
+@dataclass
+class _Series:
+    """Neptune's rule for one series: steps strictly increase. ``seen`` holds points that
+    were delivered but may not be covered by the saved state (replay detection)."""
+
+    last_step: int | None = None
+    last_value: Any = None
+    last_ts: int | None = None
+    seen: dict[int, Any] = field(default_factory=dict)
+    stamps: list[tuple[int, Any, int]] = field(default_factory=list)
+
+    def to_state(self) -> list[Any]:
+        return [self.last_step, self.last_value, self.last_ts]
+
+    def classify(self, name: str, step: int | None, value: Any, ts_ms: int) -> tuple[str, Any]:
+        """Return ("new", step), ("dup", step) or ("reject", reason); updates on "new"."""
+        if step is None:  # a point logged without a step: Neptune's next step, made explicit
+            for i, (ts, v, s) in enumerate(self.stamps):
+                if ts == ts_ms and v == value:
+                    del self.stamps[i]
+                    return ("dup", s)
+            step = 0 if self.last_step is None else self.last_step + 1
+        if step in self.seen and self.seen[step] == value:
+            if self.last_step is None or step > self.last_step:
+                self.last_step, self.last_value, self.last_ts = step, value, ts_ms
+            return ("dup", step)
+        if self.last_step is not None and step <= self.last_step:
+            if step == self.last_step and value == self.last_value:
+                return ("dup", step)
+            if step == self.last_step:
+                return ("reject", f"Neptune keeps one value per step: step {step} of {name!r} "
+                        f"was already delivered with value {self.last_value!r}")
+            return ("reject", f"Neptune requires strictly increasing steps per series: step "
+                    f"{step} of {name!r} is below the last delivered step {self.last_step}")
+        self.last_step, self.last_value, self.last_ts = step, value, ts_ms
+        return ("new", step)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@dataclass
+class _Session:
+    handle: Any  # neptune.Run
+    remote_id: str
+    run_dir: Path | None
+    series: dict[str, _Series]
+    fields: dict[str, tuple[str, Any]]
+    tags: set[str]
+    queued: dict[str, list[tuple[Event, int, Any]]] = field(default_factory=dict)
+
+
+@contextmanager
+def _data_directory(path: Path) -> Iterator[None]:
+    """neptune 1.x reads NEPTUNE_DATA_DIRECTORY once, when a run opens its queue."""
+    old = os.environ.get("NEPTUNE_DATA_DIRECTORY")
+    os.environ["NEPTUNE_DATA_DIRECTORY"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("NEPTUNE_DATA_DIRECTORY", None)
+        else:
+            os.environ["NEPTUNE_DATA_DIRECTORY"] = old
+
+
+def _fsync(paths: Sequence[Path]) -> None:
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class NeptuneAdapter:
+    """Delivers bridge events to Neptune (async/sync against a server, or offline)."""
+
+    name: ClassVar[str] = "neptune"
+    limits: ClassVar[Limits] = Limits(max_events=1000, max_metrics=1000, max_params=1000)
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise AdapterError(f"neptune: unknown option(s) {', '.join(sorted(unknown))}; "
+                               f"known: {', '.join(sorted(_OPTIONS))}")
+        self.mode = str(options.get("mode", "async"))
+        if self.mode not in MODES:
+            raise AdapterError(f"neptune: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        self.project = options.get("project")
+        spool_dir = options.get("spool_dir")
+        data_dir = options.get("data_dir") or (Path(spool_dir) / "neptune" if spool_dir else None)
+        if data_dir is None:
+            data_dir = Path(os.environ.get("NEPTUNE_DATA_DIRECTORY", ".neptune")).resolve().parent
+        self.data_dir = Path(data_dir).resolve()
+        self.neptune_dir = self.data_dir / ".neptune"
+        self._neptune = require("neptune", "neptune")
+        self._errors = require("neptune.exceptions", "neptune")
+        self._common_errors = require("neptune.common.exceptions", "neptune")
+        self._File = require("neptune.types", "neptune").File
+        self._sessions: dict[str, _Session] = {}
+
+    # ------------------------------------------------------------------ contract
+
+    def open_run(self, run: RunInfo) -> str:
+        if run.run_id in self._sessions:
+            return self._sessions[run.run_id].remote_id
+        state = run.state
+        state.setdefault("series", {})
+        state.setdefault("tags", {})
+        history = read_history(self.neptune_dir, run.run_id) if self.mode == "offline" else OpLogHistory()
+        series = self._series(state["series"], history)
+        handle, run_dir = self._init(run)
+        remote_id = self._remote_id(handle, run)
+        session = _Session(handle, remote_id, run_dir, series, dict(history.fields), set(history.tags))
+        self._sessions[run.run_id] = session
+        # Written in every session: it is how the op log of a session is found again.
+        handle["bridge/run_id"] = run.run_id
+        self._assign(session, "bridge/project", run.project)
+        if run.group:
+            self._assign(session, "bridge/group", run.group)
+        if run.start_ms:
+            handle["bridge/start_time"] = _dt.datetime.fromtimestamp(run.start_ms / 1000, _dt.timezone.utc)
+        handle.wait()
+        return remote_id
+
+    def export(self, run: RunInfo, batch: Sequence[Event]) -> ExportResult:
+        session = self._session(run)
+        rejected: dict[tuple[str, int], str] = {}
+        snapshot = {k: (s.last_step, s.last_value, s.last_ts) for k, s in session.series.items()}
+        try:
+            for ev in batch:
+                try:
+                    reason = self._deliver(session, run, ev)
+                except (self._errors.MetadataInconsistency, TypeError, ValueError) as exc:
+                    reason = f"neptune refused {ev.kind} {ev.key!r}: {exc}"
+                if reason:
+                    rejected[ev.uid] = reason
+            rejected.update(self._flush_series(session))
+            session.handle.wait()
+        except self._common_errors.NeptuneException as exc:
+            for key in list(session.series):
+                s = session.series[key]
+                if key not in snapshot:
+                    s.last_step, s.last_value, s.last_ts = None, None, None
+                else:
+                    s.last_step, s.last_value, s.last_ts = snapshot[key]
+            session.queued.clear()
+            return ExportResult.retry(f"neptune: {type(exc).__name__}: {exc}")
+        if session.run_dir is not None:
+            _fsync(sorted(session.run_dir.glob("data-*.log")) + [session.run_dir / "last_put_version"])
+        for key, s in session.series.items():
+            if s.last_step is not None:
+                run.state["series"][key] = s.to_state()
+        return ExportResult.success(rejected)
+
+    def close_run(self, run: RunInfo, status: str, end_time_ms: int) -> None:
+        session = self._session(run)
+        handle = session.handle
+        handle["bridge/status"] = status
+        handle["bridge/end_time"] = _dt.datetime.fromtimestamp(end_time_ms / 1000, _dt.timezone.utc)
+        handle["sys/failed"] = status in ("FAILED", "KILLED")
+        handle.stop()
+        if session.run_dir is not None:
+            _fsync(sorted(session.run_dir.glob("data-*.log")))
+        del self._sessions[run.run_id]
+
+    def shutdown(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            session.handle.stop()
+
+    # ------------------------------------------------------------------ opening
+
+    def _project(self, run: RunInfo) -> str | None:
+        """Option, then NEPTUNE_PROJECT, then the bridge project if it names a workspace."""
+        if self.project:
+            return str(self.project)
+        if os.environ.get("NEPTUNE_PROJECT"):
+            return None  # the client reads it itself
+        if "/" in run.project:
+            ws, _, name = run.project.partition("/")
+            return f"{ws}/{_PROJECT_PART.sub('-', name).strip('-')}"
+        if self.mode == "offline":
+            return None
+        raise AdapterError(
+            f"neptune: project {run.project!r} has no workspace; set the backend option "
+            "project = 'workspace/project' or NEPTUNE_PROJECT"
+        )
+
+    def _init(self, run: RunInfo) -> tuple[Any, Path | None]:
+        offline = self.neptune_dir / "offline"
+        before = set(offline.glob("run__*")) if offline.is_dir() else set()
+        notes = run.state.get("notes", run.notes)
+        with _data_directory(self.neptune_dir):
+            handle = self._neptune.init_run(
+                project=self._project(run),
+                custom_run_id=run.run_id,
+                mode=self.mode,
+                name=run.name,
+                description=notes if notes is not None else "",
+                capture_stdout=False,
+                capture_stderr=False,
+                capture_hardware_metrics=False,
+                capture_traceback=False,
+                fail_on_exception=False,
+                git_ref=False,
+                source_files=[],
+            )
+        # The client records the *sync* process's script as source code: not the run's.
+        if handle.exists("source_code"):
+            del handle["source_code"]
+        run_dir = None
+        if self.mode == "offline":
+            new = [d for d in offline.glob(f"run__*__{os.getpid()}__*") if d not in before]
+            run_dir = new[0] if len(new) == 1 else None
+        return handle, run_dir
+
+    def _remote_id(self, handle: Any, run: RunInfo) -> str:
+        if self.mode == "offline":
+            return str(handle.get_url())  # "offline/<uuid>"; `neptune sync` assigns the real id
+        return str(handle["sys/id"].fetch())
+
+    @staticmethod
+    def _series(saved: Mapping[str, Any], history: OpLogHistory) -> dict[str, _Series]:
+        out: dict[str, _Series] = {}
+        for key, (step, value, ts) in saved.items():
+            out[key] = _Series(step, value, ts)
+        for key, points in history.points.items():
+            s = out.setdefault(key, _Series())
+            floor = s.last_step if s.last_step is not None else None
+            for step, value in points.items():
+                if floor is None or step > floor:
+                    s.seen[step] = value
+            s.stamps = [p for p in history.stamps.get(key, []) if floor is None or p[2] > floor]
+            top = max(points)
+            if s.last_step is None or top > s.last_step:
+                s.last_step, s.last_value = top, points[top]
+                s.last_ts = max((ts for ts, _, st in s.stamps if st == top), default=None)
+        return out
+
+    def _session(self, run: RunInfo) -> _Session:
+        if run.run_id not in self._sessions:
+            self.open_run(run)
+        return self._sessions[run.run_id]
+
+    # ------------------------------------------------------------------ delivery
+
+    def _deliver(self, session: _Session, run: RunInfo, ev: Event) -> str | None:
+        """Translate one event; returns a rejection reason or None."""
+        kind, key, payload = ev.kind, ev.key or "", ev.payload
+        if kind == "metric":
+            return self._queue_point(session, key, ev, ev.value, numeric=True)
+        if kind == "event":
+            text = json.dumps(payload)
+            if len(text) > _MAX_SERIES_STRING:
+                return f"event {key!r} is {len(text)} characters; Neptune truncates string series values at {_MAX_SERIES_STRING}"
+            return self._queue_point(session, _path("events", key), ev, text, numeric=False)
+        if kind == "param":
+            return self._assign_tree(session, _path("parameters", key), payload)
+        if kind == "summary":
+            return self._assign_tree(session, _path("summary", key), payload)
+        if kind == "system":
+            reason = self._assign_tree(session, "environment", payload)
+            host = payload.get("hostname") if isinstance(payload, Mapping) else None
+            if isinstance(host, str) and not reason:
+                self._assign(session, "sys/hostname", host)
+            return reason
+        if kind == "tag":
+            return self._tag(session, run, key, "" if payload is None else str(payload))
+        if kind == "note":
+            text = "" if payload is None else str(payload)
+            reason = self._assign(session, "sys/description", text)
+            if not reason:
+                run.state["notes"] = text
+            return reason
+        if kind == "text":
+            return self._upload_content(session, _path("files", key), str(payload), _extension(key, "txt"))
+        if kind == "dict":
+            return self._upload_content(session, _path("files", key), json.dumps(payload, indent=2), _extension(key, "json"))
+        if kind == "artifact":
+            return self._artifact(session, run, key, payload)
+        return f"the neptune backend has no mapping for event kind {kind!r}"
+
+    def _queue_point(self, session: _Session, name: str, ev: Event, value: Any, numeric: bool) -> str | None:
+        if numeric:
+            if name.split("/", 1)[0] in _RESERVED:
+                return f"metric {name!r} would write into Neptune's reserved namespace {name.split('/')[0]!r}"
+            if value is None or not math.isfinite(value):
+                return f"Neptune 1.x does not store NaN/inf in a float series (the client drops them): {name!r} = {value!r} at step {ev.step}"
+            value = float(value)
+        series = session.series.setdefault(name, _Series())
+        verdict, detail = series.classify(name, ev.step, value, ev.ts_ms)
+        if verdict == "reject":
+            return str(detail)
+        if verdict == "new":
+            session.queued.setdefault(name, []).append((ev, int(detail), value))
+        return None
+
+    def _flush_series(self, session: _Session) -> dict[tuple[str, int], str]:
+        """One LogFloats/LogStrings operation per series and batch, original timestamps."""
+        rejected: dict[tuple[str, int], str] = {}
+        queued, session.queued = session.queued, {}
+        for name, points in queued.items():
+            try:
+                session.handle[name].extend(
+                    [v for _, _, v in points],
+                    steps=[s for _, s, _ in points],
+                    timestamps=[ev.ts_ms / 1000 for ev, _, _ in points],
+                )
+            except (self._errors.MetadataInconsistency, TypeError, ValueError) as exc:
+                for ev, _, _ in points:
+                    rejected[ev.uid] = f"neptune refused series {name!r}: {exc}"
+                continue
+            series = session.series[name]
+            for ev, step, value in points:
+                series.seen[step] = value
+        return rejected
+
+    def _assign(self, session: _Session, path: str, value: Any) -> str | None:
+        if isinstance(value, str) and len(value) > _MAX_STRING:
+            return f"{path!r} is {len(value)} characters; Neptune truncates string fields at {_MAX_STRING}"
+        fp = _fingerprint(value)
+        if session.fields.get(path) == fp:
+            return None  # the same value is already there (a replay)
+        session.handle[path] = value
+        session.fields[path] = fp
+        return None
+
+    def _assign_tree(self, session: _Session, prefix: str, value: Any) -> str | None:
+        reasons = [r for p, v in _leaves(value, prefix).items() if (r := self._assign(session, p, v))]
+        return "; ".join(reasons) or None
+
+    def _tag(self, session: _Session, run: RunInfo, key: str, value: str) -> str | None:
+        label = key if value == "" else f"{key}:{value}"
+        old = run.state["tags"].get(key)
+        old_label = None if old is None else (key if old == "" else f"{key}:{old}")
+        if old_label and old_label != label and old_label in session.tags:
+            # An offline session starts a new op log without sys/tags: nothing to remove there.
+            if session.handle.exists("sys/tags"):
+                session.handle["sys/tags"].remove(old_label)
+            session.tags.discard(old_label)
+        if label not in session.tags:
+            session.handle["sys/tags"].add(label)
+            session.tags.add(label)
+        reason = self._assign(session, _path("bridge/tags", key), value)
+        run.state["tags"][key] = value
+        return reason
+
+    def _upload_content(self, session: _Session, path: str, content: str, ext: str) -> str | None:
+        fp = ("content", hashlib.sha256(content.encode("utf-8")).hexdigest())
+        if session.fields.get(path) == fp:
+            return None
+        session.handle[path].upload(self._File.from_content(content, extension=ext))
+        session.fields[path] = fp
+        return None
+
+    def _artifact(self, session: _Session, run: RunInfo, name: str, payload: Mapping[str, Any]) -> str | None:
+        files = list(payload.get("files") or [])
+        missing = [f["path"] for f in files if not run.blob_path(f["sha256"]).is_file()]
+        if missing:
+            return f"artifact {name!r}: blob(s) missing from the spool for {', '.join(missing)}"
+        single = not payload.get("is_dir") and len(files) == 1
+        for f in files:
+            path = _path("artifacts", name) if single else _path("artifacts", name, f["path"])
+            blob = str(run.blob_path(f["sha256"]))
+            fp = ("file", blob)
+            if session.fields.get(path) == fp:
+                continue
+            ext = _extension(f["path"] if not single else (f["path"] or name), "")
+            session.handle[path].upload(self._File.from_path(blob, extension=ext or None))
+            session.fields[path] = fp
+        manifest = {k: payload.get(k) for k in ("type", "is_dir", "source", "files")}
+        return self._assign(session, _path("bridge/artifacts", name), json.dumps(manifest, sort_keys=True))

@@ -1,0 +1,32 @@
+"""Shared fixtures: a real MLflow server and a loopback fault-injecting proxy."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from fault_proxy import FaultProxy
+from mlflow_server import MlflowServer
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` (sqlite + proxied artifacts) for the tests of one module.
+
+    ``.stop()`` and ``.start()`` cut and restore it on the same port and database.
+    """
+    pytest.importorskip("mlflow")
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fault_proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the module's MLflow server, stopped after the test."""
+    with FaultProxy(mlflow_server.url, timeout=30) as proxy:
+        yield proxy
