@@ -8,16 +8,10 @@ dies; after ``fork()`` the child gets its own writer and spool file on first use
 from __future__ import annotations
 
 import atexit
-import getpass
 import os
-import platform
 import signal
-import socket
-import subprocess
 import sys
 import threading
-import traceback
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from bridge.spool.writer import SpoolWriter
@@ -92,6 +86,8 @@ def _at_exit() -> None:
 def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
     if _active and not issubclass(exc_type, SystemExit):
         status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        import traceback
+
         text = "".join(traceback.format_exception(exc_type, exc, tb))[-20_000:]
         _finish_all(status, error=text)
     _prev_excepthook(exc_type, exc, tb)
@@ -188,6 +184,8 @@ def scrub_argv(argv: list[str]) -> list[str]:
 
 
 def _git(cwd: str) -> dict[str, Any]:
+    import subprocess
+
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                                 text=True, timeout=3)
@@ -202,6 +200,11 @@ def _git(cwd: str) -> dict[str, Any]:
 
 def system_info() -> dict[str, Any]:
     """Platform facts for the run's ``system`` event; never environment variables."""
+    import getpass
+    import platform
+    import socket
+    from importlib import metadata
+
     versions = {}
     for name in _PACKAGES:
         try:

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
-import traceback
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
@@ -378,6 +375,8 @@ class Run:
         """Pickle a model into an artifact of type ``model`` (Lab's ``log_model``)."""
         if self._closed("log_model"):
             return
+        import pickle
+
         try:
             data = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -424,6 +423,8 @@ class Run:
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish("KILLED", error="KeyboardInterrupt")
         else:
+            import traceback
+
             text = "".join(traceback.format_exception(exc_type, exc, tb))[-20_000:]
             self.finish("FAILED", error=text)
 
@@ -487,6 +488,8 @@ def init(
         raise RunStateError(f"resume='must': run {run_id} is not in {s.dir}")
     node = node if node is not None else _default_node()
     writer = lifecycle.writer_for(s, node)
+    import uuid
+
     run = Run(run_id=run_id or uuid.uuid4().hex, project=project or "default", name=name,
               notes=notes, group=group, backends=specs, settings=s, writer=writer,
               start_step=start_step, resumed=existing is not None, node=node)

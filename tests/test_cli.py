@@ -47,7 +47,7 @@ def _logged(spool):
 def test_runs_show_export(tmp_path):
     run = _logged(tmp_path)
     out = runner.invoke(app, ["runs", "--dir", str(tmp_path)])
-    assert out.exit_code == 0 and run.id in out.output and "FINISHED" in out.output
+    assert out.exit_code == 0 and run.id[:12] in out.output and "FINISHED" in out.output
     out = runner.invoke(app, ["show", run.id[:8], "--dir", str(tmp_path)])
     assert out.exit_code == 0
     assert "lr" in out.output and "loss" in out.output and "best" in out.output

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from bridge.cli.common import DirOption, console, find_one_run, fmt_ms, resolve_dir
@@ -26,11 +27,13 @@ def runs_cmd(
     records = list_runs(spool)
     if project:
         records = [r for r in records if r.project == project]
-    table = Table(title=f"runs in {spool}")
-    for col in ("project", "#", "run id", "name", "status", "started (UTC)", "nodes", "backends"):
-        table.add_column(col)
+    table = Table(title=f"runs in {spool}", box=box.SIMPLE_HEAD)
+    for col in ("project", "#", "run id", "name", "status", "started (UTC)"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("nodes", overflow="fold", min_width=6)
+    table.add_column("backends", overflow="fold", min_width=8)
     for r in records:
-        table.add_row(r.project, str(r.number), r.run_id, r.name or "", r.status,
+        table.add_row(r.project, str(r.number), r.run_id[:12], r.name or "", r.status,
                       fmt_ms(r.start_ms), ",".join(sorted({f.node for f in r.files})),
                       ",".join(b["name"] for b in r.backends))
     console.print(table)

@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich import box
 from rich.table import Table
 
 from bridge.cli.common import DirArg, DirOption, console, err_console, resolve_dir
@@ -55,9 +56,12 @@ def run_sync(spool: Path, backends: list[str] | None = None, runs: list[str] | N
 
 
 def _summary_table(summary: Any, dry_run: bool) -> Table:
-    table = Table(title="dry run: what would be delivered" if dry_run else "sync")
-    for col in ("run", "backend", "delivered", "dead", "pending", "remote id", "note"):
-        table.add_column(col)
+    table = Table(title="dry run: what would be delivered" if dry_run else "sync",
+                  box=box.SIMPLE_HEAD)
+    for col in ("run", "backend", "delivered", "dead", "pending"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("remote id", max_width=34, no_wrap=True, overflow="ellipsis")
+    table.add_column("note", overflow="fold")
     for r in summary.results:
         note = r.error or r.skipped or ("closed" if r.closed else "")
         table.add_row(r.run_id[:12], r.backend, str(r.delivered), str(r.dead), str(r.pending),
@@ -127,20 +131,21 @@ def status_cmd(
                           "file_errors": [{"path": str(e.path), "error": e.error} for e in errors]},
                          indent=2))
         return
-    table = Table(title=f"sync status of {spool}")
-    for col in ("run", "project", "status", "events", "backend", "delivered", "pending", "dead",
-                "remote id", "last error"):
-        table.add_column(col)
+    table = Table(title=f"sync status of {spool}", box=box.SIMPLE_HEAD)
+    for col in ("run", "status", "events", "backend", "delivered", "pending", "dead"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("remote id", max_width=12, no_wrap=True, overflow="ellipsis")
+    table.add_column("error", overflow="fold", min_width=8)
     for s in statuses:
+        label = s.run_id[:12]
         if not s.backends:
-            table.add_row(s.run_id[:12], s.project, s.status, str(s.events), "-", "-", "-", "-",
-                          "-", "no backend")
+            table.add_row(label, s.status, str(s.events), "-", "-", "-", "-", "-", "no backend")
         for b in s.backends:
-            table.add_row(s.run_id[:12], s.project, s.status, str(s.events), b.backend,
-                          str(b.delivered), str(b.pending), str(b.dead), b.url or b.remote_id or "-",
-                          (b.last_error or "")[:60])
+            table.add_row(label, s.status, str(s.events), b.backend, str(b.delivered),
+                          str(b.pending), str(b.dead), b.url or b.remote_id or "-",
+                          (b.last_error or "")[:80])
         if s.warnings or s.dropped:
-            table.add_row("", "", "", "", "", "", "", "", "",
+            table.add_row("", "", "", "", "", "", "", "",
                           f"{s.warnings} bad inputs, {s.dropped} dropped")
     console.print(table)
     for e in errors:

@@ -6,9 +6,7 @@ file still exists when the original is gone, and identical content is stored onc
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["blob_path", "store_bytes", "store_file"]
@@ -34,12 +32,16 @@ def _finish(spool_dir: Path, tmp: Path, sha: str) -> Path:
 def _tmp(spool_dir: Path) -> tuple[int, Path]:
     root = Path(spool_dir) / "blobs"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix=".incoming-", dir=root)
     return fd, Path(name)
 
 
 def store_file(spool_dir: Path, source: Path) -> tuple[str, int]:
     """Copy a file into the blob store while hashing it; return (sha256, size)."""
+    import hashlib
+
     digest = hashlib.sha256()
     size = 0
     fd, tmp = _tmp(spool_dir)
@@ -61,6 +63,8 @@ def store_file(spool_dir: Path, source: Path) -> tuple[str, int]:
 
 def store_bytes(spool_dir: Path, data: bytes) -> tuple[str, int]:
     """Store bytes (a pickled model, a text file) in the blob store."""
+    import hashlib
+
     sha = hashlib.sha256(data).hexdigest()
     if blob_path(spool_dir, sha).exists():
         return sha, len(data)

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import collections
 import os
-import socket
 import sqlite3
 import threading
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -49,17 +47,24 @@ _COUNT = 4  # (_COUNT, run_id, column, n) — warnings / dropped counters
 _BLOB = 5  # (_BLOB, sha256, size)
 
 _COLS = "(run_id, kind, key, step, ts_ms, value, payload)"
-_CHUNKS = (4096, 1024, 256, 64, 16, 4, 1)
+# Rows per statement: SQLite before 3.32 allows only 999 bound values per statement.
+_CHUNKS = ((4096, 1024, 256, 64, 16, 4, 1) if sqlite3.sqlite_version_info >= (3, 32, 0)
+           else (128, 32, 8, 2, 1))
 _SQL = {
     n: f"INSERT INTO events {_COLS} VALUES " + ",".join(["(?,?,?,?,?,?,?)"] * n) for n in _CHUNKS
+}
+# Finite metrics, the bulk of the traffic: five bound values per row instead of seven.
+_METRIC_SQL = {
+    n: f"INSERT INTO events {_COLS} VALUES " + ",".join(["(?,'metric',?,?,?,?,NULL)"] * n)
+    for n in _CHUNKS
 }
 
 _network_fs_warned = False
 
 
 def _file_id() -> str:
-    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40]
-    return f"{time.strftime('%Y%m%dT%H%M%S')}-{host or 'host'}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in os.uname().nodename)[:40]
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{host or 'host'}-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 class SpoolWriter:
@@ -98,7 +103,7 @@ class SpoolWriter:
                 {
                     "file_id": self.file_id,
                     "node": node,
-                    "host": socket.gethostname(),
+                    "host": os.uname().nodename,
                     "pid": str(os.getpid()),
                     "created_ms": str(int(time.time() * 1000)),
                     "journal": "wal" if self.wal else "delete",
@@ -108,6 +113,9 @@ class SpoolWriter:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
         self._queue: collections.deque[Any] = collections.deque()
+        # Backpressure: a caller that finds the queue full commits this many calls itself,
+        # a short pause spread over the loop instead of one long stall.
+        self._slice = max(256, min(4096, self.max_queue // 8))
         self._lock = threading.Lock()  # one committer at a time (thread or caller)
         self._wake = threading.Event()
         self._closed = False
@@ -124,14 +132,18 @@ class SpoolWriter:
         """Enqueue one ``log()`` call's metrics (already validated floats)."""
         q = self._queue
         q.append((_METRICS, run_id, step, ts_ms, items))
-        if self.durability != "buffered" or len(q) >= self.max_queue:
+        if self.durability != "buffered":
             self.commit_pending()
+        elif len(q) >= self.max_queue:
+            self.commit_pending(self._slice)
 
     def put_event(self, run_id: str, kind: str, key: str | None, step: int | None, ts_ms: int,
                   value: float | None = None, payload: str | None = None) -> None:
         self._queue.append((_EVENT, run_id, kind, key, step, ts_ms, value, payload))
-        if self.durability != "buffered" or len(self._queue) >= self.max_queue:
+        if self.durability != "buffered":
             self.commit_pending()
+        elif len(self._queue) >= self.max_queue:
+            self.commit_pending(self._slice)
 
     def put_run(self, row: dict) -> None:
         self._queue.append((_RUN, row))
@@ -183,16 +195,18 @@ class SpoolWriter:
             self._wake.clear()
             self.commit_pending()
 
-    def commit_pending(self) -> None:
-        """Drain the queue and commit it in one transaction (thread-safe)."""
+    def commit_pending(self, limit: int | None = None) -> None:
+        """Drain the queue (or its first ``limit`` calls) and commit in one transaction."""
         with self._lock:
             q = self._queue
             items = self._retry
             self._retry = []
             markers = []
             pop = q.popleft
+            budget = -1 if limit is None else limit
             try:
-                while True:
+                while budget != 0:
+                    budget -= 1
                     item = pop()
                     if type(item) is tuple:
                         items.append(item)
@@ -206,23 +220,41 @@ class SpoolWriter:
                 m.set()
 
     def _commit(self, items: list) -> None:
-        rows: list[Any] = []
-        extend = rows.extend
+        # Segments of rows in call order: (True, finite metric rows of 5 values) or
+        # (False, other rows of 7 values).
+        segments: list[tuple[bool, list]] = []
+        metric_rows: list[Any] = []
+        event_rows: list[Any] = []
         other: list[Any] = []
         for it in items:
             tag = it[0]
             if tag == _METRICS:
+                if event_rows:
+                    segments.append((False, event_rows))
+                    event_rows = []
+                extend = metric_rows.extend
                 _, run_id, step, ts, kv = it
                 for key, val in kv:
                     if val - val == 0.0:  # finite
-                        extend((run_id, "metric", key, step, ts, val, None))
+                        extend((run_id, key, step, ts, val))
                     else:
+                        if metric_rows:
+                            segments.append((True, metric_rows))
+                            metric_rows = []
+                            extend = metric_rows.extend
                         v, p = encode_float(val)
-                        extend((run_id, "metric", key, step, ts, v, p))
+                        segments.append((False, [run_id, "metric", key, step, ts, v, p]))
             elif tag == _EVENT:
-                extend(it[1:])
+                if metric_rows:
+                    segments.append((True, metric_rows))
+                    metric_rows = []
+                event_rows.extend(it[1:])
             else:
                 other.append(it)
+        if metric_rows:
+            segments.append((True, metric_rows))
+        if event_rows:
+            segments.append((False, event_rows))
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -230,7 +262,8 @@ class SpoolWriter:
                 for it in other:
                     if it[0] == _RUN:
                         self._write_run(it[1])
-                self._insert_rows(rows)
+                for is_metric, rows in segments:
+                    self._insert_rows(rows, 5 if is_metric else 7)
                 for it in other:
                     tag = it[0]
                     if tag == _FINISH:
@@ -253,16 +286,17 @@ class SpoolWriter:
         except Exception as exc:  # disk full, I/O error, a value SQLite cannot bind
             self._on_error(exc, items)
 
-    def _insert_rows(self, flat: list) -> None:
-        n_rows = len(flat) // 7
-        pos = 0
+    def _insert_rows(self, flat: list, width: int) -> None:
+        n_rows = len(flat) // width
+        done = 0
         execute = self._conn.execute
+        sqls = _METRIC_SQL if width == 5 else _SQL
         for chunk in _CHUNKS:
-            width = chunk * 7
-            sql = _SQL[chunk]
-            while n_rows - pos // 7 >= chunk:
-                execute(sql, flat[pos : pos + width])
-                pos += width
+            sql = sqls[chunk]
+            while n_rows - done >= chunk:
+                pos = done * width
+                execute(sql, flat[pos : pos + chunk * width])
+                done += chunk
 
     def _write_run(self, row: dict) -> None:
         cols = ["run_id", "project", "name", "notes", "group_name", "backends", "start_ms"]
