@@ -1,0 +1,113 @@
+"""The importer contract: every source (MLflow, W&B, Neptune, Comet, TensorBoard) becomes
+spool events.
+
+An importer lists the source's runs (:class:`SourceRun`) and streams each run's events
+(:class:`ImportEvent`) with their original steps and timestamps. :mod:`bridge.importers.sink`
+writes them into the spool, one file per imported run, atomically, so an interrupted import
+continues where it stopped and never duplicates. The agent then delivers them anywhere.
+
+The same readers serve ``bridge verify``: reading a destination back is importing it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+__all__ = [
+    "ImportEvent",
+    "Importer",
+    "ImportError_",
+    "SourceRun",
+    "artifact_event",
+    "bridge_run_id",
+    "safe_relative_path",
+]
+
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_NAMESPACE = uuid.UUID("6f1c2a8e-5b7d-4e3a-9c1f-0b2d4e6a8c10")
+
+
+class ImportError_(Exception):
+    """A source cannot be read (bad path, missing SDK, unknown run)."""
+
+
+@dataclass
+class SourceRun:
+    """One run of a source system, before import."""
+
+    source: str  # "mlflow", "wandb", "neptune", "comet", "tensorboard"
+    source_id: str  # the run's id in the source
+    project: str
+    name: str | None = None
+    notes: str | None = None
+    group: str | None = None
+    start_ms: int = 0
+    end_ms: int | None = None
+    status: str = "FINISHED"  # RUNNING | FINISHED | FAILED | KILLED
+    parent_id: str | None = None  # the source id of a parent run (MLflow nested runs)
+    handle: Any = None  # the importer's own reference, passed back to events()
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return bridge_run_id(self.source, self.source_id)
+
+
+@dataclass(frozen=True)
+class ImportEvent:
+    """One event with its original time. ``files`` lists local files of an artifact."""
+
+    kind: str  # metric, param, tag, summary, artifact, text, dict, event, system, note
+    key: str | None
+    ts_ms: int
+    step: int | None = None
+    value: float | None = None  # metrics
+    payload: Any = None  # everything else (JSON value)
+    files: tuple[tuple[str, Path], ...] = ()  # artifacts: (relative path, local file)
+    artifact_type: str = "file"
+
+
+def bridge_run_id(source: str, source_id: str) -> str:
+    """Keep a source id that is already 32 lowercase hex (an MLflow id, a bridge id);
+    otherwise derive a deterministic one, so a re-import finds the same run."""
+    compact = source_id.replace("-", "")
+    if _HEX32.match(compact):
+        return compact
+    return uuid.uuid5(_NAMESPACE, f"{source}:{source_id}").hex
+
+
+def safe_relative_path(path: str) -> str:
+    """Refuse artifact paths that would escape the target directory (a hostile source)."""
+    p = path.replace("\\", "/")
+    parts = [x for x in p.split("/") if x not in ("", ".")]
+    if p.startswith("/") or not parts or any(x == ".." for x in parts):
+        raise ImportError_(f"unsafe artifact path {path!r}")
+    return "/".join(parts)
+
+
+def artifact_event(name: str, files: list[tuple[str, Path]], ts_ms: int,
+                   artifact_type: str = "file", step: int | None = None) -> ImportEvent:
+    """An artifact of local files (checked for path escapes, symlinks refused)."""
+    checked = []
+    for rel, local in files:
+        if Path(local).is_symlink():
+            raise ImportError_(f"artifact file {local} is a symlink; refused")
+        checked.append((safe_relative_path(rel), Path(local)))
+    return ImportEvent("artifact", name, ts_ms, step=step, files=tuple(checked),
+                       artifact_type=artifact_type)
+
+
+@runtime_checkable
+class Importer(Protocol):
+    """A source of runs. ``runs()`` lists them; ``events(run)`` streams one run's events
+    in any order (the sink keeps each event's own step and time)."""
+
+    name: str
+
+    def runs(self) -> Iterator[SourceRun]: ...
+
+    def events(self, run: SourceRun) -> Iterator[ImportEvent]: ...
