@@ -11,6 +11,9 @@ Hierarchy::
     │   └── SchemaVersionError  a spool written by a newer bridge
     └── SyncError            `bridge sync` could not deliver everything
 
+Terminated (a SystemExit) is raised in the main thread on SIGTERM once a run is open, so the
+stack unwinds and every open run is finished as KILLED; the process exits with status 143.
+
 BridgeWarning is the warning category for input bridge normalized or refused.
 """
 
@@ -25,6 +28,7 @@ __all__ = [
     "SchemaVersionError",
     "SpoolError",
     "SyncError",
+    "Terminated",
 ]
 
 
@@ -58,3 +62,7 @@ class SyncError(BridgeError):
 
 class BridgeWarning(UserWarning):
     """Input that bridge normalized or refused without stopping the training loop."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived: the process is exiting; open runs end as KILLED."""

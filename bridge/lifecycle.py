@@ -14,6 +14,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from bridge.errors import Terminated
 from bridge.spool.writer import SpoolWriter
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ _active: list["Run"] = []
 _hooks_installed = False
 _prev_excepthook = sys.excepthook
 _prev_sigterm: Any = None
+_terminated = False
 
 
 def writer_for(settings: "Settings", node: str) -> SpoolWriter:
@@ -63,8 +65,11 @@ def current() -> "Run | None":
 
 def _finish_all(status: str, error: str | None = None) -> None:
     for run in list(_active):
+        wait = run.settings.finish_timeout
+        if _terminated:  # a scheduler's grace period is short: leave the rest to `bridge sync`
+            wait = min(wait, 5.0)
         try:
-            run.finish(status, error=error, timeout=run.settings.finish_timeout)
+            run.finish(status, error=error, timeout=wait)
         except Exception:  # never fail the interpreter's exit
             pass
 
@@ -79,7 +84,7 @@ def _close_writers() -> None:
 
 
 def _at_exit() -> None:
-    _finish_all("FINISHED")
+    _finish_all("KILLED" if _terminated else "FINISHED", error="SIGTERM" if _terminated else None)
     _close_writers()
 
 
@@ -94,14 +99,14 @@ def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    _finish_all("KILLED", error="SIGTERM")
-    _close_writers()
+    """Unwind the main thread like Ctrl-C does, so no lock stays held mid-commit; runs are
+    finished as KILLED by their context managers or at exit (exit status 143)."""
+    global _terminated
+    _terminated = True
     prev = _prev_sigterm
     if callable(prev):
         prev(signum, frame)
-        return
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    raise Terminated(128 + signum)
 
 
 def _install_hooks() -> None:

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
 from bridge import lifecycle
 from bridge.config import Settings, load
-from bridge.errors import ConfigError, RunStateError
+from bridge.errors import ConfigError, RunStateError, Terminated
 from bridge.spool import blobs
 from bridge.spool.reader import find_run, max_step
 from bridge.spool.writer import SpoolWriter
@@ -420,8 +420,8 @@ class Run:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.finish("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("KILLED", error="KeyboardInterrupt")
+        elif issubclass(exc_type, (KeyboardInterrupt, Terminated)):
+            self.finish("KILLED", error=exc_type.__name__)
         else:
             import traceback
 

@@ -22,7 +22,8 @@ def wide_console():
     common.console.width = common.err_console.width = 250
     yield
     common.console.width, common.err_console.width = old
-COMMANDS = ["runs", "show", "export", "sync", "status", "agent", "doctor", "demo", "ui"]
+COMMANDS = ["runs", "show", "export", "sync", "status", "agent", "doctor", "demo", "ui", "import",
+            "migrate", "verify"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bridge.cli import demo, doctor, local, sync, ui
+from bridge.cli import demo, doctor, local, migrate, sync, ui
 
 __all__ = ["app", "main"]
 
@@ -18,6 +18,7 @@ app = typer.Typer(
 
 local.register(app)
 sync.register(app)
+migrate.register(app)
 doctor.register(app)
 demo.register(app)
 ui.register(app)

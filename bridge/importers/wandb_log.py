@@ -44,8 +44,10 @@ __all__ = [
     "WandbLog",
     "WandbLogError",
     "find_run_logs",
+    "iter_history",
     "iter_records",
     "read_run",
+    "read_run_info",
     "session_dirs",
     "session_key",
 ]
@@ -323,6 +325,32 @@ def _artifact(rec: Any) -> dict[str, Any]:
 
 def read_run(path: str | Path, *, skip_corrupt: bool = False) -> RunLog:
     """Read a run dir (``offline-run-*/`` or ``run-*/``) or a ``.wandb`` file into a RunLog."""
+    out = _read(path, skip_corrupt, keep_history=True)
+    return out
+
+
+def read_run_info(path: str | Path, *, skip_corrupt: bool = False) -> RunLog:
+    """Like :func:`read_run` without the history rows (``history`` stays empty), so a
+    run of millions of points is described in constant memory; see :func:`iter_history`."""
+    return _read(path, skip_corrupt, keep_history=False)
+
+
+def iter_history(path: str | Path, *, skip_corrupt: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield the history rows of a run dir or ``.wandb`` file one by one, in file order."""
+    log = WandbLog(_log_file(Path(path)), skip_corrupt=skip_corrupt)
+    for rec in log.records():
+        if rec.WhichOneof("record_type") == "history":
+            yield _history_row(rec)
+
+
+def _history_row(rec: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for item in rec.history.item:
+        _apply(row, item.key, item.nested_key, _history_value(item))
+    return row
+
+
+def _read(path: str | Path, skip_corrupt: bool, keep_history: bool) -> RunLog:
     log_path = _log_file(Path(path))
     log = WandbLog(log_path, skip_corrupt=skip_corrupt)
     out = RunLog(path=log_path)
@@ -331,10 +359,8 @@ def read_run(path: str | Path, *, skip_corrupt: bool = False) -> RunLog:
         if kind == "run":
             _apply_run(out, rec.run)
         elif kind == "history":
-            row = {}
-            for item in rec.history.item:
-                _apply(row, item.key, item.nested_key, _history_value(item))
-            out.history.append(row)
+            if keep_history:
+                out.history.append(_history_row(rec))
         elif kind == "config":
             for item in rec.config.update:
                 value = _config_value(_json(item.value_json))

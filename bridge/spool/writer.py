@@ -215,7 +215,13 @@ class SpoolWriter:
             except IndexError:
                 pass
             if items:
-                self._commit(items)
+                try:
+                    self._commit(items)
+                except BaseException:  # SIGTERM/KeyboardInterrupt mid-commit: keep the batch
+                    self._retry = items + self._retry
+                    for m in markers:
+                        q.appendleft(m)
+                    raise
             for m in markers:
                 m.set()
 

@@ -295,9 +295,11 @@ def test_session_killed_mid_write_is_discarded(out: Path, tmp_path: Path) -> Non
     assert [(s, v) for s, _, v in back.points("loss")] == [(0, 0.0), (1, 1.0)]
 
 
-def test_sdk_keeps_logged_rows_in_memory_until_finish(tmp_path: Path) -> None:
-    """Why SUCCESS waits for finish(): rows handed to run.log are not on disk when the
-    process is SIGKILLed (wandb-core buffers the .wandb tail in 32 KiB blocks)."""
+def test_sdk_gives_no_durability_before_finish(tmp_path: Path) -> None:
+    """Why SUCCESS waits for finish(): after a SIGKILL the session has no exit record and
+    holds at most what wandb-core happened to write (it buffers the .wandb tail in 32 KiB
+    blocks; on an idle machine none of the 50 rows survived here, under load some or all may).
+    The reader accepts whatever prefix is on disk."""
     code = textwrap.dedent("""
         import os, signal, sys, wandb
         run = wandb.init(project="p", id="lost", dir=sys.argv[1], mode="offline",
@@ -311,4 +313,5 @@ def test_sdk_keeps_logged_rows_in_memory_until_finish(tmp_path: Path) -> None:
     assert proc.returncode == -9
     (d,) = session_dirs(tmp_path / "wandb", "lost")
     log = read_run(d)
-    assert len(log.history) < 50 and log.exit_code is None
+    assert len(log.history) <= 50 and log.exit_code is None
+    assert [row["loss"] for row in log.history] == [float(i) for i in range(len(log.history))]

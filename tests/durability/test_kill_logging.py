@@ -92,9 +92,41 @@ def test_sigkill_keeps_every_flushed_event(tmp_path, durability):
     print(f"steps committed beyond the last acknowledged flush: {beyond}")
 
 
-def test_sigterm_finishes_the_run_as_killed(tmp_path):
+def test_sigterm_in_a_tight_loop_keeps_what_was_flushed(tmp_path):
+    """SIGTERM while the loop logs flat out (the main thread may be mid-commit): the process
+    exits, the run is KILLED, every flushed step is there and the file is sound."""
     code = textwrap.dedent("""
         import sys, bridge
+        run = bridge.init(project="term", dir=sys.argv[1], sync="offline", max_queue=1000)
+        step = 0
+        while True:
+            run.log({"x": float(step)}, step=step)
+            if step % 5000 == 0:
+                run.flush()
+                print("FLUSHED", step, flush=True)
+            step += 1
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)
+    acked = -1
+    for line in proc.stdout:
+        acked = int(line.split()[1])
+        if acked >= 20_000:
+            break
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    rec = list_runs(tmp_path)[0]
+    assert rec.status == "KILLED"
+    conn = sqlite3.connect(rec.files[0].path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    steps = [s for (s,) in conn.execute("SELECT step FROM events WHERE kind='metric' ORDER BY seq")]
+    assert steps == list(range(len(steps))) and steps[-1] >= acked
+
+
+def test_sigterm_finishes_the_run_as_killed(tmp_path):
+    code = textwrap.dedent("""
+        import faulthandler, signal, sys, bridge
+        faulthandler.register(signal.SIGUSR1)  # the test dumps our stacks if we hang
         run = bridge.init(project="term", dir=sys.argv[1], sync="offline")
         for i in range(10):
             run.log({"x": float(i)})
@@ -102,10 +134,20 @@ def test_sigterm_finishes_the_run_as_killed(tmp_path):
         sys.stdin.read()
     """)
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                            stdin=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "READY"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == -signal.SIGTERM
+    try:
+        code = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            proc.wait(timeout=2)  # let faulthandler write the stacks
+        except subprocess.TimeoutExpired:
+            pass
+        proc.kill()
+        raise AssertionError(f"no exit after SIGTERM; stacks:\n{proc.communicate()[1]}")
+    assert code == 128 + signal.SIGTERM, proc.stderr.read()
     rec = list_runs(tmp_path)[0]
     assert rec.status == "KILLED"
     conn = sqlite3.connect(rec.files[0].path)

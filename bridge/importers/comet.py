@@ -1,0 +1,247 @@
+"""Import Comet experiments from offline archives (``comet upload``'s input).
+
+Every archive of one experiment key is merged, in write order: bridge's archives carry
+``bridge-ledger.json`` with ``archive_seq``; Comet's own are ordered by their
+``start_time``, then file time. Archives bridge's Comet adapter wrote are recognised
+(ledger ``run_id`` as the source id, others ``group``/``notes``/``bridge_status``,
+assets tagged ``bridge_artifact``/``bridge_event``), so ``bridge verify`` reads them back.
+Comet's REST API is not read: export experiments with ``comet`` tools to archives first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+from bridge.importers.base import ImportError_, ImportEvent, SourceRun, artifact_event
+from bridge.importers.comet_offline import (
+    ArchiveHead,
+    copy_member,
+    decode_value,
+    find_archives,
+    iter_messages,
+    read_head,
+)
+
+__all__ = ["CometImporter"]
+
+log = logging.getLogger("bridge.importers.comet")
+
+_OPTIONS = {"project"}
+_COMET_OTHERS = {"offline_experiment", "Name", "hasNestedParams"}
+_BRIDGE_OTHERS = {"bridge_run_id", "group", "notes", "bridge_status"}
+_AUTO_PARAMS = {"curr_step", "curr_epoch"}
+_AUTO_METRICS = {"process duration"}
+
+
+class CometImporter:
+    """Comet offline archives as bridge runs; see the module docstring."""
+
+    name: ClassVar[str] = "comet"
+
+    def __init__(self, location: str | Path | None, **opts: Any) -> None:
+        unknown = set(opts) - _OPTIONS
+        if unknown:
+            raise ImportError_(f"comet: unknown option(s) {', '.join(sorted(unknown))}")
+        if location is None or str(location).startswith(("http://", "https://", "comet://")):
+            raise ImportError_("comet: give a directory or zip of offline archives "
+                               "(Comet's REST API is not read)")
+        self.location = Path(location)
+        if not self.location.exists():
+            raise ImportError_(f"comet: {self.location} does not exist")
+        self.project = opts.get("project")
+        self.warnings: list[str] = []
+
+    # -- listing ------------------------------------------------------------------
+
+    def runs(self) -> Iterator[SourceRun]:
+        groups: dict[str, list[ArchiveHead]] = {}
+        for path in find_archives(self.location):
+            try:
+                head = read_head(path)
+            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+                self._warn(f"{path.name} skipped: {exc}")
+                continue
+            groups.setdefault(head.key, []).append(head)
+        for key, heads in sorted(groups.items()):
+            heads.sort(key=lambda h: h.order)
+            yield self._describe(key, heads)
+
+    def _describe(self, key: str, heads: list[ArchiveHead]) -> SourceRun:
+        bridge_written = any(h.ledger for h in heads)
+        others: dict[str, Any] = {}
+        for h in heads:
+            with zipfile.ZipFile(h.path) as zf:
+                for msg in iter_messages(zf):
+                    if msg.get("type") == "log_other":
+                        others[msg["payload"].get("key")] = msg["payload"].get("value")
+        ledger_id = next((h.ledger.get("run_id") for h in heads if h.ledger), None)
+        source_id = ledger_id or (others.get("bridge_run_id") if bridge_written else None) or key
+        status = others.get("bridge_status") if bridge_written else None
+        starts = [int(h.meta["start_time"]) for h in heads if h.meta.get("start_time")]
+        stops = [int(h.meta["stop_time"]) for h in heads if h.meta.get("stop_time")]
+        notes = others.get("notes") if bridge_written else None
+        return SourceRun(
+            source="comet", source_id=str(source_id),
+            project=self.project or heads[-1].meta.get("project_name") or "comet",
+            name=others.get("Name"), notes=notes if isinstance(notes, str) else None,
+            group=others.get("group") if bridge_written else None,
+            start_ms=min(starts, default=0), end_ms=max(stops, default=None),
+            status=status if status in ("FINISHED", "FAILED", "KILLED") else "FINISHED",
+            handle=(heads, bridge_written, bool(others.get("hasNestedParams"))),
+        )
+
+    # -- events -------------------------------------------------------------------
+
+    def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        heads, bridge_written, nested = run.handle
+        t0 = run.start_ms
+        params: dict[str, Any] = {}
+        summary: dict[str, Any] = {}
+        system: dict[str, Any] = {}
+        tags: dict[str, None] = {}
+        grouped: dict[str, tuple[str, list[tuple[str, Path]]]] = {}
+        with tempfile.TemporaryDirectory(prefix="bridge-comet-") as tmp:
+            n = 0
+            for head in heads:
+                tags.update(dict.fromkeys(head.meta.get("tags") or []))
+                with zipfile.ZipFile(head.path) as zf:
+                    for msg in iter_messages(zf):
+                        kind, p = msg.get("type"), msg["payload"]
+                        if kind == "metric_msg":
+                            m = p.get("metric") or {}
+                            if m.get("metricName") in _AUTO_METRICS:
+                                continue
+                            value = decode_value(m.get("metricValue"))
+                            yield ImportEvent(
+                                "metric", m.get("metricName"), int(p.get("local_timestamp") or t0),
+                                step=m.get("step"),
+                                value=float("nan") if value is None else float(value))
+                        elif kind == "parameter_msg":
+                            _param(params, p, nested)
+                        elif kind == "log_other":
+                            _other(summary, p, bridge_written)
+                        elif kind == "system_info":
+                            info = p.get("system_info") or {}
+                            system[str(info.get("key"))] = info.get("value")
+                        elif kind == "file_upload":
+                            n += 1
+                            local = Path(tmp) / f"member-{n}"
+                            if not copy_member(zf, str(p.get("file_path")), local):
+                                self._warn(f"{head.path.name}: upload {p.get('file_path')!r} "
+                                           "is missing from the archive")
+                                continue
+                            yield from self._upload(p, local, t0, bridge_written, summary, grouped)
+            for key, value in params.items():
+                yield ImportEvent("param", key, t0, payload=value)
+            for key, value in summary.items():
+                yield ImportEvent("summary", key, t0, payload=value)
+            for tag in tags:
+                yield ImportEvent("tag", tag, t0, payload="")
+            if system:
+                yield ImportEvent("system", "system", t0, payload=system)
+            for name, (atype, files) in grouped.items():
+                try:
+                    yield artifact_event(name, files, t0, atype)
+                except ImportError_ as exc:
+                    self._warn(f"artifact {name!r} refused: {exc}")
+
+    def _upload(self, p: dict[str, Any], local: Path, t0: int, bridge_written: bool,
+                summary: dict[str, Any], grouped: dict[str, tuple[str, list[tuple[str, Path]]]],
+                ) -> Iterator[ImportEvent]:
+        extra = p.get("additional_params") or {}
+        meta = p.get("metadata") or {}
+        name = str(extra.get("fileName") or "")
+        step = extra.get("step")
+        ts = int(p.get("local_timestamp") or t0)
+        upload_type = p.get("upload_type")
+        if upload_type == "text-sample":
+            text = local.read_text(encoding="utf-8", errors="replace")
+            if bridge_written and "bridge_event" in meta:
+                try:
+                    payload = json.loads(text)
+                except ValueError:
+                    payload = text
+                yield ImportEvent("event", meta["bridge_event"], int(meta.get("ts_ms") or ts),
+                                  step=step, payload=payload)
+            else:
+                yield ImportEvent("event", "text", ts, step=step,
+                                  payload={"text": text, "metadata": meta})
+            return
+        if bridge_written and meta.get("bridge_kind") == "other":
+            if meta.get("key") not in _BRIDGE_OTHERS:  # long notes: not a summary
+                summary[str(meta.get("key"))] = _maybe_json(local.read_text(encoding="utf-8"))
+            return
+        if bridge_written and "bridge_artifact" in meta:
+            art = str(meta["bridge_artifact"])
+            rel = name[len(art) + 1:] if name.startswith(art + "/") else name
+            entry = grouped.setdefault(art, (str(meta.get("artifact_type") or "file"), []))
+            entry[1].append((rel, local))
+            return
+        if bridge_written and upload_type == "asset":
+            try:
+                text = local.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is not None:
+                if name.endswith(".json"):
+                    try:
+                        yield ImportEvent("dict", name, ts, step=step, payload=json.loads(text))
+                        return
+                    except ValueError:
+                        pass
+                yield ImportEvent("text", name, ts, step=step, payload=text)
+                return
+        atype = "model" if upload_type == "model-element" else "file"
+        art_name = str(extra.get("groupingName") or name) if atype == "model" else name
+        try:
+            yield artifact_event(art_name, [(name, local)], ts, atype, step=step)
+        except ImportError_ as exc:
+            self._warn(f"asset {name!r} refused: {exc}")
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("comet import: %s", message)
+
+
+def _param(params: dict[str, Any], p: dict[str, Any], nested: bool) -> None:
+    """``a|b|c`` names (Comet's flattened nested params) become ``a = {"b": {"c": v}}``
+    when the experiment says it logged nested params; auto-logged step params are dropped."""
+    param = p.get("param") or p.get("params") or {}
+    name, value = str(param.get("paramName")), param.get("paramValue")
+    if param.get("source") == "auto-logged" and name in _AUTO_PARAMS:
+        return
+    if not nested or "|" not in name:
+        params[name] = value
+        return
+    parts = name.split("|")
+    node = params.get(parts[0])
+    if not isinstance(node, dict):
+        node = params[parts[0]] = {}
+    for part in parts[1:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _maybe_json(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _other(summary: dict[str, Any], p: dict[str, Any], bridge_written: bool) -> None:
+    key = str(p.get("key"))
+    if key in _COMET_OTHERS or (bridge_written and key in _BRIDGE_OTHERS):
+        return
+    value = p.get("value")
+    summary[key] = _maybe_json(value) if bridge_written else value

@@ -1,0 +1,448 @@
+"""Import Neptune runs: neptune-exporter Parquet files, or Neptune 1.x offline directories.
+
+* **Parquet** (neptune-exporter's ``model.SCHEMA``): one file per run part,
+  ``<run_id>_part_<n>.parquet``, columns ``project_id, run_id, attribute_path,
+  attribute_type, step decimal(18,6), timestamp(ms, UTC)`` and typed value columns
+  (``int_value, float_value, string_value, bool_value, datetime_value, string_set_value,
+  file_value{path}, histogram_value``). Files live under the exporter's files root
+  (``--files-path``), in ``<sanitized project>/<file_value.path>``. Read with pyarrow in
+  record batches, twice per run (description, then events), so memory stays bounded.
+* **Offline**: ``.neptune/offline/run__*`` operation logs (:mod:`.neptune_offline`).
+
+Both are mapped the same way; bridge's own Neptune layout (``parameters/``, ``summary/``,
+``bridge/run_id``, ``bridge/tags/``, ``files/``, ``artifacts/``, ``environment/``) is
+recognised so a run bridge wrote reads back as the events it came from.
+
+Neptune steps are decimals. A run whose steps all are integers keeps them; otherwise every
+step is multiplied by ``10**k`` with the smallest ``k`` that makes them integers (or by the
+``step_multiplier`` option) and the run gets the tag ``bridge.step_multiplier``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+from bridge.importers.base import ImportError_, ImportEvent, SourceRun, artifact_event
+from bridge.importers.neptune_offline import (
+    OfflineRun,
+    bridge_run_id_of,
+    find_run_dirs,
+    scan,
+    series_points,
+)
+
+__all__ = ["NeptuneImporter", "sanitize_path_part"]
+
+log = logging.getLogger("bridge.importers.neptune")
+
+_OPTIONS = {"files_path", "batch_rows"}
+_ATOM_TYPES = {"float", "int", "string", "bool", "datetime", "string_set"}
+_FILE_TYPES = {"file", "file_set", "file_series", "artifact"}
+_BRIDGE_HEAD = ("bridge/run_id", "bridge/project", "bridge/group", "bridge/start_time",
+                "bridge/end_time", "bridge/status")
+_READ_COLUMNS = ["project_id", "run_id", "attribute_path", "attribute_type", "step",
+                 "timestamp", "int_value", "float_value", "string_value", "bool_value",
+                 "datetime_value", "string_set_value", "file_value"]
+
+
+def sanitize_path_part(part: str) -> str:
+    """neptune-exporter's directory name for a project or run id (``utils.py``)."""
+    digest = hashlib.blake2b(part.encode("utf-8"), digest_size=8).hexdigest()
+    return "".join(c if c.isalnum() or c in ("_", "-") else "_" for c in part) + "-" + digest
+
+
+@dataclass
+class _Desc:
+    """What a run's non-series attributes say, from either source."""
+
+    source_id: str
+    project: str
+    atoms: dict[str, tuple[str, Any]] = field(default_factory=dict)  # path -> (type, value)
+    tags: list[str] = field(default_factory=list)
+    files: list[tuple[str, str, Any, float | None]] = field(default_factory=list)  # (path, type, local|bytes, step)
+    places: int = 0
+    created_ms: int = 0
+    last_ts_ms: int = 0
+
+    @property
+    def bridge_written(self) -> bool:
+        return "bridge/run_id" in self.atoms
+
+    def value(self, path: str, default: Any = None) -> Any:
+        item = self.atoms.get(path)
+        return default if item is None else item[1]
+
+
+class NeptuneImporter:
+    """Neptune runs as bridge runs; see the module docstring."""
+
+    name: ClassVar[str] = "neptune"
+
+    def __init__(self, location: str | Path | None, project: str | None = None,
+                 step_multiplier: int | None = None, **opts: Any) -> None:
+        unknown = set(opts) - _OPTIONS
+        if unknown:
+            raise ImportError_(f"neptune: unknown option(s) {', '.join(sorted(unknown))}")
+        if location is None:
+            raise ImportError_("neptune: a location is needed (Parquet files or a .neptune dir)")
+        self.location = Path(location)
+        if not self.location.exists():
+            raise ImportError_(f"neptune: {self.location} does not exist")
+        self.project = project
+        if step_multiplier is not None and int(step_multiplier) < 1:
+            raise ImportError_("neptune: step_multiplier must be a positive integer")
+        self.step_multiplier = int(step_multiplier) if step_multiplier is not None else None
+        self.files_path = Path(opts["files_path"]) if opts.get("files_path") else None
+        self.batch_rows = int(opts.get("batch_rows", 65536))
+        self.warnings: list[str] = []
+
+    # -- listing ------------------------------------------------------------------
+
+    def runs(self) -> Iterator[SourceRun]:
+        parts = _parquet_runs(self.location)
+        if parts:
+            for files in parts:
+                yield self._source_run(self._describe_parquet(files), ("parquet", files))
+            return
+        groups: dict[str, list[Path]] = {}
+        for d in find_run_dirs(self.location):
+            rid = bridge_run_id_of(d) or (d.name.split("__")[1] if "__" in d.name else d.name)
+            groups.setdefault(rid, []).append(d)
+        for rid, dirs in groups.items():
+            yield self._source_run(self._describe_offline(rid, scan(dirs)), ("offline", dirs))
+
+    def _source_run(self, desc: _Desc, where: tuple[str, Any]) -> SourceRun:
+        mult = self.step_multiplier or 10 ** desc.places
+        extra = {"bridge.step_multiplier": str(mult)} if mult != 1 else {}
+        status = desc.value("bridge/status")
+        if status not in ("RUNNING", "FINISHED", "FAILED", "KILLED"):
+            status = "FAILED" if desc.value("sys/failed") is True else "FINISHED"
+        start = _ms(desc.value("bridge/start_time")) or _ms(desc.value("sys/creation_time")) \
+            or desc.created_ms
+        end = _ms(desc.value("bridge/end_time")) or _ms(desc.value("sys/modification_time")) \
+            or (desc.last_ts_ms or None)
+        sid = desc.value("bridge/run_id") or desc.source_id
+        parent = desc.value("sys/forking/parent")
+        return SourceRun(
+            source="neptune", source_id=str(sid),
+            project=self.project or desc.value("bridge/project") or desc.project or "neptune",
+            name=desc.value("sys/name") or None, notes=desc.value("sys/description") or None,
+            group=desc.value("bridge/group"), start_ms=start or 0, end_ms=end, status=status,
+            parent_id=str(parent) if parent else None, handle=(where, desc, mult),
+            extra_tags=extra,
+        )
+
+    # -- describing ---------------------------------------------------------------
+
+    def _describe_offline(self, rid: str, run: OfflineRun) -> _Desc:
+        desc = _Desc(source_id=rid, project="", created_ms=run.created_ms,
+                     last_ts_ms=run.last_ts_ms, places=run.step_places, tags=list(run.tags))
+        for path, (kind, value) in run.fields.items():
+            if kind == "datetime" and isinstance(value, (int, float)):
+                value = datetime.fromtimestamp(value / 1000, timezone.utc)
+            desc.atoms[path] = (kind, value)
+        custom = desc.value("sys/custom_run_id")
+        if custom and not desc.bridge_written:
+            desc.source_id = str(custom)
+        for path, up in run.uploads.items():
+            desc.files.append((path, "file", up.content if up.content is not None else up.local, None))
+        return desc
+
+    def _describe_parquet(self, files: list[Path]) -> _Desc:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        desc = _Desc(source_id="", project="")
+        for batch in _batches(files, self.batch_rows):
+            cols = batch.schema.names
+            if not desc.source_id and batch.num_rows:
+                desc.source_id = str(batch.column(cols.index("run_id"))[0].as_py())
+                desc.project = str(batch.column(cols.index("project_id"))[0].as_py())
+            types = batch.column(cols.index("attribute_type"))
+            series = pc.is_in(types, value_set=_pa().array(["float_series", "string_series",
+                                                           "histogram_series", "file_series"]))
+            steps = pc.filter(batch.column(cols.index("step")), series)
+            if len(steps):
+                f = np.asarray(pc.cast(steps, _pa().float64()).to_numpy(zero_copy_only=False),
+                               dtype=float)
+                f = f[~np.isnan(f)]
+                desc.places = max(desc.places, _places_needed(f))
+                ts = pc.filter(batch.column(cols.index("timestamp")), series)
+                top = pc.max(pc.cast(ts, _pa().int64())).as_py()
+                desc.last_ts_ms = max(desc.last_ts_ms, top or 0)
+            others = pc.filter(batch, pc.invert(series))
+            for row in others.to_pylist():
+                kind, path = row["attribute_type"], row["attribute_path"]
+                if kind in _ATOM_TYPES:
+                    value = row.get(f"{kind}_value")
+                    if path == "sys/tags" and kind == "string_set":
+                        desc.tags = list(value or [])
+                    else:
+                        desc.atoms[path] = (kind, value)
+                elif kind in _FILE_TYPES:
+                    rel = (row.get("file_value") or {}).get("path")
+                    if rel:
+                        desc.files.append((path, kind, rel, None))
+        custom = desc.value("sys/custom_run_id")
+        if custom:
+            desc.source_id = str(custom)
+        return desc
+
+    # -- events -------------------------------------------------------------------
+
+    def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        (kind, where), desc, mult = run.handle
+        t0 = run.start_ms
+        yield from _atom_events(desc, t0)
+        yield from _tag_events(desc, t0)
+        if kind == "parquet":
+            yield from self._parquet_series(where, desc, mult)
+        else:
+            for p in series_points(where):
+                yield from _point_events(desc, p.path, p.kind, p.step, p.value, p.ts_ms, mult)
+        with tempfile.TemporaryDirectory(prefix="bridge-neptune-") as tmp:
+            yield from self._file_events(desc, t0, Path(tmp), kind == "parquet")
+
+    def _parquet_series(self, files: list[Path], desc: _Desc, mult: int) -> Iterator[ImportEvent]:
+        import pyarrow.compute as pc
+
+        pa = _pa()
+        for batch in _batches(files, self.batch_rows):
+            cols = batch.schema.names
+            types = batch.column(cols.index("attribute_type"))
+            keep = pc.is_in(types, value_set=pa.array(["float_series", "string_series"]))
+            batch = pc.filter(batch, keep)
+            if not batch.num_rows:
+                continue
+            paths = batch.column(cols.index("attribute_path")).to_pylist()
+            kinds = batch.column(cols.index("attribute_type")).to_pylist()
+            steps = pc.cast(batch.column(cols.index("step")), pa.float64()).to_pylist()
+            ts = pc.cast(batch.column(cols.index("timestamp")), pa.int64()).to_pylist()
+            floats = batch.column(cols.index("float_value")).to_pylist()
+            strings = batch.column(cols.index("string_value")).to_pylist()
+            for i in range(batch.num_rows):
+                which = "float" if kinds[i] == "float_series" else "string"
+                value = floats[i] if which == "float" else strings[i]
+                yield from _point_events(desc, paths[i], which, steps[i], value,
+                                         ts[i] or 0, mult)
+
+    def _file_events(self, desc: _Desc, ts: int, tmp: Path, parquet: bool) -> Iterator[ImportEvent]:
+        manifests = {p[len("bridge/artifacts/"):]: v for p, (_, v) in desc.atoms.items()
+                     if p.startswith("bridge/artifacts/")}
+        grouped: dict[str, list[tuple[str, Path]]] = {}
+        for n, (path, kind, ref, step) in enumerate(desc.files):
+            local = self._local(ref, desc, tmp, n, parquet)
+            if local is None:
+                self._warn(f"file {path!r}: {ref!r} is missing or outside the files root")
+                continue
+            try:
+                if desc.bridge_written and path.startswith("files/"):
+                    yield _text_or_dict(path[len("files/"):], local, ts)
+                elif desc.bridge_written and path.startswith("artifacts/"):
+                    name, rel = _artifact_member(path[len("artifacts/"):], manifests)
+                    grouped.setdefault(name, []).append((rel, local))
+                elif local.is_dir():  # a file set / artifact directory
+                    members = [(str(p.relative_to(local)), p) for p in sorted(local.rglob("*"))
+                               if p.is_file()]
+                    yield artifact_event(path, members, ts)
+                else:
+                    yield artifact_event(path, [(_file_name(path, local), local)], ts)
+            except ImportError_ as exc:
+                self._warn(f"file {path!r} refused: {exc}")
+        for name, members in grouped.items():
+            manifest = _json(manifests.get(name)) or {}
+            try:
+                yield artifact_event(name, members, ts, manifest.get("type") or "file")
+            except ImportError_ as exc:
+                self._warn(f"artifact {name!r} refused: {exc}")
+
+    def _local(self, ref: Any, desc: _Desc, tmp: Path, n: int, parquet: bool) -> Path | None:
+        if isinstance(ref, bytes):
+            out = tmp / f"content-{n}"
+            out.write_bytes(ref)
+            return out
+        if not parquet:
+            return Path(ref) if ref is not None and Path(ref).exists() else None
+        roots = [self.files_path] if self.files_path else []
+        base = self.location if self.location.is_dir() else self.location.parent
+        for up in (base, *base.parents[:2]):
+            roots.append(up / "files")
+        for root in roots:
+            for r in (root / sanitize_path_part(desc.project), root):
+                candidate = (r / str(ref)).resolve()
+                if not candidate.is_relative_to(r.resolve()):
+                    return None  # a path that climbs out of the files root: refused
+                if candidate.exists():
+                    return candidate
+        return None
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("neptune import: %s", message)
+
+
+# -- mapping -------------------------------------------------------------------------
+
+
+def _pa() -> Any:
+    import pyarrow
+
+    return pyarrow
+
+
+def _parquet_runs(location: Path) -> list[list[Path]]:
+    """Part files per run, part 0 first; ``.tmp`` parts (an unfinished export) ignored."""
+    files = [location] if location.is_file() and location.suffix == ".parquet" else \
+        sorted(location.rglob("*.parquet")) if location.is_dir() else []
+    runs: dict[tuple[Path, str], list[tuple[int, Path]]] = {}
+    for f in files:
+        prefix, sep, num = f.stem.rpartition("_part_")
+        key = (f.parent, prefix if sep else f.stem)
+        runs.setdefault(key, []).append((int(num) if sep and num.isdigit() else 0, f))
+    return [[f for _, f in sorted(parts)] for _, parts in sorted(runs.items())]
+
+
+def _batches(files: list[Path], rows: int) -> Iterator[Any]:
+    import pyarrow.parquet as pq
+
+    for f in files:
+        pf = pq.ParquetFile(f)
+        cols = [c for c in _READ_COLUMNS if c in pf.schema_arrow.names]
+        yield from pf.iter_batches(batch_size=rows, columns=cols)
+
+
+def _places_needed(steps: Any) -> int:
+    import numpy as np
+
+    for k in range(7):
+        scaled = steps * 10 ** k
+        if np.all(np.abs(scaled - np.round(scaled)) < 1e-6):
+            return k
+    return 6
+
+
+def _ms(value: Any) -> int | None:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return int(round(value.timestamp() * 1000))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def _plain(kind: str, value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if kind == "string_set" and value is not None:
+        return sorted(value)
+    return value
+
+
+def _nest(target: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = target
+    for p in parts[:-1]:
+        child = node.get(p)
+        if not isinstance(child, dict):
+            child = node[p] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _json(text: Any) -> Any:
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _atom_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
+    """``parameters/a/b`` -> param ``a`` = ``{"b": ...}``; ``summary/...`` likewise;
+    ``environment/...`` of a bridge run -> one system event; other non-``sys`` atoms ->
+    summaries under their full path."""
+    params: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    system: dict[str, Any] = {}
+    for path, (kind, value) in desc.atoms.items():
+        value = _plain(kind, value)
+        parts = path.split("/")
+        if parts[0] == "sys" or path in _BRIDGE_HEAD or path.startswith(("bridge/tags/", "bridge/artifacts/")):
+            continue
+        if parts[0] == "parameters" and len(parts) > 1:
+            _nest(params, parts[1:], value)
+        elif parts[0] == "summary" and len(parts) > 1 and desc.bridge_written:
+            _nest(summary, parts[1:], value)
+        elif parts[0] == "environment" and len(parts) > 1 and desc.bridge_written:
+            _nest(system, parts[1:], value)
+        else:
+            summary[path] = value
+    for key, value in params.items():
+        yield ImportEvent("param", key, ts, payload=value)
+    for key, value in summary.items():
+        yield ImportEvent("summary", key, ts, payload=value)
+    if system:
+        yield ImportEvent("system", "system", ts, payload=system)
+
+
+def _tag_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
+    valued = {p[len("bridge/tags/"):]: str(v) for p, (_, v) in desc.atoms.items()
+              if p.startswith("bridge/tags/")}
+    labels_of = {(k if v == "" else f"{k}:{v}") for k, v in valued.items()}
+    for key, value in valued.items():
+        yield ImportEvent("tag", key, ts, payload=value)
+    for label in desc.tags:
+        if label not in labels_of:
+            yield ImportEvent("tag", label, ts, payload="")
+
+
+def _point_events(desc: _Desc, path: str, kind: str, step: float | None, value: Any,
+                  ts_ms: int, mult: int) -> Iterator[ImportEvent]:
+    istep = None if step is None or (isinstance(step, float) and math.isnan(step)) \
+        else int(round(step * mult))
+    if kind == "float":
+        yield ImportEvent("metric", path, ts_ms, step=istep,
+                          value=float("nan") if value is None else float(value))
+    elif desc.bridge_written and path.startswith("events/"):
+        payload = _json(value)
+        yield ImportEvent("event", path[len("events/"):], ts_ms, step=istep,
+                          payload=payload if payload is not None or value == "null" else value)
+    else:
+        yield ImportEvent("event", path, ts_ms, step=istep, payload=value)
+
+
+def _artifact_member(rest: str, manifests: dict[str, Any]) -> tuple[str, str]:
+    """Which artifact an ``artifacts/...`` file belongs to, and its path inside it."""
+    for name in sorted(manifests, key=len, reverse=True):
+        manifest = _json(manifests[name]) or {}
+        files = manifest.get("files") or []
+        if rest == name and len(files) == 1 and not manifest.get("is_dir"):
+            return name, files[0]["path"]
+        if rest.startswith(name + "/"):
+            return name, rest[len(name) + 1:]
+    return rest, Path(rest).name
+
+
+def _file_name(path: str, local: Path) -> str:
+    """The attribute's last part, with the stored file's extension when it has none."""
+    name = Path(path).name
+    return name if Path(name).suffix or not local.suffix else name + local.suffix
+
+
+def _text_or_dict(name: str, local: Path, ts: int) -> ImportEvent:
+    text = local.read_text(encoding="utf-8")
+    if name.endswith(".json"):
+        try:
+            return ImportEvent("dict", name, ts, payload=json.loads(text))
+        except ValueError:
+            pass
+    return ImportEvent("text", name, ts, payload=text)

@@ -1,0 +1,191 @@
+"""TensorBoard source: a log directory of ``events.out.tfevents.*`` files.
+
+Each directory holding event files is one run (TensorBoard's own notion of a run). Files are
+read record by record with TensorBoard's ``EventFileLoader``, which also upgrades legacy
+``simple_value`` summaries to the tensor form ``tf.summary`` v2 writes, so both arrive here
+the same way. Scalars become metric points (step and wall time kept), text summaries text
+events, hparams session info params. Other plugins (histograms, images, audio, graphs) are
+counted, not imported, and the count is recorded on the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from bridge.importers.base import ImportError_, ImportEvent, SourceRun
+
+__all__ = ["TensorboardImporter", "event_files", "find_runs"]
+
+EVENT_MARK = "tfevents"  # TensorBoard's own test for an event file name
+SKIPPED_TAG = "tensorboard.skipped"
+LOGDIR_TAG = "tensorboard.logdir"
+HPARAMS_START = "_hparams_/session_start_info"
+
+
+def _tb(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError_(
+            "importing TensorBoard logs needs 'tensorboard': "
+            "pip install 'tracking-bridge[tensorboard]'"
+        ) from exc
+
+
+def event_files(directory: Path) -> list[Path]:
+    """A run's event files in write order (their names start with the creation time)."""
+    return sorted(p for p in directory.iterdir() if EVENT_MARK in p.name and p.is_file())
+
+
+def find_runs(logdir: Path) -> Iterator[Path]:
+    """Every directory under ``logdir`` (itself included) that holds event files."""
+    for root, dirs, files in os.walk(logdir):
+        dirs.sort()
+        if any(EVENT_MARK in f for f in files):
+            yield Path(root)
+
+
+def last_record(path: Path) -> bytes | None:
+    """The last complete TFRecord of a file, found by hopping over record headers only
+    (cheap even for a large file: no payload is parsed). A torn tail is ignored."""
+    size = path.stat().st_size
+    last: tuple[int, int] | None = None
+    with open(path, "rb") as fh:
+        offset = 0
+        while offset + 12 <= size:
+            fh.seek(offset)
+            (length,) = struct.unpack("<Q", fh.read(8))
+            end = offset + 12 + length + 4
+            if end > size:
+                break
+            last = (offset + 12, length)
+            offset = end
+        if last is None:
+            return None
+        fh.seek(last[0])
+        return fh.read(last[1])
+
+
+def _ms(wall_time: float) -> int:
+    return int(round(wall_time * 1000))
+
+
+def _text(array: Any) -> str:
+    """A text summary's string tensor: one string, lines of strings, or a table."""
+    def s(x: Any) -> str:
+        return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+    if array.ndim == 0:
+        return s(array.item())
+    if array.ndim == 1:
+        return "\n".join(s(x) for x in array)
+    return "\n".join("\t".join(s(x) for x in row.reshape(-1)) for row in array)
+
+
+class TensorboardImporter:
+    """Runs of a TensorBoard log directory: scalars, text and hparams."""
+
+    name = "tensorboard"
+
+    def __init__(self, location: str | Path | None, project: str = "tensorboard") -> None:
+        if location is None or not Path(location).expanduser().is_dir():
+            raise ImportError_(f"tensorboard: {location!r} is not a log directory")
+        self.logdir = Path(location).expanduser().resolve()
+        self.project = project
+        loader = _tb("tensorboard.backend.event_processing.event_file_loader")
+        self._loader = loader.EventFileLoader
+        self._event_pb2 = _tb("tensorboard.compat.proto.event_pb2")
+        self._tensor_util = _tb("tensorboard.util.tensor_util")
+        self._plugin_data = _tb("tensorboard.plugins.hparams.plugin_data_pb2")
+        self._json_format = _tb("google.protobuf.json_format")
+
+    # -- runs ------------------------------------------------------------------------------
+    def runs(self) -> Iterator[SourceRun]:
+        """One run per directory with event files; its id is the path inside the log dir."""
+        for directory in find_runs(self.logdir):
+            files = event_files(directory)
+            rel = directory.relative_to(self.logdir).as_posix()
+            if rel == ".":
+                rel = self.logdir.name  # the log dir itself is a run: name it after itself
+            start = self._first_wall_time(files[0])
+            end = self._last_wall_time(files)
+            yield SourceRun(
+                source=self.name, source_id=rel, project=self.project, name=rel,
+                start_ms=min(start, end) if start is not None else end, end_ms=end,
+                status="FINISHED",
+                handle=files, extra_tags={LOGDIR_TAG: str(directory)},
+            )
+
+    def _first_wall_time(self, path: Path) -> int | None:
+        for event in self._loader(str(path)).Load():
+            return _ms(event.wall_time)
+        return None
+
+    def _last_wall_time(self, files: list[Path]) -> int:
+        """The wall time of the run's last record (file times change when logs are copied)."""
+        for path in reversed(files):
+            record = last_record(path)
+            if record is not None:
+                try:
+                    return _ms(self._event_pb2.Event.FromString(record).wall_time)
+                except Exception:  # a corrupt tail record: fall back to an earlier file
+                    continue
+        return max(_ms(p.stat().st_mtime) for p in files)
+
+    # -- events ----------------------------------------------------------------------------
+    def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        """Every scalar point, text and hparams summary, file by file, record by record."""
+        files = run.handle if run.handle else event_files(self.logdir / run.source_id)
+        plugins: dict[str, str] = {}  # tag -> plugin; v2 writers put metadata on the first
+        skipped: Counter[str] = Counter()
+        last_ms = int(run.start_ms)
+        for path in files:
+            for event in self._loader(str(path)).Load():
+                if not event.HasField("summary"):
+                    continue
+                ts = _ms(event.wall_time)
+                last_ms = max(last_ms, ts)
+                for value in event.summary.value:
+                    yield from self._value(value, int(event.step), ts, plugins, skipped)
+        if skipped:
+            counts = ",".join(f"{k}:{n}" for k, n in sorted(skipped.items()))
+            yield ImportEvent("tag", SKIPPED_TAG, last_ms, payload=counts)
+
+    def _value(self, value: Any, step: int, ts: int, plugins: dict[str, str],
+               skipped: Counter[str]) -> Iterator[ImportEvent]:
+        tag = value.tag
+        if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+            plugins[tag] = value.metadata.plugin_data.plugin_name
+        plugin = plugins.get(tag, "")
+        kind = value.WhichOneof("value")
+        if kind == "simple_value":
+            yield ImportEvent("metric", tag, ts, step=step, value=float(value.simple_value))
+        elif plugin == "scalars" and kind == "tensor":
+            array = self._tensor_util.make_ndarray(value.tensor)
+            if array.size == 1:
+                yield ImportEvent("metric", tag, ts, step=step, value=float(array.reshape(-1)[0]))
+            else:
+                skipped["scalars(non-scalar)"] += 1
+        elif plugin == "text" and kind == "tensor":
+            array = self._tensor_util.make_ndarray(value.tensor)
+            yield ImportEvent("text", f"{tag}/{step}.txt", ts, step=step, payload=_text(array))
+        elif plugin == "hparams":
+            if tag == HPARAMS_START:
+                yield from self._hparams(value.metadata.plugin_data.content, ts)
+        else:
+            skipped[plugin or kind or "unknown"] += 1
+
+    def _hparams(self, content: bytes, ts: int) -> Iterator[ImportEvent]:
+        data = self._plugin_data.HParamsPluginData.FromString(content)
+        for key in sorted(data.session_start_info.hparams):
+            hp = data.session_start_info.hparams[key]
+            py = self._json_format.MessageToDict(hp)
+            if isinstance(py, float) and not math.isfinite(py):
+                py = str(py)
+            yield ImportEvent("param", key, ts, payload=py)

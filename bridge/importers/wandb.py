@@ -1,0 +1,383 @@
+"""Import W&B runs: offline run directories (``.wandb`` logs) or, online, the public API.
+
+Offline is read with bridge's own ``.wandb`` reader (:mod:`bridge.importers.wandb_log`):
+every session directory of one run id (``offline-run-<time>-<id>[-n]``, several when a
+run was resumed or written by bridge's adapter, one per confirmed batch) is merged in
+start order. History is streamed row by row, so a run of millions of points imports in
+bounded memory. Runs that bridge's W&B adapter wrote are recognised (``bridge/step`` as
+step, ``key:value`` labels as tags, ``bridge/system.json`` and ``bridge/events/*`` files
+back into system facts and events), so ``bridge verify`` reads them back faithfully.
+
+``location = "wandb://entity/project"`` reads the public API (``wandb.Api().runs`` and
+``run.scan_history``) instead; that path needs credentials and is not verified against a
+live server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+from bridge.importers.base import (
+    ImportError_,
+    ImportEvent,
+    SourceRun,
+    artifact_event,
+    safe_relative_path,
+)
+
+__all__ = ["WandbImporter", "status_of_exit"]
+
+log = logging.getLogger("bridge.importers.wandb")
+
+STEP_KEY = "bridge/step"
+_SKIP_HISTORY = {"_runtime", "_step", "_timestamp", "_wandb", STEP_KEY}
+_INTERNAL_FILES = {"wandb-summary.json", "config.yaml", "wandb-metadata.json",
+                   "requirements.txt", "conda-environment.yaml"}
+_OPTIONS = {"skip_corrupt", "entity", "per_page"}
+
+
+def status_of_exit(exit_code: int | None) -> str:
+    """Bridge status of a W&B exit code. No exit record (``None``): the process never
+    called ``finish()`` — crashed, killed or still writing — imported as KILLED."""
+    if exit_code is None:
+        return "KILLED"
+    if exit_code == 0:
+        return "FINISHED"
+    if exit_code in (137, -9):
+        return "KILLED"
+    return "FAILED"
+
+
+@dataclass
+class _Fragments:
+    """The session directories of one W&B run id, oldest first."""
+
+    run_id: str
+    dirs: list[Path] = field(default_factory=list)
+
+
+class WandbImporter:
+    """W&B runs as bridge runs; see the module docstring."""
+
+    name: ClassVar[str] = "wandb"
+
+    def __init__(self, location: str | Path | None, project: str | None = None,
+                 **opts: Any) -> None:
+        unknown = set(opts) - _OPTIONS
+        if unknown:
+            raise ImportError_(f"wandb: unknown option(s) {', '.join(sorted(unknown))}")
+        if location is None:
+            raise ImportError_("wandb: a location is needed (a directory or wandb://entity/project)")
+        self.location = str(location)
+        self.project = project
+        self.skip_corrupt = bool(opts.get("skip_corrupt", False))
+        self.per_page = int(opts.get("per_page", 1000))
+        self.warnings: list[str] = []  # artifacts or files skipped, with the reason
+
+    # -- listing -----------------------------------------------------------------
+
+    def runs(self) -> Iterator[SourceRun]:
+        if self.location.startswith("wandb://"):
+            yield from self._api_runs(self.location[len("wandb://"):])
+            return
+        root = Path(self.location)
+        if not root.exists():
+            raise ImportError_(f"wandb: {root} does not exist")
+        for frags in _find_fragments(root).values():
+            run = self._describe(frags)
+            if run is not None:
+                yield run
+
+    def _describe(self, frags: _Fragments) -> SourceRun | None:
+        from bridge.importers.wandb_log import WandbLogError, read_run_info
+
+        infos = []
+        for d in frags.dirs:
+            try:
+                infos.append(read_run_info(d, skip_corrupt=self.skip_corrupt))
+            except (OSError, WandbLogError) as exc:
+                raise ImportError_(f"wandb: cannot read {d}: {exc}") from exc
+        if not infos:
+            return None
+        first, last = infos[0], infos[-1]
+        bridge_written = any(m.get("name") == STEP_KEY for i in infos for m in i.metrics)
+        start_ms = int(first.start_time * 1000) if first.start_time else 0
+        end_ms = None
+        if last.exit_code is not None and last.start_time:
+            end_ms = int((last.start_time + (last.runtime or 0)) * 1000)
+        name = next((i.name for i in reversed(infos) if i.name), None)
+        notes = next((i.notes for i in reversed(infos) if i.notes), None)
+        group = next((i.group for i in reversed(infos) if i.group), None)
+        project = self.project or next((i.project for i in reversed(infos) if i.project), "") or ""
+        extra = {}
+        if any(i.truncated for i in infos):
+            extra["bridge.import.truncated"] = "true"
+        return SourceRun(
+            source="wandb", source_id=frags.run_id, project=project, name=name, notes=notes,
+            group=group, start_ms=start_ms, end_ms=end_ms,
+            status=status_of_exit(last.exit_code), handle=(frags.dirs, infos, bridge_written),
+            extra_tags=extra,
+        )
+
+    # -- events -------------------------------------------------------------------
+
+    def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        if self.location.startswith("wandb://"):
+            yield from self._api_events(run)
+            return
+        from bridge.importers.wandb_log import iter_history
+
+        dirs, infos, bridge_written = run.handle
+        t0 = run.start_ms
+        config: dict[str, Any] = {}
+        summary: dict[str, Any] = {}
+        for info in infos:  # a resumed session updates what the earlier ones set
+            config.update(info.config)
+            summary.update(info.summary)
+        for key, value in config.items():
+            yield ImportEvent("param", key, t0, payload=value)
+        labels = next((i.tags for i in reversed(infos) if i.tags), [])
+        yield from _tags(labels, bridge_written, t0)
+        series = _LastValues()
+        for d in dirs:
+            for row in iter_history(d, skip_corrupt=self.skip_corrupt):
+                yield from _row_events(row, bridge_written, t0, series)
+        for key, value in summary.items():
+            if key.startswith("_") or key in _SKIP_HISTORY or series.is_auto_summary(key, value):
+                continue
+            yield ImportEvent("summary", key, t0, payload=value)
+        with tempfile.TemporaryDirectory(prefix="bridge-wandb-") as tmp:
+            for info in infos:
+                yield from self._files(info, bridge_written, t0, Path(tmp))
+            seen: set[tuple[str, str]] = set()
+            for info in infos:
+                for art in info.artifacts:
+                    if (art["name"], art["digest"]) in seen:
+                        continue  # a replayed batch logs the same artifact again
+                    seen.add((art["name"], art["digest"]))
+                    ev = self._artifact(art, t0)
+                    if ev is not None:
+                        yield ev
+
+    def _files(self, info: Any, bridge_written: bool, ts: int, tmp: Path) -> Iterator[ImportEvent]:
+        files_dir = info.path.parent / "files"
+        for rel in info.files:
+            local = files_dir / rel
+            try:
+                safe = safe_relative_path(rel)
+            except ImportError_ as exc:
+                self._warn(f"file {rel!r} of {info.path.parent.name}: {exc}")
+                continue
+            if not local.is_file() or local.is_symlink():
+                self._warn(f"file {rel!r} of {info.path.parent.name} is missing or a symlink")
+                continue
+            if rel == "wandb-metadata.json":
+                facts = _read_json(local)
+                if isinstance(facts, dict):
+                    yield ImportEvent("system", "system", ts, payload=facts)
+                continue
+            if rel in _INTERNAL_FILES:
+                continue
+            if bridge_written:
+                yield from _bridge_file(safe, local, ts)
+            else:
+                yield artifact_event(safe, [(Path(safe).name, local)], ts)
+
+    def _artifact(self, art: dict[str, Any], ts: int) -> ImportEvent | None:
+        files = []
+        for f in art["files"]:
+            local = Path(f["local_path"]) if f.get("local_path") else None
+            if local is None or not local.is_file():
+                self._warn(f"artifact {art['name']!r}: file {f['path']!r} has no local copy")
+                return None
+            files.append((f["path"], local))
+        try:
+            return artifact_event(art["name"], files, ts, art.get("type") or "file")
+        except ImportError_ as exc:
+            self._warn(f"artifact {art['name']!r} refused: {exc}")
+            return None
+
+    # -- the public API (wandb://entity/project) ------------------------------------
+
+    def _api_runs(self, path: str) -> Iterator[SourceRun]:
+        """Runs of ``entity/project`` through ``wandb.Api`` (credentials from wandb's own
+        login). Not verified against a live server."""
+        from bridge.adapters.base import require
+
+        wandb = require("wandb", "wandb")
+        entity, _, project = path.strip("/").partition("/")
+        if not entity or not project:
+            raise ImportError_(f"wandb: expected wandb://entity/project, got wandb://{path}")
+        api = wandb.Api(timeout=60)
+        for r in api.runs(f"{entity}/{project}", per_page=self.per_page):
+            start_ms = _iso_ms(getattr(r, "created_at", None))
+            state = str(getattr(r, "state", "") or "")
+            status = {"finished": "FINISHED", "failed": "FAILED", "crashed": "KILLED",
+                      "killed": "KILLED", "running": "RUNNING"}.get(state, "FINISHED")
+            runtime = (r.summary or {}).get("_runtime") if hasattr(r, "summary") else None
+            end_ms = start_ms + int(float(runtime) * 1000) if isinstance(runtime, (int, float)) else None
+            yield SourceRun(source="wandb", source_id=r.id, project=self.project or project,
+                            name=r.name, notes=getattr(r, "notes", None),
+                            group=getattr(r, "group", None), start_ms=start_ms, end_ms=end_ms,
+                            status=status, handle=("api", r))
+
+    def _api_events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        r = run.handle[1]
+        t0 = run.start_ms
+        config = {k: v for k, v in dict(r.config or {}).items() if not k.startswith("_")}
+        for key, value in config.items():
+            yield ImportEvent("param", key, t0, payload=value)
+        bridge_written = False
+        rows = r.scan_history(page_size=self.per_page)
+        series = _LastValues()
+        tags_done = False
+        for row in rows:
+            if not tags_done:
+                bridge_written = STEP_KEY in row
+                yield from _tags(list(r.tags or []), bridge_written, t0)
+                tags_done = True
+            yield from _row_events(row, bridge_written, t0, series)
+        if not tags_done:
+            yield from _tags(list(r.tags or []), False, t0)
+        for key, value in dict(r.summary or {}).items():
+            if key.startswith("_") or key in _SKIP_HISTORY or series.is_auto_summary(key, value):
+                continue
+            yield ImportEvent("summary", key, t0, payload=value)
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("wandb import: %s", message)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _find_fragments(root: Path) -> dict[str, _Fragments]:
+    """Session dirs under ``root`` (a run dir, a ``wandb/`` dir or its parent), by run id."""
+    from bridge.importers.wandb_log import session_key
+
+    candidates: list[Path] = []
+    if session_key(root.name) and root.is_dir():
+        candidates.append(root)
+    for base in (root, root / "wandb"):
+        if base.is_dir():
+            candidates.extend(d for d in sorted(base.iterdir()) if d.is_dir())
+    found: dict[str, list[tuple[tuple[str, int], Path]]] = {}
+    for d in dict.fromkeys(candidates):
+        key = session_key(d.name)
+        if key is None or not any(d.glob("*.wandb")):
+            continue
+        found.setdefault(key[1], []).append(((key[0], key[2]), d))
+    return {rid: _Fragments(rid, [d for _, d in sorted(v)]) for rid, v in sorted(found.items())}
+
+
+def _tags(labels: list[str], bridge_written: bool, ts: int) -> Iterator[ImportEvent]:
+    for label in labels:
+        if bridge_written and ":" in label:
+            key, _, value = label.partition(":")
+            yield ImportEvent("tag", key, ts, payload=value)
+        else:
+            yield ImportEvent("tag", label, ts, payload="")
+
+
+class _LastValues:
+    """Last and last finite value per metric key: W&B's automatic summary (and the one
+    bridge's adapter writes) repeats them, so they are not imported as summaries."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.finite: dict[str, float] = {}
+
+    def add(self, key: str, value: float) -> None:
+        self.last[key] = value
+        if math.isfinite(value):
+            self.finite[key] = value
+
+    def is_auto_summary(self, key: str, value: Any) -> bool:
+        if key not in self.last or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        v = float(value)
+        return any(
+            x is not None and (x == v or (math.isnan(x) and math.isnan(v)))
+            for x in (self.last.get(key), self.finite.get(key))
+        )
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and "_type" not in v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
+                series: _LastValues) -> Iterator[ImportEvent]:
+    step = row.get(STEP_KEY) if STEP_KEY in row else row.get("_step")
+    step = int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
+    ts = row.get("_timestamp")
+    ts_ms = int(round(float(ts) * 1000)) if isinstance(ts, (int, float)) else t0
+    for key, value in _flatten(row).items():
+        if key in _SKIP_HISTORY or key.startswith("_wandb"):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            series.add(key, float(value))
+            yield ImportEvent("metric", key, ts_ms, step=step, value=float(value))
+        elif value is not None:  # text, media or booleans: not a numeric series
+            yield ImportEvent("event", key, ts_ms, step=step, payload={"value": value})
+
+
+def _iso_ms(text: Any) -> int:
+    from datetime import datetime, timezone
+
+    if not text:
+        return 0
+    dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _bridge_file(rel: str, local: Path, ts: int) -> Iterator[ImportEvent]:
+    """Files bridge's adapter wrote: system facts, events, and text/dict events."""
+    if rel == "bridge/system.json":
+        facts = _read_json(local)
+        yield ImportEvent("system", "system", ts, payload=facts if isinstance(facts, dict) else {})
+        return
+    if rel.startswith("bridge/events/") and rel.endswith(".jsonl"):
+        with open(local, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                e = json.loads(line)
+                yield ImportEvent("event", e.get("name"), int(e.get("ts_ms") or ts),
+                                  step=e.get("step"), payload=e.get("payload"))
+        return
+    try:
+        text = local.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        yield artifact_event(rel, [(Path(rel).name, local)], ts)
+        return
+    if rel.endswith(".json"):
+        try:
+            yield ImportEvent("dict", rel, ts, payload=json.loads(text))
+            return
+        except ValueError:
+            pass
+    yield ImportEvent("text", rel, ts, payload=text)

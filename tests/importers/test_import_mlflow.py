@@ -1,0 +1,417 @@
+"""The MLflow importer against stores filled by MLflow's own fluent API (not by bridge).
+
+A child process logs a corpus with ``mlflow`` (a real server, an embedded sqlite store, a
+file store); the importer reads it into a spool, and every point, param, tag, artifact byte,
+time, status, id and parent link is compared with what was logged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+pytest.importorskip("mlflow")
+
+from bridge.importers.base import ImportEvent, SourceRun  # noqa: E402
+from bridge.importers.mlflow import MlflowImporter  # noqa: E402
+from bridge.importers.sink import import_runs  # noqa: E402
+from bridge.spool import blobs  # noqa: E402
+from bridge.spool.reader import find_run, iter_events, list_runs  # noqa: E402
+
+T0 = 1_700_000_000_000
+BINARY = bytes(range(256)) * 4
+
+# What the fluent API logs: two experiments, a parent with a nested child, odd statuses,
+# NaN points, explicit timestamps, a top-level file and a directory of artifacts.
+SPEC: dict[str, Any] = {
+    "experiments": [
+        {"name": "exp-a", "runs": [
+            {"name": "parent", "status": "FINISHED", "description": "parent notes\nline 2",
+             "params": {"lr": 0.001, "layers": [64, 32], "opt": "adam", "flag": True},
+             "tags": {"team": "vision", "summary.best": "0.93", "bridge.group": "sweep-1"},
+             "metrics": {"loss": [[s, T0 + 10 * s, 1.0 / (s + 1)] for s in range(50)],
+                         "acc": [[0, T0, 0.5], [1, T0 + 5, float("nan")], [3, T0 + 9, 0.75],
+                                 [3, T0 + 11, 0.8]]},
+             "files": {"weights.bin": None},
+             "dirs": {"plots": {"a.txt": "first plot", "sub/b.csv": "x,y\n1,2\n"}},
+             "children": [
+                 {"name": "child", "status": "FAILED", "params": {"fold": 2},
+                  "tags": {"kind": "cv"},
+                  "metrics": {"val/loss": [[s, T0 + 100 + s, 2.0 - s / 10] for s in range(7)]},
+                  "files": {}, "dirs": {}, "children": []},
+             ]},
+            {"name": "killed", "status": "KILLED", "params": {}, "tags": {},
+             "metrics": {"x": [[0, T0 + 1, -1.5]]}, "files": {}, "dirs": {}, "children": []},
+        ]},
+        {"name": "exp-b", "runs": [
+            {"name": "other", "status": "FINISHED", "params": {"seed": 7}, "tags": {"k": "v"},
+             "metrics": {"m": [[s, T0 + s, float(s)] for s in range(0, 30, 3)]},
+             "files": {"report.txt": "hello"}, "dirs": {}, "children": []},
+        ]},
+    ]
+}
+
+WRITER = textwrap.dedent(
+    """
+    import json, os, sys, tempfile
+    import mlflow
+    from mlflow import MlflowClient
+    uri, spec_path, out_path = sys.argv[1:4]
+    BINARY = bytes(range(256)) * 4
+    mlflow.set_tracking_uri(uri)
+    spec = json.load(open(spec_path))
+    out = {}
+
+    def write(r):
+        mlflow.log_params(r["params"])
+        mlflow.set_tags(r["tags"])
+        for key, points in r["metrics"].items():
+            for step, ts, value in points:
+                mlflow.log_metric(key, float(value), step=step, timestamp=ts)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, text in r["files"].items():
+                path = os.path.join(tmp, name)
+                with open(path, "wb") as f:
+                    f.write(BINARY if text is None else text.encode())
+                mlflow.log_artifact(path)
+            for dname, files in r["dirs"].items():
+                root = os.path.join(tmp, dname)
+                for rel, text in files.items():
+                    os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+                    with open(os.path.join(root, rel), "w") as f:
+                        f.write(text)
+                mlflow.log_artifacts(root, artifact_path=dname)
+
+    def run(r, nested=False):
+        active = mlflow.start_run(run_name=r["name"], nested=nested,
+                                  description=r.get("description"))
+        write(r)
+        for child in r["children"]:
+            run(child, nested=True)
+        rid = active.info.run_id
+        mlflow.end_run(status=r["status"])
+        got = MlflowClient(uri).get_run(rid)
+        out[r["name"]] = {"id": rid, "start": got.info.start_time, "end": got.info.end_time,
+                          "status": got.info.status, "tags": got.data.tags,
+                          "experiment": got.info.experiment_id}
+
+    for exp in spec["experiments"]:
+        mlflow.set_experiment(exp["name"])
+        for r in exp["runs"]:
+            run(r)
+    json.dump(out, open(out_path, "w"))
+    """
+)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_ENABLE_ASYNC_LOGGING="false",
+               GIT_PYTHON_REFRESH="quiet", MLFLOW_ALLOW_FILE_STORE="true")
+    return env
+
+
+def write_corpus(uri: str, work: Path) -> dict[str, Any]:
+    """Log SPEC into ``uri`` with MLflow's fluent API in a child process; its run facts."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "spec.json").write_text(json.dumps(SPEC))
+    (work / "writer.py").write_text(WRITER)
+    out = work / "out.json"
+    proc = subprocess.run(
+        [sys.executable, str(work / "writer.py"), uri, str(work / "spec.json"), str(out)],
+        cwd=work, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def _specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    def walk(runs: list[dict]) -> Iterator[dict]:
+        for r in runs:
+            yield r
+            yield from walk(r["children"])
+
+    for exp in SPEC["experiments"]:
+        for r in walk(exp["runs"]):
+            yield exp["name"], r
+
+
+def _nan_safe(value: float) -> Any:
+    return "NaN" if math.isnan(value) else value
+
+
+def read_back(spool: Path, run_id: str) -> dict[str, Any]:
+    """An imported run from the spool: its record, points, params, tags, files."""
+    rec = find_run(spool, run_id)
+    assert rec is not None, f"run {run_id} not in the spool"
+    out: dict[str, Any] = {"rec": rec, "points": {}, "params": {}, "tags": {}, "summary": {},
+                           "artifacts": {}, "notes": [], "events": [], "all": []}
+    for ev in iter_events(rec.files, run_id):
+        out["all"].append((ev.kind, ev.key, ev.step, ev.ts_ms,
+                           None if ev.value is None else _nan_safe(ev.value),
+                           json.dumps(ev.payload, sort_keys=True)))
+        if ev.kind == "metric":
+            out["points"].setdefault(ev.key, []).append([ev.step, ev.ts_ms, _nan_safe(ev.value)])
+        elif ev.kind == "param":
+            out["params"][ev.key] = ev.payload
+        elif ev.kind == "tag":
+            out["tags"][ev.key] = ev.payload
+        elif ev.kind == "summary":
+            out["summary"][ev.key] = ev.payload
+        elif ev.kind == "note":
+            out["notes"].append(ev.payload)
+        elif ev.kind == "event":
+            out["events"].append(ev)
+        elif ev.kind == "artifact":
+            out["artifacts"][ev.key] = {
+                f["path"]: blobs.blob_path(spool, f["sha256"]).read_bytes()
+                for f in ev.payload["files"]}
+    for key in out["points"]:
+        out["points"][key].sort(key=lambda p: (p[1], p[0], str(p[2])))
+    return out
+
+
+def check_corpus(spool: Path, facts: dict[str, Any]) -> None:
+    """Everything SPEC logged is in the spool, exactly once, with MLflow's ids."""
+    runs = {r.run_id: r for r in list_runs(spool)}
+    assert len(runs) == len(facts)
+    for exp_name, r in _specs():
+        fact = facts[r["name"]]
+        got = read_back(spool, fact["id"])
+        rec = got["rec"]
+        assert rec.run_id == fact["id"]  # the MLflow id survives as the bridge id
+        assert (rec.project, rec.name, rec.status) == (exp_name, r["name"], r["status"])
+        assert (rec.start_ms, rec.end_ms) == (fact["start"], fact["end"])
+        expected_points = {
+            k: sorted(([s, t, _nan_safe(v)] for s, t, v in pts), key=lambda p: (p[1], p[0], str(p[2])))
+            for k, pts in r["metrics"].items()}
+        assert got["points"] == expected_points
+        assert got["params"] == {k: str(v) for k, v in r["params"].items()}
+        mlflow_tags = dict(fact["tags"])
+        notes = mlflow_tags.pop("mlflow.note.content", None)
+        assert notes == r.get("description")
+        assert got["notes"] == ([notes] if notes else [])
+        assert rec.notes == notes
+        assert rec.group == mlflow_tags.pop("bridge.group", None)
+        summary = {k[len("summary."):]: json.loads(v)
+                   for k, v in list(mlflow_tags.items()) if k.startswith("summary.")}
+        for k in list(mlflow_tags):
+            if k.startswith("summary."):
+                del mlflow_tags[k]
+        assert got["summary"] == summary
+        expected_tags = dict(mlflow_tags, **{"bridge.source": "mlflow"})
+        parent = mlflow_tags.get("mlflow.parentRunId")
+        if parent:
+            expected_tags["bridge.parent_run_id"] = parent
+        assert got["tags"] == expected_tags
+        for k, v in r["tags"].items():
+            if k not in ("bridge.group",) and not k.startswith("summary."):
+                assert got["tags"][k] == v
+        expected_art = {name: {name: BINARY if text is None else text.encode()}
+                        for name, text in r["files"].items()}
+        for dname, files in r["dirs"].items():
+            expected_art[dname] = {rel: text.encode() for rel, text in files.items()}
+        assert got["artifacts"] == expected_art
+    child = read_back(spool, facts["child"]["id"])
+    assert child["tags"]["bridge.parent_run_id"] == facts["parent"]["id"]
+    parent = read_back(spool, facts["parent"]["id"])
+    assert parent["summary"] == {"best": 0.93}
+    assert parent["rec"].group == "sweep-1"
+    assert parent["points"]["acc"][1] == [1, T0 + 5, "NaN"]
+
+
+# -- a real server ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server_corpus(mlflow_server, tmp_path_factory) -> dict[str, Any]:
+    return write_corpus(mlflow_server.url, tmp_path_factory.mktemp("corpus-server"))
+
+
+def test_server_import_keeps_everything(mlflow_server, server_corpus, tmp_path: Path) -> None:
+    done = import_runs(MlflowImporter(mlflow_server.url), tmp_path)
+    assert sorted(r.source_id for r in done) == sorted(f["id"] for f in server_corpus.values())
+    assert all(r.run_id == r.source_id for r in done)
+    check_corpus(tmp_path, server_corpus)
+    parent = next(r for r in done if r.source_id == server_corpus["parent"]["id"])
+    assert parent.points == {"loss": 50, "acc": 4}
+
+
+def test_server_experiments_and_filter(mlflow_server, server_corpus, tmp_path: Path) -> None:
+    by_name = import_runs(MlflowImporter(mlflow_server.url, experiments=["exp-b"]), tmp_path / "a")
+    assert [r.source_id for r in by_name] == [server_corpus["other"]["id"]]
+    exp_id = server_corpus["killed"]["experiment"]
+    by_id = MlflowImporter(mlflow_server.url, experiments=[exp_id],
+                           filter="attributes.status = 'KILLED'")
+    assert [r.source_id for r in by_id.runs()] == [server_corpus["killed"]["id"]]
+    with pytest.raises(Exception, match="no experiment"):
+        list(MlflowImporter(mlflow_server.url, experiments=["nope"]).runs())
+
+
+def test_small_pages_read_every_point(mlflow_server, server_corpus, tmp_path: Path) -> None:
+    """Metric histories are paginated: a page smaller than a series loses nothing."""
+    import_runs(MlflowImporter(mlflow_server.url, experiments=["exp-a"], page_size=7), tmp_path)
+    got = read_back(tmp_path, server_corpus["parent"]["id"])
+    assert [p[0] for p in got["points"]["loss"]] == list(range(50))
+
+
+class _FaultyImporter(MlflowImporter):
+    """Raises in the middle of one run's events: an import killed half-way."""
+
+    def __init__(self, *args: Any, fail_run: str, after: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.fail_run, self.after = fail_run, after
+
+    def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        for n, ev in enumerate(super().events(run)):
+            if run.source_id == self.fail_run and n == self.after:
+                raise RuntimeError("injected fault")
+            yield ev
+
+
+def test_interrupted_import_resumes_without_duplicates(mlflow_server, server_corpus,
+                                                       tmp_path: Path) -> None:
+    fail = server_corpus["child"]["id"]
+    with pytest.raises(RuntimeError, match="injected fault"):
+        import_runs(_FaultyImporter(mlflow_server.url, fail_run=fail, after=5), tmp_path)
+    first = {r.run_id for r in list_runs(tmp_path)}
+    assert server_corpus["parent"]["id"] in first and fail not in first
+    assert not list((tmp_path / "spool").glob("*.partial"))
+    again = import_runs(MlflowImporter(mlflow_server.url), tmp_path)
+    assert {r.run_id for r in again if r.skipped} == first
+    check_corpus(tmp_path, server_corpus)
+    clean = tmp_path / "clean"
+    import_runs(MlflowImporter(mlflow_server.url), clean)
+    for fact in server_corpus.values():
+        assert sorted(read_back(tmp_path, fact["id"])["all"]) == \
+            sorted(read_back(clean, fact["id"])["all"])
+
+
+# -- embedded stores -------------------------------------------------------------------------
+
+def test_sqlite_store(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    facts = write_corpus(uri, tmp_path / "corpus")
+    import_runs(MlflowImporter(uri), tmp_path / "spool")
+    check_corpus(tmp_path / "spool", facts)
+
+
+def test_file_store(tmp_path: Path) -> None:
+    store = tmp_path / "mlruns"
+    facts = write_corpus(store.as_uri(), tmp_path / "corpus")
+    import_runs(MlflowImporter(store.as_uri()), tmp_path / "spool-uri")
+    check_corpus(tmp_path / "spool-uri", facts)
+    import_runs(MlflowImporter(str(store)), tmp_path / "spool-path")  # a bare path
+    check_corpus(tmp_path / "spool-path", facts)
+
+
+# -- bridge → MLflow → bridge (what `bridge verify` relies on) -------------------------------
+
+def test_round_trip_through_bridge_adapter(mlflow_server, tmp_path: Path) -> None:
+    import bridge
+    from bridge.agent.sync import Syncer
+
+    spool = tmp_path / "spool"
+    run = bridge.init(project="roundtrip", name="rt", notes="round trip", group="g1",
+                      config={"lr": 0.1, "model": {"depth": 4, "act": "relu"}, "bs": 32},
+                      tags={"team": "a"}, dir=spool, sync="offline",
+                      backends=[{"name": "mlflow", "tracking_uri": mlflow_server.url}])
+    logged = []
+    for s in range(20):
+        ts = T0 + 1000 * s
+        value = float("nan") if s == 7 else 1.0 / (s + 1)
+        run.log_metric("loss", value, step=s, timestamp=ts)
+        logged.append([s, ts, _nan_safe(value)])
+    run.summary["best"] = {"loss": 0.05, "epoch": 19}
+    run.summary["name"] = "final"
+    run.log_event("checkpoint", {"epoch": 3})
+    run.finish()
+    summary = Syncer(spool).run_once()
+    assert summary.complete, summary
+    original = read_back(spool, run.id)
+
+    back = tmp_path / "back"
+    imported = import_runs(MlflowImporter(mlflow_server.url, experiments=["roundtrip"]), back)
+    assert len(imported) == 1
+    got = read_back(back, imported[0].run_id)
+    assert got["points"]["loss"] == logged
+    assert got["params"] == {"lr": "0.1", "model.depth": "4", "model.act": "relu", "bs": "32"}
+    assert got["summary"] == {"best": {"loss": 0.05, "epoch": 19}, "name": "final"}
+    assert got["tags"]["bridge.run_id"] == run.id
+    assert got["tags"]["team"] == "a"
+    assert got["rec"].notes == "round trip" and got["rec"].group == "g1"
+    assert got["rec"].name == "rt" and got["rec"].status == "FINISHED"
+    assert got["rec"].start_ms == original["rec"].start_ms
+    assert got["rec"].end_ms == original["rec"].end_ms
+    assert [(e.key, e.ts_ms, e.payload) for e in got["events"]] == \
+        [(e.key, e.ts_ms, e.payload) for e in original["events"]]
+    system = [p for p in got["artifacts"]["bridge"] if p.startswith("system")]
+    assert len(system) == 1  # bridge/system[/<node>].json is kept as a plain artifact
+    assert json.loads(got["artifacts"]["bridge"][system[0]])["python"]
+
+
+# -- a million points in bounded memory ------------------------------------------------------
+
+LARGE_WRITER = textwrap.dedent(
+    """
+    import sys
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    uri, n = sys.argv[1], int(sys.argv[2])
+    c = MlflowClient(uri)
+    exp = c.create_experiment("large")
+    rid = c.create_run(exp, run_name="big", start_time=1700000000000).info.run_id
+    for lo in range(0, n, 1000):
+        c.log_batch(rid, metrics=[Metric("loss", 1.0 / (i + 1), 1700000000000 + i, i)
+                                  for i in range(lo, min(n, lo + 1000))])
+    c.set_terminated(rid, "FINISHED")
+    print(rid)
+    """
+)
+
+LARGE_READER = textwrap.dedent(
+    """
+    import json, resource, sys
+    from bridge.importers.mlflow import MlflowImporter
+    from bridge.importers.sink import import_runs
+    import mlflow  # loaded before the baseline: the SDK's own footprint is not the import's
+    importer = MlflowImporter(sys.argv[1])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    done = import_runs(importer, sys.argv[2])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_kb": before, "after_kb": after, "points": done[0].points}))
+    """
+)
+
+
+@pytest.mark.skipif(os.environ.get("BRIDGE_TEST_LARGE") != "1",
+                    reason="a million points take minutes; set BRIDGE_TEST_LARGE=1")
+def test_million_points_bounded_memory(tmp_path: Path) -> None:
+    n = 1_000_000
+    uri = f"sqlite:///{tmp_path / 'large.db'}"
+    (tmp_path / "w.py").write_text(LARGE_WRITER)
+    (tmp_path / "r.py").write_text(LARGE_READER)
+    w = subprocess.run([sys.executable, str(tmp_path / "w.py"), uri, str(n)], env=_env(),
+                       capture_output=True, text=True, timeout=1800)
+    assert w.returncode == 0, w.stderr[-3000:]
+    r = subprocess.run([sys.executable, str(tmp_path / "r.py"), uri, str(tmp_path / "spool")],
+                       env=_env(), capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    facts = json.loads(r.stdout.strip().splitlines()[-1])
+    assert facts["points"] == {"loss": n}
+    growth_mb = (facts["after_kb"] - facts["before_kb"]) / 1024
+    print(f"peak RSS growth importing {n} points: {growth_mb:.1f} MB")
+    assert growth_mb < 300
+    rec = find_run(tmp_path / "spool", w.stdout.strip().splitlines()[-1])
+    steps = 0
+    for ev in iter_events(rec.files, rec.run_id):
+        if ev.kind == "metric":
+            assert ev.ts_ms == T0 + ev.step
+            steps += 1
+    assert steps == n
