@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class RunStatus:
     warnings: int
     dropped: int
     backends: list[PairStatus]
+    error: str | None = None  # a damaged spool file of this run
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,27 +69,37 @@ def spool_status(spool_dir: Path, file_errors: list | None = None) -> list[RunSt
     out: list[RunStatus] = []
     try:
         for rec in records:
-            total_all, _ = _counts(rec.files, rec.run_id, {})
-            pairs = []
-            labels = [backend_label(b) for b in rec.backends]
-            for extra in store.conn.execute(
-                "SELECT DISTINCT backend FROM cursors WHERE run_id=? UNION "
-                "SELECT DISTINCT backend FROM dead_letters WHERE run_id=?",
-                (rec.run_id, rec.run_id),
-            ):
-                if extra[0] not in labels:
-                    labels.append(extra[0])
-            for label in labels:
-                cursors = store.cursors(label, rec.run_id)
-                total, covered = _counts(rec.files, rec.run_id, cursors) if cursors else (
-                    total_all, 0)
-                dead = store.dead_count(label, rec.run_id)
-                remote_id, url, closed = store.remote(label, rec.run_id)
-                pairs.append(PairStatus(label, total, covered - dead, total - covered, dead,
-                                        store.last_error(label, rec.run_id), remote_id, url,
-                                        closed))
-            out.append(RunStatus(rec.run_id, rec.project, rec.number, rec.name, rec.status,
-                                 total_all, rec.warnings, rec.dropped, pairs))
+            try:
+                out.append(_run_status(store, rec))
+            except sqlite3.DatabaseError as exc:
+                out.append(RunStatus(rec.run_id, rec.project, rec.number, rec.name, rec.status,
+                                     -1, rec.warnings, rec.dropped, [],
+                                     error=f"damaged spool file: {exc}; run `bridge doctor "
+                                           "--repair`"))
     finally:
         store.close()
     return out
+
+
+def _run_status(store: StateStore, rec: RunRecord) -> RunStatus:
+    total_all, _ = _counts(rec.files, rec.run_id, {})
+    pairs = []
+    labels = [backend_label(b) for b in rec.backends]
+    for extra in store.conn.execute(
+        "SELECT DISTINCT backend FROM cursors WHERE run_id=? UNION "
+        "SELECT DISTINCT backend FROM dead_letters WHERE run_id=?",
+        (rec.run_id, rec.run_id),
+    ):
+        if extra[0] not in labels:
+            labels.append(extra[0])
+    for label in labels:
+        cursors = store.cursors(label, rec.run_id)
+        total, covered = _counts(rec.files, rec.run_id, cursors) if cursors else (
+            total_all, 0)
+        dead = store.dead_count(label, rec.run_id)
+        remote_id, url, closed = store.remote(label, rec.run_id)
+        pairs.append(PairStatus(label, total, covered - dead, total - covered, dead,
+                                store.last_error(label, rec.run_id), remote_id, url,
+                                closed))
+    return RunStatus(rec.run_id, rec.project, rec.number, rec.name, rec.status,
+                     total_all, rec.warnings, rec.dropped, pairs)

@@ -11,6 +11,7 @@ A lease per run keeps two agents on one directory from delivering the same event
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -180,7 +181,12 @@ class Syncer:
                         res = PairResult(label, rec.run_id, error=f"backend paused: {paused}")
                         res.pending = self._pending(store, label, rec)
                     else:
-                        res = self._deliver(store, label, spec, rec)
+                        try:
+                            res = self._deliver(store, label, spec, rec)
+                        except sqlite3.DatabaseError as exc:
+                            res = PairResult(label, rec.run_id, pending=-1,
+                                             error=f"damaged spool file: {exc}; run "
+                                                   "`bridge doctor --repair`")
                         if res.error is not None and res.error.startswith("retries exhausted"):
                             paused = res.error
                     with lease_lock:
@@ -283,8 +289,14 @@ class Syncer:
         except AdapterError as exc:
             res.error = f"{type(exc).__name__}: {exc}"
             store.record_error(label, rec.run_id, res.error)
+        except sqlite3.DatabaseError as exc:
+            res.error = f"damaged spool file: {exc}; run `bridge doctor --repair`"
+            store.record_error(label, rec.run_id, res.error)
         res.delivered = done - res.dead
-        res.pending = count_after(rec.files, rec.run_id, store.cursors(label, rec.run_id))
+        try:
+            res.pending = count_after(rec.files, rec.run_id, store.cursors(label, rec.run_id))
+        except sqlite3.DatabaseError:
+            res.pending = -1  # unknown: a file cannot be read
         return res
 
     def _call(self, fn: Callable[[], Any]) -> Any:

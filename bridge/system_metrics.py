@@ -37,7 +37,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["DEFAULT_INTERVAL_S", "MIN_INTERVAL_S", "SystemMetricsSampler", "start_for"]
+__all__ = ["DEFAULT_INTERVAL_S", "MIN_INTERVAL_S", "SystemMetricsSampler", "check_interval",
+           "start_for"]
 
 DEFAULT_INTERVAL_S = 10.0
 MIN_INTERVAL_S = 0.05
@@ -227,22 +228,26 @@ def _existing(path: Any) -> Path:
     return Path("/")
 
 
-def start_for(run: Any, system_metrics: Any) -> SystemMetricsSampler | None:
-    """Interpret ``init(system_metrics=...)``: False/None/0 → off, True → every
-    :data:`DEFAULT_INTERVAL_S` seconds, a number → every that many seconds."""
+def check_interval(system_metrics: Any) -> float | None:
+    """Interpret ``init(system_metrics=...)``: False/None/0 → None (off), True →
+    :data:`DEFAULT_INTERVAL_S`, a number → that many seconds; anything else is a
+    :class:`~bridge.errors.ConfigError` (raised before a run is created)."""
     if system_metrics is None or system_metrics is False:
         return None
     if system_metrics is True:
-        interval = DEFAULT_INTERVAL_S
-    else:
-        try:
-            interval = float(system_metrics)
-        except (TypeError, ValueError):
-            from bridge.errors import ConfigError
+        return DEFAULT_INTERVAL_S
+    try:
+        interval = float(system_metrics)
+    except (TypeError, ValueError):
+        from bridge.errors import ConfigError
 
-            raise ConfigError(
-                f"system_metrics must be True, False or seconds, got {system_metrics!r}"
-            ) from None
-        if interval <= 0:
-            return None
-    return SystemMetricsSampler(run, interval).start()
+        raise ConfigError(
+            f"system_metrics must be True, False or seconds, got {system_metrics!r}"
+        ) from None
+    return interval if interval > 0 else None
+
+
+def start_for(run: Any, system_metrics: Any) -> SystemMetricsSampler | None:
+    """A started sampler for ``run`` as ``init(system_metrics=...)`` asks, or None."""
+    interval = check_interval(system_metrics)
+    return None if interval is None else SystemMetricsSampler(run, interval).start()

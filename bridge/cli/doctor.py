@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bridge.cli.common import DirOption, console, resolve_dir
 from bridge.spool.reader import spool_files
+from bridge.spool.repair import check_file, salvage
 from bridge.spool.schema import filesystem_type, is_network_fs
 
 __all__ = ["CREDENTIAL_VARIABLES", "register"]
@@ -27,7 +28,12 @@ _SDKS = (("mlflow", "mlflow"), ("wandb", "wandb"), ("neptune", "neptune"),
          ("comet_ml", "comet-ml"), ("pandas", "pandas"), ("pyarrow", "pyarrow"))
 
 
-def doctor_cmd(dir: Optional[Path] = DirOption) -> None:
+def doctor_cmd(
+    dir: Optional[Path] = DirOption,
+    repair: bool = typer.Option(False, "--repair",
+                                help="Salvage damaged spool files into new ones (the originals "
+                                     "move to <dir>/quarantine)."),
+) -> None:
     """Spool directory, filesystem, SQLite, installed vendor SDKs, credential variables set."""
     spool = resolve_dir(dir)
     t = Table(title="bridge doctor", show_header=False)
@@ -47,17 +53,9 @@ def doctor_cmd(dir: Optional[Path] = DirOption) -> None:
         spool if exists else spool.parent) else "WAL"
     t.add_row("filesystem", f"{fs}; journal: {journal}")
     files = spool_files(spool) if exists else []
-    bad = []
-    for f in files:
-        try:
-            conn = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
-            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-            conn.close()
-            if ok != "ok":
-                bad.append(f"{f.name}: {ok}")
-        except sqlite3.Error as exc:
-            bad.append(f"{f.name}: {exc}")
-    t.add_row("spool files", f"{len(files)} ({len(bad)} failing quick_check)")
+    checks = [check_file(f) for f in files]
+    bad = [c for c in checks if not c.ok]
+    t.add_row("spool files", f"{len(files)} ({len(bad)} damaged or unreadable)")
     for name, dist in _SDKS:
         if importlib.util.find_spec(name) is None:
             t.add_row(f"sdk {dist}", "not installed")
@@ -69,8 +67,25 @@ def doctor_cmd(dir: Optional[Path] = DirOption) -> None:
     set_vars = [v for v in CREDENTIAL_VARIABLES if os.environ.get(v)]
     t.add_row("credential variables set", ", ".join(set_vars) or "none")
     console.print(t)
-    for b in bad:
-        console.print(f"[red]{b}[/red]")
+    for c in bad:
+        console.print(f"[red]{c.path.name}: {c.problem}[/red]")
+    if bad and not repair:
+        console.print("run `bridge doctor --repair` to salvage what these files still hold")
+    if repair:
+        failed = 0
+        for c in bad:
+            rep = salvage(c.path, spool)
+            if rep.target is None:
+                failed += 1
+                console.print(f"[red]{c.path.name}: not repaired: {rep.error}[/red]")
+                continue
+            console.print(f"{c.path.name}: salvaged {rep.runs} runs and {rep.events} events into "
+                          f"{rep.target.name}; {rep.unreadable_rows} unreadable rows; original "
+                          f"moved to {rep.quarantined}")
+        if failed:
+            raise typer.Exit(1)
+    elif bad:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

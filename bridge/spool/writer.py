@@ -122,6 +122,8 @@ class SpoolWriter:
         self._retry: list[Any] = []  # items of a failed commit, tried again next time
         self.committed_calls = 0
         self.dropped = 0
+        self._dropped_pending: dict[str, int] = {}  # run id -> dropped, not yet in the file
+        self._drop_warned = False
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="bridge-spool-writer", daemon=True)
         self._thread.start()
@@ -284,10 +286,23 @@ class SpoolWriter:
                     elif tag == _BLOB:
                         conn.execute("INSERT OR IGNORE INTO blobs (sha256, size) VALUES (?, ?)",
                                      (it[1], it[2]))
+                pending = dict(self._dropped_pending)
+                for run_id, n in pending.items():
+                    conn.execute("UPDATE runs SET dropped=dropped+? WHERE run_id=?", (n, run_id))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+            for run_id, n in pending.items():
+                self._dropped_pending[run_id] -= n
+            self._dropped_pending = {k: v for k, v in self._dropped_pending.items() if v}
+            if self.last_error is not None:
+                warnings.warn(f"bridge: spool {self.path} is writable again "
+                              f"({self.dropped} events dropped meanwhile)", BridgeWarning,
+                              stacklevel=2)
+                self.last_error = None
+                self._drop_warned = False
             self.committed_calls += len(items)
         except Exception as exc:  # disk full, I/O error, a value SQLite cannot bind
             self._on_error(exc, items)
@@ -316,19 +331,33 @@ class SpoolWriter:
         )
 
     def _on_error(self, exc: Exception, items: list) -> None:
-        """A failed commit (disk full, I/O error): keep the batch, bounded, and say so once."""
+        """A failed commit (disk full, I/O error): keep the batch, bounded, and say so once.
+
+        Run rows and counters are always kept; beyond ``max_queue`` logged calls the oldest
+        are dropped and counted per run (written to ``runs.dropped`` by the next commit that
+        succeeds, and shown by ``bridge status``).
+        """
         message = f"bridge: cannot write to spool {self.path}: {exc}"
-        if self.last_error != message:
-            warnings.warn(message + " (events are kept in memory and retried)", BridgeWarning,
-                          stacklevel=2)
-        self.last_error = message
-        keep = items[-self.max_queue :]
-        lost = len(items) - len(keep)
-        if lost:
-            self.dropped += sum(len(it[4]) if it[0] == _METRICS else 1 for it in items[:lost])
-            warnings.warn(f"bridge: spool unwritable, {self.dropped} events dropped so far",
+        if self.last_error is None:
+            warnings.warn(message + " (events are kept in memory, bounded, and retried)",
                           BridgeWarning, stacklevel=2)
-        self._retry = keep
+        self.last_error = message
+        calls = [i for i, it in enumerate(items) if it[0] in (_METRICS, _EVENT)]
+        excess = len(calls) - self.max_queue
+        if excess > 0:
+            drop = set(calls[:excess])
+            for i in drop:
+                it = items[i]
+                n = len(it[4]) if it[0] == _METRICS else 1
+                self.dropped += n
+                self._dropped_pending[it[1]] = self._dropped_pending.get(it[1], 0) + n
+            if not self._drop_warned:
+                self._drop_warned = True
+                warnings.warn(f"bridge: spool {self.path} still unwritable; dropping the oldest "
+                              "events beyond max_queue (counted per run as 'dropped')",
+                              BridgeWarning, stacklevel=2)
+            items = [it for i, it in enumerate(items) if i not in drop]
+        self._retry = items
 
 
 def _warn_network_fs(path: Path) -> None:
