@@ -1,0 +1,52 @@
+"""`bridge ui` serves the embedded MLflow store on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+import bridge
+from bridge.agent.sync import Syncer
+
+pytest.importorskip("mlflow")
+from mlflow_server import free_port, wait_until  # noqa: E402
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def test_ui_serves_the_embedded_store_on_loopback(tmp_path):
+    spool = tmp_path / "spool"
+    with bridge.init(project="ui", dir=spool, sync="offline", backends=["mlflow"]) as run:
+        run.log({"x": 1.0}, step=0)
+    assert Syncer(spool).run_once().complete
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli.main", "ui", "--port", str(port),
+                             "--dir", str(spool)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), 90)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert b'"name": "ui"' in resp.read().replace(b'"name":"ui"', b'"name": "ui"')
+        out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            assert all("127.0.0.1:" in line for line in out.stdout.strip().splitlines())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
