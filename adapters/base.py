@@ -180,6 +180,8 @@ class Adapter(Protocol):
 
     name: ClassVar[str]
     limits: ClassVar[Limits]
+    # Optional: ``concurrent_runs`` (int attribute, default 1) lets the agent sync that many
+    # runs of this backend at once, each through its own adapter instance.
 
     def open_run(self, run: RunInfo) -> str:
         """Create or find the remote run (idempotent) and return its remote id."""

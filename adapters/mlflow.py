@@ -219,7 +219,11 @@ class MlflowAdapter:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             tracking_uri = f"sqlite:///{self.spool_dir.resolve() / 'mlflow.db'}"
         self.tracking_uri: str = tracking_uri
+        # Runs synced at once by the agent (one client each): a server handles requests in
+        # parallel, a SQLite store serializes its writers.
+        self.concurrent_runs = 1
         if tracking_uri.startswith(("http://", "https://")):
+            self.concurrent_runs = 4
             # The agent owns retries: MLflow's own (up to 7, with backoff) would block a
             # sync for minutes while a server is down, and hide the outage from the agent.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

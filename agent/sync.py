@@ -11,8 +11,10 @@ A lease per run keeps two agents on one directory from delivering the same event
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,7 @@ class Syncer:
         self.policy = RetryPolicy(self.settings.retry_initial, self.settings.retry_max,
                                   self.settings.retry_attempts)
         self._adapters: dict[str, Any] = {}
+        self._renewed: dict[str, float] = {}
         self._lock = threading.Lock()
 
     # -- planning --------------------------------------------------------------------------
@@ -151,23 +154,26 @@ class Syncer:
         threads = []
         results: list[PairResult] = []
 
-        def worker(label: str, items: list[tuple[dict, RunRecord]]) -> None:
+        def worker(label: str, items: queue.SimpleQueue, paused: list, slot: int) -> None:
             try:
-                deliver_all(label, items)
+                deliver_all(label, items, paused, slot)
             except Exception as exc:  # a bug or an unreadable state file: report, never hide
                 error = f"{type(exc).__name__}: {exc}"
-                with lease_lock:
-                    seen = {r.run_id for r in results if r.backend == label}
-                    for _, rec in items:
-                        if rec.run_id not in seen:
-                            results.append(PairResult(label, rec.run_id, error=error, pending=-1))
+                while True:
+                    try:
+                        _, rec = items.get_nowait()
+                    except queue.Empty:
+                        break
+                    with lease_lock:
+                        results.append(PairResult(label, rec.run_id, error=error, pending=-1))
 
-        def deliver_all(label: str, items: list[tuple[dict, RunRecord]]) -> None:
+        def deliver_all(label: str, items: queue.SimpleQueue, paused: list, slot: int) -> None:
             store = StateStore(self.spool_dir)
-            paused: str | None = None
             try:
-                for spec, rec in items:
-                    if self.stop.is_set():
+                while not self.stop.is_set():
+                    try:
+                        spec, rec = items.get_nowait()
+                    except queue.Empty:
                         break
                     with lease_lock:
                         ok = rec.run_id in leased or self.dry_run or store.acquire_lease(
@@ -177,28 +183,40 @@ class Syncer:
                     if not ok:
                         res = PairResult(label, rec.run_id, skipped="leased by another agent")
                         res.pending = self._pending(store, label, rec)
-                    elif paused is not None:
-                        res = PairResult(label, rec.run_id, error=f"backend paused: {paused}")
+                    elif paused:
+                        res = PairResult(label, rec.run_id, error=f"backend paused: {paused[0]}")
                         res.pending = self._pending(store, label, rec)
                     else:
                         try:
-                            res = self._deliver(store, label, spec, rec)
+                            res = self._deliver(store, label, spec, rec, slot)
                         except sqlite3.DatabaseError as exc:
                             res = PairResult(label, rec.run_id, pending=-1,
                                              error=f"damaged spool file: {exc}; run "
                                                    "`bridge doctor --repair`")
                         if res.error is not None and res.error.startswith("retries exhausted"):
-                            paused = res.error
+                            paused.append(res.error)
                     with lease_lock:
                         results.append(res)
             finally:
                 store.close()
 
         for label, items in work.items():
-            t = threading.Thread(target=worker, args=(label, items), name=f"bridge-sync-{label}",
-                                 daemon=True)
-            t.start()
-            threads.append(t)
+            pending_items: queue.SimpleQueue = queue.SimpleQueue()
+            for item in items:
+                pending_items.put(item)
+            streams = 1
+            if not self.dry_run and len(items) > 1:
+                try:
+                    first = self._adapter(label, items[0][0], 0)
+                    streams = max(1, min(len(items), int(getattr(first, "concurrent_runs", 1))))
+                except AdapterError:
+                    streams = 1  # _deliver reports the error per run
+            paused: list = []  # shared by the label's streams: one failure pauses them all
+            for slot in range(streams):
+                t = threading.Thread(target=worker, args=(label, pending_items, paused, slot),
+                                     name=f"bridge-sync-{label}-{slot}", daemon=True)
+                t.start()
+                threads.append(t)
         for t in threads:
             t.join()
         if leased and not self.dry_run:
@@ -216,8 +234,9 @@ class Syncer:
     def _pending(self, store: StateStore, label: str, rec: RunRecord) -> int:
         return count_after(rec.files, rec.run_id, store.cursors(label, rec.run_id))
 
-    def _adapter(self, label: str, spec: dict) -> Any:
-        key = json.dumps(spec, sort_keys=True)
+    def _adapter(self, label: str, spec: dict, slot: int = 0) -> Any:
+        """One adapter per backend spec and stream (streams never share an SDK client)."""
+        key = json.dumps(spec, sort_keys=True) + f"#{slot}"
         with self._lock:
             if key not in self._adapters:
                 cls = load_adapter(spec["name"])
@@ -225,7 +244,8 @@ class Syncer:
                 self._adapters[key] = cls(spool_dir=str(self.spool_dir), **opts)
             return self._adapters[key]
 
-    def _deliver(self, store: StateStore, label: str, spec: dict, rec: RunRecord) -> PairResult:
+    def _deliver(self, store: StateStore, label: str, spec: dict, rec: RunRecord,
+                 slot: int = 0) -> PairResult:
         res = PairResult(label, rec.run_id)
         cursors = store.cursors(label, rec.run_id)
         upto = max_seqs(rec.files, rec.run_id)
@@ -240,7 +260,7 @@ class Syncer:
         if total == 0 and not dead_letters and (closed or not finished):
             return res
         try:
-            adapter = self._adapter(label, spec)
+            adapter = self._adapter(label, spec, slot)
         except AdapterError as exc:
             res.error = f"cannot load backend {label!r}: {exc}"
             res.pending = total
@@ -343,6 +363,7 @@ class Syncer:
             if ev.seq > cursors.get(ev.file_id, 0):
                 cursors[ev.file_id] = ev.seq
         store.commit_batch(label, info.run_id, cursors, info.state, dead)
+        self._renew_lease(store, info.run_id)
         res.dead += len(dead)
         return len(batch), dead
 
@@ -371,6 +392,14 @@ class Syncer:
             # Refused again: _export re-recorded them with the backend's new reason.
             store.resolve_dead(label, rec.run_id,
                                [ev.uid for ev in batch if ev.uid not in refused_again])
+
+    def _renew_lease(self, store: StateStore, run_id: str) -> None:
+        """Keep a long delivery's lease alive (renewed after a third of its life)."""
+        now = time.monotonic()
+        if now - self._renewed.get(run_id, now) >= self.settings.lease_seconds / 3:
+            store.acquire_lease(run_id, self.holder, self.settings.lease_seconds)
+            self._renewed[run_id] = now
+        self._renewed.setdefault(run_id, now)
 
     def _report(self, label: str, run_id: str, done: int, total: int) -> None:
         if self.progress is not None:

@@ -54,11 +54,14 @@ def _do_import(source: str, location: str, spool: Path, backends: list[dict],
                             description=f"import {source} {run.source_id}: {n} events")
 
         try:
-            return import_runs(importer, spool, backends=backends, only=runs,
-                               progress=on_progress)
+            imported = import_runs(importer, spool, backends=backends, only=runs,
+                                   progress=on_progress)
         except ImportError_ as exc:
             err_console.print(f"[red]import failed: {exc}[/red]")
             raise typer.Exit(2) from exc
+    for warning in getattr(importer, "warnings", []) or []:
+        err_console.print(f"[yellow]skipped: {warning}[/yellow]")
+    return imported
 
 
 def _import_table(imported: list) -> Table:

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from bridge.importers.base import ImportError_, ImportEvent, SourceRun, artifact_event
 
-__all__ = ["MlflowImporter"]
+__all__ = ["MlflowImporter", "tracking_uri"]
 
 NOTE_TAG = "mlflow.note.content"
 PARENT_TAG = "mlflow.parentRunId"
@@ -45,7 +45,8 @@ def _mlflow() -> Any:
 def tracking_uri(location: str | Path | None) -> str:
     """A tracking URI from what the user typed: a URI as is, a bare path as a file store."""
     if location is None or str(location) == "":
-        raise ImportError_("mlflow: give a tracking URI (http://…, sqlite:///…, file:…) or a path")
+        raise ImportError_(
+            "mlflow: give a tracking URI (http://…, sqlite:///…, file:…) or a path")
     text = str(location)
     if "://" in text or text.startswith(("file:", "databricks")):
         return text
@@ -86,6 +87,8 @@ class MlflowImporter:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.client = mlflow.MlflowClient(tracking_uri=self.uri)
         self._view = importlib.import_module("mlflow.entities").ViewType
+        if isinstance(experiments, str):
+            experiments = [experiments]  # one name, not its characters
         self.experiments = list(experiments) if experiments is not None else None
         self.filter = filter or ""
         if page_size <= 0:

@@ -107,16 +107,22 @@ class TensorboardImporter:
 
     # -- runs ------------------------------------------------------------------------------
     def runs(self) -> Iterator[SourceRun]:
-        """One run per directory with event files; its id is the path inside the log dir."""
+        """One run per directory with event files, named by its path inside the log dir; its
+        id comes from the directory's absolute path, so two log dirs with the same layout
+        (``train/``, ``validation/``) never collide (re-importing the same path finds the
+        same runs)."""
         for directory in find_runs(self.logdir):
             files = event_files(directory)
+            if not files:
+                continue  # only directories named like event files
             rel = directory.relative_to(self.logdir).as_posix()
             if rel == ".":
                 rel = self.logdir.name  # the log dir itself is a run: name it after itself
             start = self._first_wall_time(files[0])
             end = self._last_wall_time(files)
             yield SourceRun(
-                source=self.name, source_id=rel, project=self.project, name=rel,
+                source=self.name, source_id=str(directory.resolve()), project=self.project,
+                name=rel,
                 start_ms=min(start, end) if start is not None else end, end_ms=end,
                 status="FINISHED",
                 handle=files, extra_tags={LOGDIR_TAG: str(directory)},
@@ -141,7 +147,7 @@ class TensorboardImporter:
     # -- events ----------------------------------------------------------------------------
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
         """Every scalar point, text and hparams summary, file by file, record by record."""
-        files = run.handle if run.handle else event_files(self.logdir / run.source_id)
+        files = run.handle or event_files(Path(run.extra_tags[LOGDIR_TAG]))
         plugins: dict[str, str] = {}  # tag -> plugin; v2 writers put metadata on the first
         skipped: Counter[str] = Counter()
         last_ms = int(run.start_ms)

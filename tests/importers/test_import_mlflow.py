@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -64,9 +65,8 @@ WRITER = textwrap.dedent(
     import json, os, sys, tempfile
     import mlflow
     from mlflow import MlflowClient
-    uri, spec_path, out_path = sys.argv[1:4]
+    spec_path, out_path, uris = sys.argv[1], sys.argv[2], sys.argv[3:]
     BINARY = bytes(range(256)) * 4
-    mlflow.set_tracking_uri(uri)
     spec = json.load(open(spec_path))
     out = {}
 
@@ -99,14 +99,17 @@ WRITER = textwrap.dedent(
         rid = active.info.run_id
         mlflow.end_run(status=r["status"])
         got = MlflowClient(uri).get_run(rid)
-        out[r["name"]] = {"id": rid, "start": got.info.start_time, "end": got.info.end_time,
+        out[uri][r["name"]] = {"id": rid, "start": got.info.start_time, "end": got.info.end_time,
                           "status": got.info.status, "tags": got.data.tags,
                           "experiment": got.info.experiment_id}
 
-    for exp in spec["experiments"]:
-        mlflow.set_experiment(exp["name"])
-        for r in exp["runs"]:
-            run(r)
+    for uri in uris:  # one process for several stores: MLflow's import is slow
+        mlflow.set_tracking_uri(uri)
+        out[uri] = {}
+        for exp in spec["experiments"]:
+            mlflow.set_experiment(exp["name"])
+            for r in exp["runs"]:
+                run(r)
     json.dump(out, open(out_path, "w"))
     """
 )
@@ -119,17 +122,31 @@ def _env() -> dict[str, str]:
     return env
 
 
-def write_corpus(uri: str, work: Path) -> dict[str, Any]:
-    """Log SPEC into ``uri`` with MLflow's fluent API in a child process; its run facts."""
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "spec.json").write_text(json.dumps(SPEC))
-    (work / "writer.py").write_text(WRITER)
-    out = work / "out.json"
-    proc = subprocess.run(
-        [sys.executable, str(work / "writer.py"), uri, str(work / "spec.json"), str(out)],
-        cwd=work, env=_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(out.read_text())
+class CorpusWriter:
+    """Log SPEC into each of ``uris`` with MLflow's fluent API in a child process.
+
+    ``result()`` waits for it and gives the facts of each run (id, times, status, tags as
+    MLflow holds them) per URI.
+    """
+
+    def __init__(self, uris: list[str], work: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "spec.json").write_text(json.dumps(SPEC))
+        (work / "writer.py").write_text(WRITER)
+        self.out = work / "out.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(work / "writer.py"), str(work / "spec.json"), str(self.out),
+             *uris], cwd=work, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+
+    def result(self) -> dict[str, dict[str, Any]]:
+        try:
+            _, err = self.proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        assert self.proc.returncode == 0, err[-4000:]
+        return json.loads(self.out.read_text())
 
 
 def _specs() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -189,9 +206,9 @@ def check_corpus(spool: Path, facts: dict[str, Any]) -> None:
         assert rec.run_id == fact["id"]  # the MLflow id survives as the bridge id
         assert (rec.project, rec.name, rec.status) == (exp_name, r["name"], r["status"])
         assert (rec.start_ms, rec.end_ms) == (fact["start"], fact["end"])
-        expected_points = {
-            k: sorted(([s, t, _nan_safe(v)] for s, t, v in pts), key=lambda p: (p[1], p[0], str(p[2])))
-            for k, pts in r["metrics"].items()}
+        expected_points = {k: sorted(([s, t, _nan_safe(v)] for s, t, v in pts),
+                                     key=lambda p: (p[1], p[0], str(p[2])))
+                           for k, pts in r["metrics"].items()}
         assert got["points"] == expected_points
         assert got["params"] == {k: str(v) for k, v in r["params"].items()}
         mlflow_tags = dict(fact["tags"])
@@ -230,8 +247,27 @@ def check_corpus(spool: Path, facts: dict[str, Any]) -> None:
 # -- a real server ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server_corpus(mlflow_server, tmp_path_factory) -> dict[str, Any]:
-    return write_corpus(mlflow_server.url, tmp_path_factory.mktemp("corpus-server"))
+def embedded_writer(tmp_path_factory) -> tuple[dict[str, str], CorpusWriter]:
+    """Starts filling an embedded sqlite store and a file store while the server starts."""
+    root = tmp_path_factory.mktemp("corpus-embedded")
+    stores = {"sqlite": f"sqlite:///{root / 'mlflow.db'}", "file": (root / "mlruns").as_uri(),
+              "file_path": str(root / "mlruns")}
+    return stores, CorpusWriter([stores["sqlite"], stores["file"]], root / "work")
+
+
+@pytest.fixture(scope="module")
+def corpora(embedded_writer, mlflow_server, tmp_path_factory) -> dict[str, Any]:
+    """The corpus on the server, in an embedded sqlite store and in a file store."""
+    stores, embedded = embedded_writer
+    stores = dict(stores, server=mlflow_server.url)
+    on_server = CorpusWriter([mlflow_server.url], tmp_path_factory.mktemp("corpus-server"))
+    facts = {**on_server.result(), **embedded.result()}
+    return {"stores": stores, **{k: facts[v] for k, v in stores.items() if v in facts}}
+
+
+@pytest.fixture(scope="module")
+def server_corpus(corpora) -> dict[str, Any]:
+    return corpora["server"]
 
 
 def test_server_import_keeps_everything(mlflow_server, server_corpus, tmp_path: Path) -> None:
@@ -295,20 +331,16 @@ def test_interrupted_import_resumes_without_duplicates(mlflow_server, server_cor
 
 # -- embedded stores -------------------------------------------------------------------------
 
-def test_sqlite_store(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    facts = write_corpus(uri, tmp_path / "corpus")
-    import_runs(MlflowImporter(uri), tmp_path / "spool")
-    check_corpus(tmp_path / "spool", facts)
+def test_sqlite_store(corpora, tmp_path: Path) -> None:
+    import_runs(MlflowImporter(corpora["stores"]["sqlite"]), tmp_path / "spool")
+    check_corpus(tmp_path / "spool", corpora["sqlite"])
 
 
-def test_file_store(tmp_path: Path) -> None:
-    store = tmp_path / "mlruns"
-    facts = write_corpus(store.as_uri(), tmp_path / "corpus")
-    import_runs(MlflowImporter(store.as_uri()), tmp_path / "spool-uri")
-    check_corpus(tmp_path / "spool-uri", facts)
-    import_runs(MlflowImporter(str(store)), tmp_path / "spool-path")  # a bare path
-    check_corpus(tmp_path / "spool-path", facts)
+def test_file_store(corpora, tmp_path: Path) -> None:
+    import_runs(MlflowImporter(corpora["stores"]["file"]), tmp_path / "spool-uri")
+    check_corpus(tmp_path / "spool-uri", corpora["file"])
+    import_runs(MlflowImporter(corpora["stores"]["file_path"]), tmp_path / "spool-path")
+    check_corpus(tmp_path / "spool-path", corpora["file"])  # a bare path is a file store
 
 
 # -- bridge → MLflow → bridge (what `bridge verify` relies on) -------------------------------
@@ -392,6 +424,7 @@ LARGE_READER = textwrap.dedent(
 
 @pytest.mark.skipif(os.environ.get("BRIDGE_TEST_LARGE") != "1",
                     reason="a million points take minutes; set BRIDGE_TEST_LARGE=1")
+@pytest.mark.timeout(3600)
 def test_million_points_bounded_memory(tmp_path: Path) -> None:
     n = 1_000_000
     uri = f"sqlite:///{tmp_path / 'large.db'}"
@@ -400,13 +433,16 @@ def test_million_points_bounded_memory(tmp_path: Path) -> None:
     w = subprocess.run([sys.executable, str(tmp_path / "w.py"), uri, str(n)], env=_env(),
                        capture_output=True, text=True, timeout=1800)
     assert w.returncode == 0, w.stderr[-3000:]
+    started = time.monotonic()
     r = subprocess.run([sys.executable, str(tmp_path / "r.py"), uri, str(tmp_path / "spool")],
                        env=_env(), capture_output=True, text=True, timeout=1800)
+    seconds = time.monotonic() - started
     assert r.returncode == 0, r.stderr[-3000:]
     facts = json.loads(r.stdout.strip().splitlines()[-1])
     assert facts["points"] == {"loss": n}
     growth_mb = (facts["after_kb"] - facts["before_kb"]) / 1024
-    print(f"peak RSS growth importing {n} points: {growth_mb:.1f} MB")
+    print(f"importing {n} points: {seconds:.1f} s, peak RSS {facts['before_kb'] / 1024:.0f}"
+          f" -> {facts['after_kb'] / 1024:.0f} MB (growth {growth_mb:.1f} MB)")
     assert growth_mb < 300
     rec = find_run(tmp_path / "spool", w.stdout.strip().splitlines()[-1])
     steps = 0

@@ -84,8 +84,8 @@ def test_torch_summary_writer(torch_logdir: Path, tmp_path: Path) -> None:
     done = import_runs(TensorboardImporter(torch_logdir, project="tb"), spool)
     # The hparams writer's own directory holds an event file too: TensorBoard lists it as
     # a run (with no data), and so does the import.
-    assert sorted(r.source_id for r in done) == ["sweep", "sweep/trial-1", "train"]
-    train = next(r for r in done if r.source_id == "train")
+    assert sorted(r.name for r in done) == ["sweep", "sweep/trial-1", "train"]
+    train = next(r for r in done if r.name == "train")
     got = read_back(spool, train.run_id)
     rec = got["rec"]
     assert (rec.project, rec.name, rec.status) == ("tb", "train", "FINISHED")
@@ -102,9 +102,9 @@ def test_torch_summary_writer(torch_logdir: Path, tmp_path: Path) -> None:
     }
     assert got["tags"]["tensorboard.skipped"] == "histograms:1"
     assert got["tags"]["tensorboard.logdir"] == str((torch_logdir / "train").resolve())
-    assert got["tags"]["bridge.source_id"] == "train"  # a derived id keeps the source's
+    assert got["tags"]["bridge.source_id"].endswith("/train")  # the source path is kept
 
-    sweep = next(r for r in done if r.source_id == "sweep/trial-1")
+    sweep = next(r for r in done if r.name == "sweep/trial-1")
     hp = read_back(spool, sweep.run_id)
     # TensorBoard keeps hparams as protobuf Values: numbers are doubles.
     assert hp["params"] == {"lr": 0.01, "opt": "adam", "layers": 4.0}
@@ -144,7 +144,7 @@ def test_tensorboard_own_writer_v2_scalars(tmp_path: Path) -> None:
 
     spool = tmp_path / "spool"
     done = import_runs(TensorboardImporter(logdir), spool)
-    by_id = {r.source_id: r for r in done}
+    by_id = {r.name: r for r in done}
     assert sorted(by_id) == ["logs", "v2"]
     root = read_back(spool, by_id["logs"].run_id)
     assert root["rec"].project == "tensorboard"
@@ -164,7 +164,7 @@ def test_torn_tail_is_ignored(torch_logdir: Path, tmp_path: Path) -> None:
         fh.write(whole[-30:-3])  # a header and part of a record
     assert last_record(path) is not None
     done = import_runs(TensorboardImporter(torch_logdir), tmp_path / "spool")
-    train = next(r for r in done if r.source_id == "train")
+    train = next(r for r in done if r.name == "train")
     got = read_back(tmp_path / "spool", train.run_id)
     assert len(got["points"]["loss"]) == 120
 
