@@ -11,14 +11,18 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, TypeVar
 
 from bridge import errors
+from bridge.disabled import DisabledRun
 from bridge.errors import BridgeError, BridgeWarning
 from bridge.lifecycle import current
 from bridge.run import Run, init
+from bridge.summary_writer import SummaryWriter
 
 __all__ = [
     "BridgeError",
     "BridgeWarning",
+    "DisabledRun",
     "Run",
+    "SummaryWriter",
     "data",
     "errors",
     "finish",

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
+from bridge.errors import Terminated
+
 __all__ = ["DisabledRun", "init"]
 
 
@@ -161,7 +163,7 @@ class DisabledRun:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.finish("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif issubclass(exc_type, (KeyboardInterrupt, Terminated)):
             self.finish("KILLED")
         else:
             self.finish("FAILED")

@@ -156,6 +156,7 @@ class Run:
         self._writer = writer
         self._finished = False
         self._sync = None  # background sync handle (bridge.agent.background)
+        self._system_metrics = None  # bridge.system_metrics sampler, stopped by finish()
         self._writer.put_run(self._row())
 
     # -- identity ------------------------------------------------------------------------
@@ -405,6 +406,8 @@ class Run:
         thread = getattr(self, "_system_thread", None)
         if thread is not None:
             thread.join(timeout=5)
+        if self._system_metrics is not None:
+            self._system_metrics.stop()
         self._finished = True
         self.status = status
         self._writer.put_finish(self.id, _now() // 1_000_000, status, error)
@@ -451,6 +454,8 @@ def init(
     durability: str | None = None,
     strict: bool | None = None,
     node: str | None = None,
+    mode: str | None = None,
+    system_metrics: bool | float | None = None,
     **settings: Any,
 ) -> Run:
     """Start (or resume) a run and make it the current one.
@@ -458,8 +463,21 @@ def init(
     ``backends``: names or ``{"name": ..., **options}``; ``sync``: "background" (default when
     backends are given) or "offline"; ``resume``: "allow" or "must" with ``run_id``;
     ``node``: this process's rank or host label (default: ``RANK``/``LOCAL_RANK`` or host).
+    ``mode="disabled"`` (or ``BRIDGE_MODE=disabled``) returns a run whose every call is a
+    no-op; ``system_metrics=True`` or seconds samples the machine into ``system/*`` series.
     Other keyword arguments are settings from ``bridge.toml`` (``flush_interval``, ...).
     """
+    mode = mode if mode is not None else os.environ.get("BRIDGE_MODE") or None
+    if mode not in (None, "enabled", "disabled"):
+        raise ConfigError(f"mode must be 'enabled' or 'disabled', got {mode!r}")
+    if mode == "disabled":
+        from bridge.disabled import init as disabled_init
+
+        return disabled_init(project=project, name=name, config=config,  # type: ignore[return-value]
+                             tags=tags, notes=notes, group=group, run_id=run_id, dir=dir)
+    from bridge.system_metrics import check_interval
+
+    sample_every = check_interval(system_metrics)
     s = load(dir=dir, sync=sync, durability=durability, strict=strict, **settings)
     specs = normalize_backends(backends if backends is not None else list(s.backends))
     if resume not in (None, "allow", "must", "never"):
@@ -504,6 +522,10 @@ def init(
     if tags:
         run.set_tags(tags)
     lifecycle.record_system_info(run)
+    if sample_every is not None:
+        from bridge.system_metrics import SystemMetricsSampler
+
+        run._system_metrics = SystemMetricsSampler(run, sample_every).start()
     if specs and s.sync == "background":
         from bridge.agent.background import start_background_sync
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from bridge.errors import BridgeWarning, RunStateError
+from bridge.errors import BridgeWarning, RunStateError, Terminated
 
 __all__ = [
     "ActiveRun", "Experiment", "RunData", "RunInfo", "active_run", "autolog", "configure",
@@ -85,8 +85,12 @@ class ActiveRun:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        status = "FINISHED" if exc_type is None else (
-            "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, (KeyboardInterrupt, Terminated)):
+            status = "KILLED"
+        else:
+            status = "FAILED"
         if self in _stack:
             # Runs nested inside and left open end first, as MLflow does.
             while _stack and _stack[-1] is not self:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
+import operator
 import os
 import shutil
 import tempfile
@@ -210,8 +211,14 @@ class Run:
             self.bridge_run.log(data)  # bridge reports the bad input
             return
         if step is not None:
-            if not isinstance(step, int) or step < self._step:
-                warnings.warn(f"wandb.log: step {step!r} is below the current step "
+            try:
+                step = operator.index(step)  # int, numpy and torch integers
+            except TypeError:
+                warnings.warn(f"wandb.log: step must be an integer, got {step!r:.80}; row "
+                              "dropped", BridgeWarning, stacklevel=2)
+                return
+            if step < self._step:
+                warnings.warn(f"wandb.log: step {step} is below the current step "
                               f"{self._step}; row dropped (as W&B does)", BridgeWarning,
                               stacklevel=2)
                 return

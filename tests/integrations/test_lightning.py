@@ -69,7 +69,8 @@ def test_lightning_fit_and_test(spool, tmp_path):
     assert ckpts and all(c["name"] == "checkpoints" and c["type"] == "model" for c in ckpts)
     assert ckpts[-1]["files"][0]["path"].endswith(".ckpt") and ckpts[-1]["files"][0]["size"] > 0
     runs = bridge.runs(dir=spool)
-    assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED" and runs.iloc[0]["name"] == "tiny"
+    assert len(runs) == 1
+    assert (runs.iloc[0]["status"], runs.iloc[0]["name"]) == ("FINISHED", "tiny")
 
     client = sync_to_mlflow(spool)
     mr = mlflow_run(client, run_id)

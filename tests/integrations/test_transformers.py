@@ -52,6 +52,8 @@ def test_trainer_train_and_evaluate(spool, tmp_path):
     assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED"
     run_id = runs.iloc[0]["run_id"]
     metrics = trainer.evaluate()  # after training: into the same run, resumed
+    assert bridge.run().id == run_id
+    bridge.finish()
     evs = events(spool, run_id)
     # 16 rows / batch 4 = 4 steps per epoch, 8 in all; a log every 2 steps
     assert [s for s, _ in metric_series(evs, "loss")] == [2, 4, 6, 8]
@@ -61,4 +63,5 @@ def test_trainer_train_and_evaluate(spool, tmp_path):
     params = by_kind(evs)["param"]
     assert params["learning_rate"] == 1e-3 and params["num_train_epochs"] == 2
     assert params["model_config"]["hidden_size"] == 8
-    assert len(bridge.runs(dir=spool)) == 1
+    runs = bridge.runs(dir=spool)
+    assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED"
