@@ -36,6 +36,9 @@ from bridge.adapters.base import (
 __all__ = ["MlflowAdapter", "RetryableError"]
 
 RUN_ID_TAG = "bridge.run_id"
+MLFLOW_PARENT_TAG = "mlflow.parentRunId"
+# Tags that name a parent run by its bridge id (imports, the mlflow compat shim).
+PARENT_TAGS = ("bridge.parent_run_id", MLFLOW_PARENT_TAG)
 GROUP_TAG = "bridge.group"
 NOTE_TAG = "mlflow.note.content"
 SUMMARY_PREFIX = "summary."
@@ -234,6 +237,7 @@ class MlflowAdapter:
         self.client = self._mlflow.MlflowClient(tracking_uri=tracking_uri)
         self._experiments: dict[str, str] = {}
         self._remote: dict[str, str] = {}
+        self._parents: dict[str, str] = {}  # parent's bridge id -> its MLflow run id
 
     # -- runs --------------------------------------------------------------------------
     def open_run(self, run: RunInfo) -> str:
@@ -350,6 +354,21 @@ class MlflowAdapter:
             return None
         return found
 
+    def _parent_remote(self, run: RunInfo, bridge_id: str) -> str | None:
+        """The MLflow id of a parent run given by its bridge id (synced before its child)."""
+        if bridge_id in self._parents:
+            return self._parents[bridge_id]
+        try:
+            runs = self.client.search_runs(
+                [self._experiment_id(run)], filter_string=f"tags.`{RUN_ID_TAG}` = '{bridge_id}'",
+                max_results=1)
+        except self._exc_type:
+            return None
+        remote = runs[0].info.run_id if runs else None
+        if remote is not None:
+            self._parents[bridge_id] = remote
+        return remote
+
     def _find_run(self, exp_id: str, run: RunInfo) -> Any:
         view_all = self._entities.ViewType.ALL
         runs = self.client.search_runs(
@@ -426,6 +445,10 @@ class MlflowAdapter:
                     item.uids.append(ev.uid)
             elif kind == "tag":
                 tag(ev.key or "", ev.payload, ev)
+                if ev.key in PARENT_TAGS and _is_bridge_id(ev.payload):
+                    parent = self._parent_remote(run, ev.payload)
+                    if parent is not None:  # nest under the parent's MLflow run in the UI
+                        tag(MLFLOW_PARENT_TAG, parent, ev)
             elif kind == "note":
                 tag(NOTE_TAG, ev.payload or "", ev)
             elif kind == "summary":
@@ -557,6 +580,11 @@ class MlflowAdapter:
             }  # fmt: skip
         ordered = sorted(lines.values(), key=lambda r: (r["ts_ms"], r["file_id"], r["seq"]))
         return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in ordered)
+
+
+def _is_bridge_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 32 and all(
+        c in "0123456789abcdef" for c in value)
 
 
 def _chunks(items: list[_Item]) -> Iterator[list[_Item]]:

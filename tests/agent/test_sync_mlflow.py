@@ -305,3 +305,17 @@ def test_background_sync_while_training(tmp_path, mlflow_server):
     remote = _remote(client, "e2e-background", run.id)
     assert remote.info.status == "FINISHED"
     _assert_same_history(client, remote.info.run_id, _spool_metrics(spool, run.id))
+
+
+def test_child_runs_nest_under_their_parent(tmp_path):
+    spool = tmp_path / "spool"
+    with bridge.init(project="nested", dir=spool, sync="offline", backends=["mlflow"]) as parent:
+        parent.log({"x": 1.0}, step=0)
+    with bridge.init(project="nested", dir=spool, sync="offline", backends=["mlflow"],
+                     tags={"bridge.parent_run_id": parent.id}) as child:
+        child.log({"x": 2.0}, step=0)
+    assert Syncer(spool, settings=FAST).run_once().complete
+    client = MlflowClient(f"sqlite:///{spool / 'mlflow.db'}")
+    remote_parent = _remote(client, "nested", parent.id)
+    remote_child = _remote(client, "nested", child.id)
+    assert remote_child.data.tags["mlflow.parentRunId"] == remote_parent.info.run_id
