@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
+
+# BRIDGE_TEST_LONG=1 runs the long reliability suite (RELIABILITY.md): more kill points,
+# more fuzz cases. Each figure can also be set on its own.
+if os.environ.get("BRIDGE_TEST_LONG") == "1":
+    for name, value in {"BRIDGE_TEST_KILLS": "1000", "BRIDGE_TEST_SYNC_KILLS": "100",
+                        "BRIDGE_TEST_FUZZ": "10000", "BRIDGE_TEST_OFFLINE_SYNC_KILLS": "20",
+                        "BRIDGE_TEST_PROCESSES": "32"}.items():
+        os.environ.setdefault(name, value)
 
 from fault_proxy import FaultProxy
 from mlflow_server import MlflowServer

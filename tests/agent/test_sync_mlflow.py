@@ -219,7 +219,7 @@ def test_fault_proxy_429_500_reset_stall(tmp_path, fault_proxy):
     _assert_same_history(client, remote.info.run_id, _spool_metrics(spool, run.id))
 
 
-SYNC_KILLS = int(os.environ.get("BRIDGE_TEST_SYNC_KILLS", "10"))
+SYNC_KILLS = int(os.environ.get("BRIDGE_TEST_SYNC_KILLS", "20"))
 
 
 def test_bridge_sync_sigkilled_at_random_points(tmp_path, mlflow_server):
@@ -319,3 +319,30 @@ def test_child_runs_nest_under_their_parent(tmp_path):
     remote_parent = _remote(client, "nested", parent.id)
     remote_child = _remote(client, "nested", child.id)
     assert remote_child.data.tags["mlflow.parentRunId"] == remote_parent.info.run_id
+
+
+def test_long_outage_while_training_logs(tmp_path, mlflow_server):
+    """The server is down while the loop logs: log() never waits for it (the loop finishes
+    during the outage), the agent backs off, and everything arrives after the restart."""
+    spool = tmp_path / "spool"
+    mlflow_server.stop()
+    run = bridge.init(project="e2e-long-outage", dir=spool, backends=_backend(mlflow_server.url),
+                      agent={"retry_initial": 0.05, "retry_max": 0.5, "retry_attempts": 1000})
+    samples = []
+    for i in range(20_000):
+        t0 = time.perf_counter_ns()
+        run.log({"loss": 1.0 / (i + 1)}, step=i)
+        samples.append(time.perf_counter_ns() - t0)
+    run.flush()
+    [before] = spool_status(spool)[0].backends
+    assert before.delivered == 0 and before.pending >= 20_000  # all logged, nothing sent
+    samples.sort()
+    print(f"log() during the outage: median {samples[len(samples) // 2] / 1000:.2f} us, "
+          f"p99 {samples[int(len(samples) * 0.99)] / 1000:.2f} us")
+    mlflow_server.start()
+    run.finish(timeout=180)
+    [b] = spool_status(spool)[0].backends
+    assert b.pending == 0 and b.closed
+    client = MlflowClient(mlflow_server.url)
+    remote = _remote(client, "e2e-long-outage", run.id)
+    _assert_same_history(client, remote.info.run_id, _spool_metrics(spool, run.id))

@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
         step += 1
 """)
 
-ROUNDS = int(os.environ.get("BRIDGE_TEST_KILLS", "20"))
+ROUNDS = int(os.environ.get("BRIDGE_TEST_KILLS", "50"))
 BASE_SEED = int(os.environ.get("BRIDGE_TEST_SEED", random.SystemRandom().randrange(1 << 30)))
 
 
