@@ -39,3 +39,14 @@ def fault_proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
     """A fault proxy in front of the module's MLflow server, stopped after the test."""
     with FaultProxy(mlflow_server.url, timeout=30) as proxy:
         yield proxy
+
+
+@pytest.fixture(autouse=True)
+def wide_console() -> Iterator[None]:
+    """CLI output in tests is not wrapped at 80 columns (assertions read whole phrases)."""
+    from bridge.cli import common
+
+    old = common.console.width, common.err_console.width
+    common.console.width = common.err_console.width = 250
+    yield
+    common.console.width, common.err_console.width = old

@@ -13,15 +13,6 @@ from bridge.cli.main import app
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True)
-def wide_console():
-    from bridge.cli import common
-
-    old = common.console.width, common.err_console.width
-    common.console.width = common.err_console.width = 250
-    yield
-    common.console.width, common.err_console.width = old
 COMMANDS = ["runs", "show", "export", "sync", "status", "agent", "doctor", "demo", "ui", "import",
             "migrate", "verify"]
 

@@ -42,6 +42,7 @@ CORPUS = textwrap.dedent("""
 """)
 
 
+
 @pytest.fixture
 def offline(monkeypatch):
     monkeypatch.setenv("COMET_API_KEY", "dummy")
