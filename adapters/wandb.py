@@ -63,6 +63,11 @@ _QUIET = dict(
 # -- limits W&B enforces only when it uploads ---------------------------------------
 
 
+def wandb_project(project: str) -> str:
+    """W&B project names allow no '/' (a Neptune ``workspace/project``): use '-' instead."""
+    return project.replace("/", "-") if project else project
+
+
 def check_tag(tag: str) -> str | None:
     """Why W&B would refuse this tag, or None."""
     if not tag or not tag.strip():
@@ -277,7 +282,10 @@ class WandbAdapter:
 
     def _plan_artifact(self, run: RunInfo, plan: "_Plan", ev: Event) -> str | None:
         payload = ev.payload or {}
-        name = payload.get("name") or ev.key or ""
+        # W&B artifact names allow no '/': a path-like name (``data/weights``, as Neptune and
+        # MLflow name files) becomes ``data-weights``; the logged name stays in the metadata.
+        logged = payload.get("name") or ev.key or ""
+        name = logged.strip("/").replace("/", "-")
         reason = check_artifact_name(name)
         if reason:
             return reason
@@ -292,7 +300,8 @@ class WandbAdapter:
             files.append((rel, f["sha256"], blob))
         plan.artifacts.append(
             {"name": name, "type": payload.get("type") or "file", "files": files,
-             "metadata": {"source": payload.get("source"), "bridge_run_id": run.run_id}}
+             "metadata": {"source": payload.get("source"), "bridge_run_id": run.run_id,
+                          "bridge_name": logged}}
         )
         return None
 
@@ -307,7 +316,7 @@ class WandbAdapter:
         wandb = self.wandb
         settings = wandb.Settings(x_update_finish_state=final, **_QUIET)
         wb = wandb.init(
-            project=self.project or run.project,
+            project=wandb_project(self.project or run.project),
             entity=self.entity,
             id=rid,
             name=run.name,

@@ -150,6 +150,10 @@ def destination_snapshot(spool_dir: Path, rec: RunRecord, spec: dict) -> Snapsho
     return snap
 
 
+def _norm(key: str) -> str:
+    return key.replace("|", ".").replace("/", ".")
+
+
 def _vkey(v: float) -> Any:
     return "nan" if isinstance(v, float) and math.isnan(v) else v
 
@@ -189,9 +193,10 @@ def compare(expected: Snapshot, got: Snapshot, run_id: str, backend: str) -> Fid
     for name in ("params", "tags", "summary"):
         want: dict = getattr(expected, name)
         have: dict = getattr(got, name)
-        normalized = {k.replace("|", "."): v for k, v in have.items()}
+        # Nesting separators differ by backend: '.' (MLflow), '|' (Comet), '/' (Neptune).
+        normalized = {_norm(k): v for k, v in have.items()}
         rep.fields[name] = FieldCount(len(want), sum(
-            1 for k, v in want.items() if normalized.get(k) == v or have.get(k) == v))
+            1 for k, v in want.items() if normalized.get(_norm(k)) == v or have.get(k) == v))
     rep.fields["artifact_files"] = FieldCount(len(expected.artifacts),
                                               len(expected.artifacts & got.artifacts))
     rep.fields["start_time"] = FieldCount(1, int(expected.start_ms == got.start_ms))
