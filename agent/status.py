@@ -43,21 +43,38 @@ class RunStatus:
         return asdict(self)
 
 
-def _counts(files: list[FileInfo], run_id: str, cursors: dict[str, int]) -> tuple[int, int]:
-    """(total, covered by the cursors) for the run's events."""
-    total = covered = 0
-    for f in files:
-        conn = open_file(f.path)
-        try:
-            t, c = conn.execute(
-                "SELECT count(*), coalesce(sum(seq <= ?), 0) FROM events WHERE run_id=?",
-                (cursors.get(f.file_id, 0), run_id),
-            ).fetchone()
-        finally:
-            conn.close()
-        total += t
-        covered += c
-    return total, covered
+def _file_counts(f: FileInfo, run_id: str, cursors: list[int]) -> tuple[int, list[int]]:
+    """The run's events in one file, and how many lie after each of ``cursors``.
+
+    One read transaction per file, so the figures agree with each other while a writer
+    appends. A file that holds this run alone (the common case: one run per writer process)
+    is counted with a bare ``count(*)``, which SQLite answers from the b-tree's page counts
+    instead of comparing every index entry; events after a cursor are a range of the
+    ``(run_id, seq)`` index, so a mostly delivered backlog costs little.
+    """
+    conn = open_file(f.path)
+    try:
+        conn.execute("BEGIN")
+        lo = conn.execute("SELECT min(run_id) FROM events").fetchone()[0]
+        hi = conn.execute("SELECT max(run_id) FROM events").fetchone()[0]
+        if lo is None:
+            return 0, [0 for _ in cursors]
+        if lo == hi == run_id:
+            total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        else:
+            total = conn.execute("SELECT count(*) FROM events WHERE run_id=?",
+                                 (run_id,)).fetchone()[0]
+        after = []
+        for cursor in cursors:
+            if cursor <= 0:
+                after.append(total)
+            else:
+                after.append(conn.execute(
+                    "SELECT count(*) FROM events WHERE run_id=? AND seq>?", (run_id, cursor)
+                ).fetchone()[0])
+        return total, after
+    finally:
+        conn.close()
 
 
 def spool_status(spool_dir: Path, file_errors: list | None = None) -> list[RunStatus]:
@@ -82,8 +99,6 @@ def spool_status(spool_dir: Path, file_errors: list | None = None) -> list[RunSt
 
 
 def _run_status(store: StateStore, rec: RunRecord) -> RunStatus:
-    total_all, _ = _counts(rec.files, rec.run_id, {})
-    pairs = []
     labels = [backend_label(b) for b in rec.backends]
     for extra in store.conn.execute(
         "SELECT DISTINCT backend FROM cursors WHERE run_id=? UNION "
@@ -92,13 +107,22 @@ def _run_status(store: StateStore, rec: RunRecord) -> RunStatus:
     ):
         if extra[0] not in labels:
             labels.append(extra[0])
+    cursors = {label: store.cursors(label, rec.run_id) for label in labels}
+    # Each file is opened and counted once for every backend.
+    total_all = 0
+    pending = dict.fromkeys(labels, 0)
+    for f in rec.files:
+        total, after = _file_counts(f, rec.run_id,
+                                    [cursors[label].get(f.file_id, 0) for label in labels])
+        total_all += total
+        for label, n in zip(labels, after):
+            pending[label] += n
+    pairs = []
     for label in labels:
-        cursors = store.cursors(label, rec.run_id)
-        total, covered = _counts(rec.files, rec.run_id, cursors) if cursors else (
-            total_all, 0)
+        covered = total_all - pending[label]
         dead = store.dead_count(label, rec.run_id)
         remote_id, url, closed = store.remote(label, rec.run_id)
-        pairs.append(PairStatus(label, total, covered - dead, total - covered, dead,
+        pairs.append(PairStatus(label, total_all, covered - dead, pending[label], dead,
                                 store.last_error(label, rec.run_id), remote_id, url,
                                 closed))
     return RunStatus(rec.run_id, rec.project, rec.number, rec.name, rec.status,
