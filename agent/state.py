@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from bridge.spool.schema import connect, create_schema, is_network_fs
+from bridge.errors import SpoolError
+from bridge.spool.schema import check_version, connect, create_schema, is_network_fs
 
 __all__ = ["DeadLetter", "StateStore", "holder_alive", "holder_id", "now_ms"]
 
@@ -46,7 +47,10 @@ class StateStore:
         old = os.umask(0o077)
         try:
             self.conn = connect(self.path, wal=not is_network_fs(Path(spool_dir)))
-            create_schema(self.conn, {"file_id": "state", "role": "agent-state"})
+            try:  # an existing state file needs only its version checked
+                check_version(self.conn, str(self.path))
+            except SpoolError:
+                create_schema(self.conn, {"file_id": "state", "role": "agent-state"})
         finally:
             os.umask(old)
 

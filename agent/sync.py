@@ -191,8 +191,8 @@ class Syncer:
                             res = self._deliver(store, label, spec, rec, slot)
                         except sqlite3.DatabaseError as exc:
                             res = PairResult(label, rec.run_id, pending=-1,
-                                             error=f"damaged spool file: {exc}; run "
-                                                   "`bridge doctor --repair`")
+                                             error=f"cannot read the spool: {exc} (a damaged "
+                                                   "file: `bridge doctor --repair`)")
                         if res.error is not None and res.error.startswith("retries exhausted"):
                             paused.append(res.error)
                     with lease_lock:
@@ -310,7 +310,7 @@ class Syncer:
             res.error = f"{type(exc).__name__}: {exc}"
             store.record_error(label, rec.run_id, res.error)
         except sqlite3.DatabaseError as exc:
-            res.error = f"damaged spool file: {exc}; run `bridge doctor --repair`"
+            res.error = f"cannot read the spool: {exc} (a damaged file: `bridge doctor --repair`)"
             store.record_error(label, rec.run_id, res.error)
         res.delivered = done - res.dead
         try:

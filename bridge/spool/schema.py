@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from bridge.errors import SchemaVersionError, SpoolError
@@ -133,7 +134,18 @@ def connect(path: Path, *, wal: bool = True, synchronous: str = "NORMAL") -> sql
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                timeout=30.0)
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
+        want = "wal" if wal else "delete"
+        # Changing the journal mode needs a lock the busy handler does not wait for: only ask
+        # when the file is not in that mode yet (a new file), and retry briefly if busy.
+        for attempt in range(50):
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != want:
+                    conn.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
         conn.execute(f"PRAGMA synchronous={synchronous}")
         return conn
     except sqlite3.Error as exc:
