@@ -11,11 +11,9 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, TypeVar
 
 from bridge import errors
-from bridge.disabled import DisabledRun
 from bridge.errors import BridgeError, BridgeWarning
 from bridge.lifecycle import current
 from bridge.run import Run, init
-from bridge.summary_writer import SummaryWriter
 
 __all__ = [
     "BridgeError",
@@ -156,3 +154,15 @@ def runs(*args: Any, **kwargs: Any):
     from bridge.query import runs as _runs
 
     return _runs(*args, **kwargs)
+
+
+_LAZY = {"DisabledRun": "bridge.disabled", "SummaryWriter": "bridge.summary_writer"}
+
+
+def __getattr__(name: str) -> Any:
+    """Load rarely used classes on first use, keeping ``import bridge`` light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bridge' has no attribute {name!r}")
