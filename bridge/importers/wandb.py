@@ -9,8 +9,8 @@ step, ``key:value`` labels as tags, ``bridge/system.json`` and ``bridge/events/*
 back into system facts and events), so ``bridge verify`` reads them back faithfully.
 
 ``location = "wandb://entity/project"`` reads the public API (``wandb.Api().runs`` and
-``run.scan_history``) instead; that path needs credentials and is not verified against a
-live server.
+``run.scan_history``) instead; that path needs credentials and is tested against recorded
+GraphQL responses served on loopback, not against a live server.
 """
 
 from __future__ import annotations
@@ -206,8 +206,9 @@ class WandbImporter:
     # -- the public API (wandb://entity/project) ------------------------------------
 
     def _api_runs(self, path: str) -> Iterator[SourceRun]:
-        """Runs of ``entity/project`` through ``wandb.Api`` (credentials from wandb's own
-        login). Not verified against a live server."""
+        """Runs of ``entity/project`` through ``wandb.Api`` (credentials and server from
+        wandb's own login or ``WANDB_API_KEY`` / ``WANDB_BASE_URL``). Tested against
+        recorded GraphQL responses, not a live server."""
         from bridge.adapters.base import require
 
         wandb = require("wandb", "wandb")
@@ -217,24 +218,24 @@ class WandbImporter:
         api = wandb.Api(timeout=60)
         for r in api.runs(f"{entity}/{project}", per_page=self.per_page):
             start_ms = _iso_ms(getattr(r, "created_at", None))
-            state = str(getattr(r, "state", "") or "")
-            status = {"finished": "FINISHED", "failed": "FAILED", "crashed": "KILLED",
-                      "killed": "KILLED", "running": "RUNNING"}.get(state, "FINISHED")
-            runtime = (r.summary or {}).get("_runtime") if hasattr(r, "summary") else None
-            end_ms = start_ms + int(float(runtime) * 1000) if isinstance(runtime, (int, float)) else None
+            status = _API_STATES.get(str(getattr(r, "state", "") or "").lower(), "FINISHED")
             yield SourceRun(source="wandb", source_id=r.id, project=self.project or project,
-                            name=r.name, notes=getattr(r, "notes", None),
-                            group=getattr(r, "group", None), start_ms=start_ms, end_ms=end_ms,
+                            name=r.name, notes=getattr(r, "notes", None) or None,
+                            group=getattr(r, "group", None) or None, start_ms=start_ms,
+                            end_ms=_api_end_ms(r, start_ms, status),
                             status=status, handle=("api", r))
 
     def _api_events(self, run: SourceRun) -> Iterator[ImportEvent]:
         r = run.handle[1]
         t0 = run.start_ms
+        # ``config`` already holds the unwrapped user values; wandb's own keys
+        # (``_wandb``, ``wandb_version``) are kept apart in ``rawconfig``.
         config = {k: v for k, v in dict(r.config or {}).items() if not k.startswith("_")}
         for key, value in config.items():
             yield ImportEvent("param", key, t0, payload=value)
         bridge_written = False
-        rows = r.scan_history(page_size=self.per_page)
+        # No local cache: a later import of a still-running run must see its new rows.
+        rows = r.scan_history(page_size=self.per_page, use_cache=False)
         series = _LastValues()
         tags_done = False
         for row in rows:
@@ -245,7 +246,9 @@ class WandbImporter:
             yield from _row_events(row, bridge_written, t0, series)
         if not tags_done:
             yield from _tags(list(r.tags or []), False, t0)
-        for key, value in dict(r.summary or {}).items():
+        # ``summary_metrics`` is the plain JSON dict; ``r.summary`` would wrap it and may
+        # download the deep-summary file for media values.
+        for key, value in dict(r.summary_metrics or {}).items():
             if key.startswith("_") or key in _SKIP_HISTORY or series.is_auto_summary(key, value):
                 continue
             yield ImportEvent("summary", key, t0, payload=value)
@@ -334,6 +337,23 @@ def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
             yield ImportEvent("metric", key, ts_ms, step=step, value=float(value))
         elif value is not None:  # text, media or booleans: not a numeric series
             yield ImportEvent("event", key, ts_ms, step=step, payload={"value": value})
+
+
+_API_STATES = {"finished": "FINISHED", "failed": "FAILED", "crashed": "KILLED",
+               "killed": "KILLED", "preempted": "KILLED", "running": "RUNNING",
+               "pending": "RUNNING", "preempting": "RUNNING"}
+
+
+def _api_end_ms(r: Any, start_ms: int, status: str) -> int | None:
+    """End of an API run: start + ``_runtime`` (seconds) of its summary, else its last
+    heartbeat; a running run has none."""
+    if status == "RUNNING":
+        return None
+    runtime = dict(getattr(r, "summary_metrics", None) or {}).get("_runtime")
+    if isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
+        return start_ms + int(round(float(runtime) * 1000))
+    heartbeat = getattr(r, "heartbeat_at", None)
+    return _iso_ms(heartbeat) if heartbeat else None
 
 
 def _iso_ms(text: Any) -> int:
