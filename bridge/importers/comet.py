@@ -1,17 +1,21 @@
-"""Import Comet experiments from offline archives (``comet upload``'s input).
+"""Import Comet experiments from offline archives (``comet upload``'s input) or, for a
+``comet://workspace/project`` location, from Comet's REST API v2 through ``comet_ml.API``.
 
 Every archive of one experiment key is merged, in write order: bridge's archives carry
 ``bridge-ledger.json`` with ``archive_seq``; Comet's own are ordered by their
 ``start_time``, then file time. Archives bridge's Comet adapter wrote are recognised
 (ledger ``run_id`` as the source id, others ``group``/``notes``/``bridge_status``,
 assets tagged ``bridge_artifact``/``bridge_event``), so ``bridge verify`` reads them back.
-Comet's REST API is not read: export experiments with ``comet`` tools to archives first.
+The REST path turns the API's answers into the archive message shapes and maps them with
+the same code, so both paths make the same decisions (REST param values are strings, and
+system details are not read).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -36,6 +40,7 @@ _COMET_OTHERS = {"offline_experiment", "Name", "hasNestedParams"}
 _BRIDGE_OTHERS = {"bridge_run_id", "group", "notes", "bridge_status"}
 _AUTO_PARAMS = {"curr_step", "curr_epoch"}
 _AUTO_METRICS = {"process duration"}
+_IMPORT_ENV = {"COMET_ERROR_TRACKING_ENABLE": "false", "COMET_DISABLE_AUTO_LOGGING": "1"}
 
 
 class CometImporter:
@@ -47,18 +52,28 @@ class CometImporter:
         unknown = set(opts) - _OPTIONS
         if unknown:
             raise ImportError_(f"comet: unknown option(s) {', '.join(sorted(unknown))}")
-        if location is None or str(location).startswith(("http://", "https://", "comet://")):
-            raise ImportError_("comet: give a directory or zip of offline archives "
-                               "(Comet's REST API is not read)")
+        self.project = opts.get("project")
+        self.warnings: list[str] = []
+        self.rest: tuple[str, str] | None = None
+        if isinstance(location, str) and location.startswith("comet://"):
+            workspace, _, project = location[len("comet://"):].strip("/").partition("/")
+            if not workspace or not project or "/" in project:
+                raise ImportError_(f"comet: give comet://workspace/project, not {location!r}")
+            self.rest = (workspace, project)
+            return
+        if location is None or str(location).startswith(("http://", "https://")):
+            raise ImportError_("comet: give comet://workspace/project (REST API), or a "
+                               "directory or zip of offline archives")
         self.location = Path(location)
         if not self.location.exists():
             raise ImportError_(f"comet: {self.location} does not exist")
-        self.project = opts.get("project")
-        self.warnings: list[str] = []
 
     # -- listing ------------------------------------------------------------------
 
     def runs(self) -> Iterator[SourceRun]:
+        if self.rest is not None:
+            yield from self._rest_runs(*self.rest)
+            return
         groups: dict[str, list[ArchiveHead]] = {}
         for path in find_archives(self.location):
             try:
@@ -98,6 +113,9 @@ class CometImporter:
     # -- events -------------------------------------------------------------------
 
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        if isinstance(run.handle, _RestHandle):
+            yield from self._rest_events(run)
+            return
         heads, bridge_written, nested = run.handle
         t0 = run.start_ms
         params: dict[str, Any] = {}
@@ -203,9 +221,159 @@ class CometImporter:
         except ImportError_ as exc:
             self._warn(f"asset {name!r} refused: {exc}")
 
+    # -- REST API -----------------------------------------------------------------
+
+    def _rest_runs(self, workspace: str, project: str) -> Iterator[SourceRun]:
+        """Experiments of one project. ``pattern=".*"`` makes comet_ml key its listing by
+        experiment key: without a pattern it keys it by name, which drops experiments that
+        share a name or have none."""
+        api = _rest_api()
+        try:
+            experiments = api.get_experiments(workspace, project, pattern=".*")
+        except Exception as exc:  # comet_ml raises its own and requests' errors
+            raise ImportError_(f"comet: cannot list {workspace}/{project}: {exc}") from exc
+        for exp in sorted(experiments, key=lambda e: str(e.id)):
+            yield self._rest_describe(exp, project)
+
+    def _rest_describe(self, exp: Any, project: str) -> SourceRun:
+        meta = exp.get_metadata() or {}
+        others = {str(o.get("name")): o.get("valueCurrent")
+                  for o in exp.get_others_summary() or []}
+        bridge_written = "bridge_run_id" in others
+        key = str(meta.get("experimentKey") or exp.id)
+        source_id = (others.get("bridge_run_id") if bridge_written else None) or key
+        status = others.get("bridge_status") if bridge_written else None
+        if status not in ("FINISHED", "FAILED", "KILLED"):
+            status = ("RUNNING" if meta.get("running")
+                      else "FAILED" if meta.get("hasCrashed") else "FINISHED")
+        notes = others.get("notes") if bridge_written else None
+        end = meta.get("endTimeMillis")
+        return SourceRun(
+            source="comet", source_id=str(source_id),
+            project=self.project or meta.get("projectName") or project,
+            name=others.get("Name") or meta.get("experimentName"),
+            notes=notes if isinstance(notes, str) else None,
+            group=others.get("group") if bridge_written else None,
+            start_ms=int(meta.get("startTimeMillis") or 0),
+            end_ms=None if status == "RUNNING" or end is None else int(end),
+            status=status,
+            handle=_RestHandle(exp, others, bridge_written,
+                               str(others.get("hasNestedParams")).lower() == "true"),
+        )
+
+    def _rest_events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        h: _RestHandle = run.handle
+        exp, t0 = h.exp, run.start_ms
+        yield from self._rest_metrics(exp, t0)
+        params: dict[str, Any] = {}
+        for p in exp.get_parameters_summary() or []:
+            # The REST summary has no ``source``: curr_step/curr_epoch are taken as
+            # comet_ml's own, as the archive path drops them.
+            _param(params, {"param": {"paramName": p.get("name"),
+                                      "paramValue": p.get("valueCurrent"),
+                                      "source": "auto-logged"}}, h.nested)
+        summary: dict[str, Any] = {}
+        for key, value in h.others.items():
+            _other(summary, {"key": key, "value": value}, h.bridge_written)
+        grouped: dict[str, tuple[str, list[tuple[str, Path]]]] = {}
+        with tempfile.TemporaryDirectory(prefix="bridge-comet-") as tmp:
+            for n, asset in enumerate(exp.get_asset_list() or [], start=1):
+                local = Path(tmp) / f"asset-{n}"
+                if not _download(exp, asset, local):
+                    self._warn(f"asset {asset.get('fileName')!r} could not be downloaded")
+                    continue
+                yield from self._upload(_upload_message(asset), local, t0, h.bridge_written,
+                                        summary, grouped)
+            for key, value in params.items():
+                yield ImportEvent("param", key, t0, payload=value)
+            for key, value in summary.items():
+                yield ImportEvent("summary", key, t0, payload=value)
+            for tag in dict.fromkeys(exp.get_tags() or []):
+                yield ImportEvent("tag", str(tag), t0, payload="")
+            for name, (atype, files) in grouped.items():
+                try:
+                    yield artifact_event(name, files, t0, atype)
+                except ImportError_ as exc:
+                    self._warn(f"artifact {name!r} refused: {exc}")
+
+    def _rest_metrics(self, exp: Any, t0: int) -> Iterator[ImportEvent]:
+        """One metric series at a time: comet_ml answers ``get_metrics(name)`` with the whole
+        series in one response, so memory is bounded by the longest series, not the run."""
+        names = dict.fromkeys(str(m.get("name")) for m in exp.get_metrics_summary() or [])
+        for name in names:
+            if name in _AUTO_METRICS:
+                continue
+            for m in exp.get_metrics(name) or []:
+                value = decode_value(m.get("metricValue"))
+                try:
+                    number = float("nan") if value is None else float(value)
+                except (TypeError, ValueError):
+                    self._warn(f"metric {name!r}: value {value!r} is not a number; skipped")
+                    continue
+                step = m.get("step")
+                yield ImportEvent("metric", name, int(m.get("timestamp") or t0),
+                                  step=None if step is None else int(step), value=number)
+
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning("comet import: %s", message)
+
+
+class _RestHandle:
+    """What ``events()`` needs back for one experiment read through the REST API."""
+
+    def __init__(self, exp: Any, others: dict[str, Any], bridge_written: bool,
+                 nested: bool) -> None:
+        self.exp, self.others = exp, others
+        self.bridge_written, self.nested = bridge_written, nested
+
+
+def _rest_api() -> Any:
+    """``comet_ml.API`` with the key from ``COMET_API_KEY`` only (never a config file)."""
+    key = os.environ.get("COMET_API_KEY")
+    if not key:
+        raise ImportError_("comet: set COMET_API_KEY to read comet://workspace/project")
+    from bridge.adapters.base import require
+
+    added = [k for k in _IMPORT_ENV if k not in os.environ]
+    os.environ.update({k: _IMPORT_ENV[k] for k in added})
+    try:  # comet_ml reads these once, at import; a user's own setting wins
+        comet_ml = require("comet_ml", "comet")
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+    return comet_ml.API(api_key=key, cache=False)
+
+
+def _upload_message(asset: dict[str, Any]) -> dict[str, Any]:
+    """An asset-list entry in the shape of an archive ``file_upload`` message, so both
+    paths share one mapping."""
+    meta = asset.get("metadata")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            meta = {"metadata": meta}
+    extra: dict[str, Any] = {"fileName": asset.get("fileName"), "step": asset.get("step")}
+    folder = str(asset.get("dir") or "")
+    if asset.get("type") == "model-element" and folder.startswith("models/"):
+        extra["groupingName"] = folder[len("models/"):]
+    return {"additional_params": extra, "metadata": meta if isinstance(meta, dict) else {},
+            "upload_type": asset.get("type"), "local_timestamp": asset.get("createdAt")}
+
+
+def _download(exp: Any, asset: dict[str, Any], local: Path) -> bool:
+    """Stream one asset's bytes to ``local`` (never the asset's own name)."""
+    try:
+        response = exp.get_asset(asset["assetId"], return_type="response", stream=True)
+        with local.open("wb") as out:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                out.write(chunk)
+        response.close()
+    except Exception as exc:  # a missing or refused asset skips that asset only
+        log.debug("comet asset %s: %s", asset.get("assetId"), exc)
+        return False
+    return True
 
 
 def _param(params: dict[str, Any], p: dict[str, Any], nested: bool) -> None:
