@@ -7,6 +7,7 @@ import math
 import os
 import warnings
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ import bridge
 from bridge.spool.reader import iter_events, list_runs
 
 EXAMPLES = int(os.environ.get("BRIDGE_TEST_FUZZ", "300"))
+# Each case starts and finishes a run (about 0.1 s): the long run needs a longer limit.
+LIMIT_S = max(300, int(EXAMPLES * 0.3))
 
 keys = st.one_of(st.text(max_size=300), st.integers(), st.none(), st.binary(max_size=5))
 json_like = st.recursive(
@@ -27,6 +30,7 @@ values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-
                    st.booleans(), st.text(max_size=20), st.none(), st.lists(st.floats(), max_size=3))
 
 
+@pytest.mark.timeout(LIMIT_S)
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rows=st.lists(st.dictionaries(keys, values, max_size=4), min_size=1, max_size=5),
