@@ -8,6 +8,7 @@ dies; after ``fork()`` the child gets its own writer and spool file on first use
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import signal
 import sys
@@ -245,11 +246,16 @@ def system_info() -> dict[str, Any]:
 
 
 def record_system_info(run: "Run") -> None:
-    """Gather system facts off the caller's thread; finish() waits for it briefly."""
+    """Gather system facts off the caller's thread; finish() waits for it briefly.
+
+    The event is stamped with the run's start time and written even when the facts arrive
+    after ``finish()`` (a loaded machine, a slow ``git``): it belongs to the run's start.
+    """
 
     def work() -> None:
         try:
-            run._record("system", "init", "system", system_info())
+            payload = json.dumps(system_info(), default=str, ensure_ascii=False)
+            run._writer.put_event(run.id, "system", "system", None, run.start_ms, None, payload)
         except Exception:
             pass
 
