@@ -63,8 +63,10 @@ def normalize_backends(backends: Any) -> list[dict]:
     return out
 
 
-class _Config(MutableMapping):
-    """``run.config``: a dict whose every change is logged as a param."""
+class _Logged(MutableMapping):
+    """A read view of what the run logged; setting an entry logs it, deleting is refused."""
+
+    _what = "entries"
 
     def __init__(self, run: "Run") -> None:
         self._run = run
@@ -73,17 +75,26 @@ class _Config(MutableMapping):
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._run.log_param(key, value)
-
     def __delitem__(self, key: str) -> None:
-        raise TypeError("config entries cannot be deleted once logged")
+        raise TypeError(f"{self._what} entries cannot be deleted once logged")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__.lstrip('_')}({self._data!r})"
+
+
+class _Config(_Logged):
+    """``run.config``: a dict whose every change is logged as a param."""
+
+    _what = "config"
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._run.log_param(key, value)
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -94,38 +105,18 @@ class _Config(MutableMapping):
     def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
         self._run.log_params({**dict(other), **kw})
 
-    def __repr__(self) -> str:
-        return f"Config({self._data!r})"
 
-
-class _Summary(MutableMapping):
+class _Summary(_Logged):
     """``run.summary``: final values shown on the run page (W&B's summary)."""
 
-    def __init__(self, run: "Run") -> None:
-        self._run = run
-        self._data: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+    _what = "summary"
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._run._record("summary", "run.summary", key, value, store=self._data)
 
-    def __delitem__(self, key: str) -> None:
-        raise TypeError("summary entries cannot be deleted once logged")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
     def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
         for k, v in {**dict(other), **kw}.items():
             self[k] = v
-
-    def __repr__(self) -> str:
-        return f"Summary({self._data!r})"
 
 
 class Run:
