@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from bridge.agent.sync import Syncer, SyncSummary
 from bridge.errors import BridgeWarning
+from bridge.threads import start_thread
 
 if TYPE_CHECKING:
     from bridge.run import Run
@@ -30,9 +31,7 @@ class BackgroundSync:
         self.last: SyncSummary | None = None
         self.error: str | None = None
         self._syncer = Syncer(run.dir, settings=run.settings.agent, runs=[run.id], stop=self._stop)
-        self._thread = threading.Thread(target=self._loop, name="bridge-background-sync",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._loop, "bridge-background-sync")
 
     def _pass(self) -> SyncSummary | None:
         try:

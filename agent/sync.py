@@ -32,6 +32,7 @@ from bridge.adapters.base import (
 from bridge.agent.retry import RetryPolicy, Stopped, TransientFailure, call_with_retries
 from bridge.agent.state import StateStore, holder_id, now_ms
 from bridge.config import AgentSettings
+from bridge.threads import start_thread
 from bridge.spool.reader import (
     RunRecord,
     SpoolEvent,
@@ -213,9 +214,8 @@ class Syncer:
                     streams = 1  # _deliver reports the error per run
             paused: list = []  # shared by the label's streams: one failure pauses them all
             for slot in range(streams):
-                t = threading.Thread(target=worker, args=(label, pending_items, paused, slot),
-                                     name=f"bridge-sync-{label}-{slot}", daemon=True)
-                t.start()
+                t = start_thread(worker, f"bridge-sync-{label}-{slot}",
+                                 args=(label, pending_items, paused, slot))
                 threads.append(t)
         for t in threads:
             t.join()

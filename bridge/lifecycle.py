@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import Terminated
 from bridge.spool.writer import SpoolWriter
+from bridge.threads import start_thread
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -259,7 +260,5 @@ def record_system_info(run: "Run") -> None:
         except Exception:
             pass
 
-    t = threading.Thread(target=work, name="bridge-system-info", daemon=True)
-    run._system_thread = t
-    t.start()
+    run._system_thread = start_thread(work, "bridge-system-info")
 

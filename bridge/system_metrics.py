@@ -37,6 +37,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from bridge.threads import start_thread
+
 __all__ = ["DEFAULT_INTERVAL_S", "MIN_INTERVAL_S", "SystemMetricsSampler", "check_interval",
            "start_for"]
 
@@ -68,9 +70,7 @@ class SystemMetricsSampler:
         """Start the daemon thread (idempotent); a machine without psutil logs nothing."""
         if self._thread is not None:
             return self
-        self._thread = threading.Thread(target=self._loop, name="bridge-system-metrics",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._loop, "bridge-system-metrics")
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

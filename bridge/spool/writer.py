@@ -35,6 +35,7 @@ from typing import Any
 
 from bridge.errors import BridgeWarning, ConfigError
 from bridge.spool.schema import connect, create_schema, is_network_fs
+from bridge.threads import start_thread
 from bridge.values import encode_float
 
 __all__ = ["DURABILITY", "SpoolWriter"]
@@ -128,8 +129,7 @@ class SpoolWriter:
         self._dropped_pending: dict[str, int] = {}  # run id -> dropped, not yet in the file
         self._drop_warned = False
         self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._loop, name="bridge-spool-writer", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._loop, "bridge-spool-writer")
 
     # -- the caller's side -------------------------------------------------------------
 

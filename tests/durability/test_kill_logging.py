@@ -152,3 +152,39 @@ def test_sigterm_finishes_the_run_as_killed(tmp_path):
     assert rec.status == "KILLED"
     conn = sqlite3.connect(rec.files[0].path)
     assert conn.execute("SELECT count(*) FROM events WHERE kind='metric'").fetchone()[0] == 10
+
+
+def _blocked_signals(native_id: int) -> set[int]:
+    with open(f"/proc/self/task/{native_id}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk:"))
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/task")
+def test_bridge_threads_leave_signals_to_the_main_thread(tmp_path):
+    """Why SIGTERM always reaches a main thread blocked in a system call: the kernel gives a
+    process signal to any thread not blocking it, and only a signal landing on the main
+    thread interrupts its read(). Every thread bridge starts blocks them."""
+    import threading
+
+    import bridge
+
+    run = bridge.init(project="sig", dir=tmp_path, sync="background", system_metrics=1.0,
+                      backends=[{"name": "memory", "store": "sig"}])
+    try:
+        run.log({"x": 1.0})
+        threads = {t.name: t for t in threading.enumerate() if t.name.startswith("bridge-")}
+        assert {"bridge-spool-writer", "bridge-system-metrics",
+                "bridge-background-sync"} <= set(threads)
+        for name, thread in threads.items():
+            if thread.native_id is None or not thread.is_alive():
+                continue
+            try:
+                blocked = _blocked_signals(thread.native_id)
+            except FileNotFoundError:
+                continue  # ended meanwhile (the one-shot system-info thread)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                assert sig in blocked, f"{name} would take {sig.name} from the main thread"
+        assert signal.SIGTERM not in _blocked_signals(threading.main_thread().native_id)
+    finally:
+        run.finish(timeout=30)
