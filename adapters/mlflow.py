@@ -1,7 +1,9 @@
 """MLflow backend: a tracking server (``http://…``) or an embedded sqlite store.
 
-The adapter speaks to MLflow only through ``mlflow.MlflowClient`` (no fluent API, so no
-process-wide active run). Each export turns the batch into as few ``log_batch`` requests
+The adapter speaks to a tracking server through bridge's own REST client
+(``mlflow_rest``: no MLflow import in the sync process) and to any other store through
+``mlflow.MlflowClient``; both are used the same way, and neither through MLflow's fluent
+API (no process-wide active run). Each export turns the batch into as few ``log_batch`` requests
 as MLflow's limits allow, then uploads files. Replays are harmless: MLflow's SQL store
 ignores a metric point identical in (key, value, step, timestamp), an identical param,
 and a tag or artifact written again with the same content; so at-least-once delivery
@@ -166,8 +168,12 @@ def classify(exc: BaseException) -> _Failure:
     if isinstance(exc, OSError):  # local artifact store: disk full, permissions, ...
         return _Failure(True, f"{type(exc).__name__}: {message}")
     code = getattr(exc, "error_code", None) or "INTERNAL_ERROR"
-    status = _HTTP_STATUS.search(message)
-    http = next((g for g in status.groups() if g), None) if status else None
+    http: str | None = None
+    if getattr(exc, "http_status", None):  # bridge's REST client
+        http = str(exc.http_status)  # type: ignore[attr-defined]
+    else:  # MlflowClient says it in the message only
+        status = _HTTP_STATUS.search(message)
+        http = next((g for g in status.groups() if g), None) if status else None
     if http is not None and (http in ("408", "429") or http.startswith("5")):
         return _Failure(True, f"HTTP {http}: {message}", _retry_after(exc))
     if code in _RETRYABLE_CODES:
@@ -195,14 +201,17 @@ class MlflowAdapter:
 
     Options: ``tracking_uri`` (default: an embedded store ``sqlite:///<spool_dir>/mlflow.db``
     with artifacts in ``<spool_dir>/mlartifacts``), ``experiment`` (default: the run's
-    project; created when missing) and ``spool_dir`` (always passed by the agent).
+    project; created when missing), ``client`` (``"auto"``: bridge's own REST client for an
+    ``http(s)://`` server, ``MlflowClient`` for any other URI; ``"mlflow"`` forces
+    ``MlflowClient``) and ``spool_dir`` (always passed by the agent).
     """
 
     name: ClassVar[str] = "mlflow"
     limits: ClassVar[Limits] = Limits(
         max_events=1000, max_metrics=1000, max_params=100, max_tags=100, max_key_length=250
     )
-    OPTIONS: ClassVar[frozenset[str]] = frozenset({"tracking_uri", "experiment", "spool_dir"})
+    OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"tracking_uri", "experiment", "spool_dir", "client"})
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - self.OPTIONS)
@@ -225,16 +234,32 @@ class MlflowAdapter:
         # Runs synced at once by the agent (one client each): a server handles requests in
         # parallel, a SQLite store serializes its writers.
         self.concurrent_runs = 1
-        if tracking_uri.startswith(("http://", "https://")):
+        http = tracking_uri.startswith(("http://", "https://"))
+        client = options.get("client") or "auto"
+        if client not in ("auto", "rest", "mlflow"):
+            raise AdapterError(f"mlflow: client must be 'auto', 'rest' or 'mlflow', not {client!r}")
+        if client == "rest" and not http:
+            raise AdapterError(f"mlflow: client='rest' needs an http(s) tracking_uri, not {tracking_uri!r}")
+        if http:
             self.concurrent_runs = 4
             # The agent owns retries: MLflow's own (up to 7, with backoff) would block a
             # sync for minutes while a server is down, and hide the outage from the agent.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", DEFAULT_HTTP_TIMEOUT_S)
-        self._mlflow = require("mlflow", "mlflow")
-        self._exc_type = require("mlflow.exceptions", "mlflow").MlflowException
-        self._entities = require("mlflow.entities", "mlflow")
-        self.client = self._mlflow.MlflowClient(tracking_uri=tracking_uri)
+        self.client_kind = "rest" if http and client != "mlflow" else "mlflow"
+        self.client: Any
+        if self.client_kind == "rest":
+            # A server speaks REST: no MLflow import (about 230 MB and a second of start-up).
+            from bridge.adapters import mlflow_rest
+
+            self._exc_type: type[BaseException] = mlflow_rest.MlflowRestError
+            self._entities: Any = mlflow_rest
+            self.client = mlflow_rest.MlflowRestClient(tracking_uri)
+        else:
+            self._mlflow = require("mlflow", "mlflow")
+            self._exc_type = require("mlflow.exceptions", "mlflow").MlflowException
+            self._entities = require("mlflow.entities", "mlflow")
+            self.client = self._mlflow.MlflowClient(tracking_uri=tracking_uri)
         self._experiments: dict[str, str] = {}
         self._remote: dict[str, str] = {}
         self._parents: dict[str, str] = {}  # parent's bridge id -> its MLflow run id
@@ -263,6 +288,9 @@ class MlflowAdapter:
             raise self._as_error(exc, f"mlflow: cannot close run {remote}") from exc
 
     def shutdown(self) -> None:
+        close = getattr(self.client, "close", None)
+        if self.client_kind == "rest" and close is not None:
+            close()
         self._remote.clear()
         self._experiments.clear()
 

@@ -93,12 +93,15 @@ def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("embedded-spool")
 
 
-@pytest.fixture(params=["server", "embedded"])
+@pytest.fixture(params=["server", "server-sdk", "embedded"])
 def target(request: pytest.FixtureRequest, embedded_dir: Path, tmp_path: Path) -> Target:
-    if request.param == "server":
+    """"server": bridge's REST client; "server-sdk": ``MlflowClient`` (``client="mlflow"``)."""
+    if request.param.startswith("server"):
         server = request.getfixturevalue("mlflow_server")
         options = {"tracking_uri": server.url, "spool_dir": str(tmp_path / "spool")}
-        return Target("server", options, mlflow.MlflowClient(server.url))
+        if request.param == "server-sdk":
+            options["client"] = "mlflow"
+        return Target(request.param, options, mlflow.MlflowClient(server.url))
     options = {"spool_dir": str(embedded_dir)}
     return Target("embedded", options, mlflow.MlflowClient(MlflowAdapter(**options).tracking_uri))
 
@@ -113,6 +116,18 @@ def server_target(mlflow_server: Any, tmp_path: Path) -> Target:
 def test_import_does_not_import_mlflow() -> None:
     code = "import sys, bridge.adapters.mlflow; assert 'mlflow' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_server_is_reached_without_importing_mlflow(tmp_path: Path) -> None:
+    code = ("import sys; from bridge.adapters.mlflow import MlflowAdapter; "
+            "a = MlflowAdapter(tracking_uri='http://127.0.0.1:9', spool_dir=sys.argv[1]); "
+            "assert a.client_kind == 'rest'; "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'mlflow'], 'imported'")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    with pytest.raises(AdapterError, match="client"):
+        MlflowAdapter(spool_dir=str(tmp_path), client="grpc")
+    with pytest.raises(AdapterError, match="http"):
+        MlflowAdapter(spool_dir=str(tmp_path), client="rest")
 
 
 def test_unknown_option_is_an_error(tmp_path: Path) -> None:
@@ -134,6 +149,31 @@ def test_embedded_store_lives_in_the_spool(embedded_dir: Path, tmp_path: Path) -
     stored = list((embedded_dir / "mlartifacts").rglob("w.bin"))
     assert len(stored) == 1 and stored[0].read_bytes() == b"weights"
     assert remote in str(stored[0])
+
+
+def test_artifact_store_the_server_does_not_proxy(server_target: Target, tmp_path: Path) -> None:
+    """An experiment whose artifacts live at a path (not ``mlflow-artifacts:``): the REST
+    client hands those files to ``MlflowClient``, which writes them there."""
+    store = tmp_path / "shared-artifacts"
+    name = f"direct-{uuid.uuid4().hex[:8]}"
+    server_target.client.create_experiment(name, artifact_location=store.as_uri())
+    adapter = server_target.adapter(experiment=name)
+    assert adapter.client_kind == "rest"
+    run = new_run(tmp_path)
+    remote = adapter.open_run(run)
+    blob = put_blob(run.blob_root, b"direct bytes")
+    batch = [ev("artifact", "ckpt", {"name": "ckpt", "type": "model", "is_dir": False,
+                                     "source": "x", "files": [{"path": "w.bin", **blob}]}),
+             ev("text", "notes.txt", "plain"), ev("event", "done", {"ok": True})]
+    assert adapter.export(run, batch).outcome is Outcome.SUCCESS
+    assert adapter.export(run, [ev("event", "again", {})]).outcome is Outcome.SUCCESS
+    stored = {p.relative_to(store).as_posix().split("/", 1)[-1]: p for p in store.rglob("*")
+              if p.is_file()}
+    assert stored["artifacts/ckpt/w.bin"].read_bytes() == b"direct bytes"
+    assert stored["artifacts/notes.txt"].read_text() == "plain"
+    events = stored["artifacts/bridge/events.jsonl"].read_text().splitlines()
+    assert [json.loads(x)["name"] for x in events] == ["done", "again"]
+    assert remote in str(stored["artifacts/notes.txt"])
 
 
 # -- round trip ------------------------------------------------------------------------------
@@ -161,6 +201,8 @@ def test_everything_round_trips(target: Target, tmp_path: Path) -> None:
         ev("system", "system", {"hostname": "node-7", "python": "3.12.1", "gpus": [{"name": "A100"}]}),
         ev("text", "notes/readme.txt", "hello text"),
         ev("dict", "config.json", {"a": 1, "b": [1, 2]}),
+        ev("dict", "cfg/model.yaml", {"layers": [64, 32], "act": "relu"}),
+        ev("text", "notes/read me ü.txt", "héllo ✓"),
         ev("event", "eval_done", {"split": "val"}, step=3),
         ev("note", "notes", "updated description"),
         ev("artifact", "model", {"name": "model", "type": "model", "is_dir": False, "source": "/x/model.pt",
@@ -200,6 +242,10 @@ def test_everything_round_trips(target: Target, tmp_path: Path) -> None:
     assert artifact_bytes(c, remote, "data/sub/b.txt", dl / "3") == b"beta\n" * 1000
     assert artifact_bytes(c, remote, "notes/readme.txt", dl / "4") == b"hello text"
     assert json.loads(artifact_bytes(c, remote, "config.json", dl / "5")) == {"a": 1, "b": [1, 2]}
+    yaml = pytest.importorskip("yaml")
+    model = yaml.safe_load(artifact_bytes(c, remote, "cfg/model.yaml", dl / "8"))
+    assert model == {"layers": [64, 32], "act": "relu"}
+    assert artifact_bytes(c, remote, "notes/read me ü.txt", dl / "9").decode() == "héllo ✓"
     system = json.loads(artifact_bytes(c, remote, "bridge/system.json", dl / "6"))
     assert system["gpus"] == [{"name": "A100"}]
     lines = artifact_bytes(c, remote, "bridge/events.jsonl", dl / "7").decode().splitlines()
@@ -428,9 +474,9 @@ def test_transient_faults_are_retry_then_delivered_once(
     assert time.monotonic() - t0 < 5  # a stall is cut by the request timeout
     if fault in ("429", "500", "503"):
         assert f"HTTP {fault}" in result.reason
-    # Retry-After does not survive the MLflow client (urllib3 drains the response when
-    # its retries are exhausted): the agent's own backoff applies.
-    assert result.retry_after is None
+    # The server's Retry-After reaches the agent (MlflowClient drops it: urllib3 drains
+    # the response when its retries are exhausted).
+    assert result.retry_after == (7.0 if fault == "429" else None)
     assert proxy.pending == 0
     assert adapter.export(run, batch).outcome is Outcome.SUCCESS
     c = mlflow.MlflowClient(mlflow_server.url)
