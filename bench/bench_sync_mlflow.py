@@ -14,9 +14,10 @@ Run ``python -m bench.bench_sync_mlflow [--quick] [--profile] [--json out.json]`
    runs one after the other, and the same loop with one thread per run — does concurrency
    across runs pay against this server?
 3. Peak RSS of a ``bridge sync DIR`` subprocess (``python -m bridge.cli.main sync``)
-   delivering a backlog of one run to the embedded MLflow sqlite store (the default
-   ``{"name": "mlflow"}``), sampled every 0.5 s with psutil, for two backlog sizes: memory
-   must not grow with the backlog.
+   delivering a backlog of one run, sampled every 0.5 s with psutil, for two backlog
+   sizes (memory must not grow with the backlog) and two destinations: the real server
+   (bridge's REST client, no MLflow import) and the embedded MLflow sqlite store (the
+   default ``{"name": "mlflow"}``, through ``MlflowClient``).
 
 A benchmark, not a test: nothing asserts; the targets are printed as met or missed.
 """
@@ -82,13 +83,7 @@ def bridge_sync(tmp: str, url: str, runs: int, steps: int, profile: bool) -> dic
     make_spool(spool, [{"name": "mlflow", "tracking_uri": url, "experiment": "bench-bridge"}],
                runs, steps)
     points = count_metric_events(spool)
-    # The SDK's import is a one-off start-up cost, not throughput: the hand-written loops
-    # import it before their clock starts, so bridge does too; it is reported on its own.
-    t_imp = time.perf_counter()
-    import mlflow  # noqa: F401
-    import mlflow.entities  # noqa: F401
-
-    import_s = time.perf_counter() - t_imp
+    # A server is reached by bridge's REST client: no MLflow import in this process.
     syncer = Syncer(spool, settings=AgentSettings())
     prof = _profile_deliveries(syncer) if profile else None
     t0 = time.perf_counter()
@@ -97,7 +92,8 @@ def bridge_sync(tmp: str, url: str, runs: int, steps: int, profile: bool) -> dic
     t1 = time.perf_counter()
     top = _profile_top(prof) if prof is not None else None
     delivered = sum(r.delivered for r in summary.results)
-    return {"seconds": t1 - t0, "points": points, "events": delivered, "import_s": import_s,
+    imported = any(m.split(".")[0] == "mlflow" for m in sys.modules)
+    return {"seconds": t1 - t0, "points": points, "events": delivered, "mlflow_imported": imported,
             "complete": summary.complete, "runs": len(summary.results), "profile": top}
 
 
@@ -189,9 +185,9 @@ def per_call_loop(tmp: str, url: str, steps: int) -> dict:
     return {"seconds": t1 - t0, "points": steps * len(_KEYS)}
 
 
-def build_backlog(spool: str, steps: int) -> int:
-    """One run of 2 keys × ``steps`` for the embedded MLflow store; returns its metric rows."""
-    make_spool(Path(spool), [{"name": "mlflow"}], 1, steps)
+def build_backlog(spool: str, steps: int, backend: dict) -> int:
+    """One run of 2 keys × ``steps`` for ``backend``; returns its metric rows."""
+    make_spool(Path(spool), [backend], 1, steps)
     return count_metric_events(Path(spool))
 
 
@@ -268,19 +264,27 @@ def _delivered(db: Path) -> int:
         return int(c.execute("SELECT COUNT(*) FROM metrics").fetchone()[0])
 
 
-def rss(tmp: Path, sizes: list[int], caps: list[float | None]) -> dict:
-    """``bridge sync`` on backlogs of each size; a sync still running after its cap is
-    stopped with SIGTERM (bridge stops between batches and saves its cursor)."""
+def rss(tmp: Path, sizes: list[int], caps: list[float | None], server) -> dict:
+    """``bridge sync`` on backlogs of each size, to the server and to the embedded store; a
+    sync still running after its cap is stopped with SIGTERM (bridge stops between batches
+    and saves its cursor)."""
     out: dict = {"floor": run_in_child(mlflow_floor, str(tmp)), "runs": []}
     env = dict(os.environ, BRIDGE_CONFIG=str(tmp / "no-user-config.toml"),
                PYTHONPATH=str(_REPO))
-    for events, cap in zip(sizes, caps):
-        spool = tmp / f"backlog-{events}"
-        print(f"  backlog {events:,}: recording", file=sys.stderr, flush=True)
+    server_db = server.root / "mlflow.db"
+    for dest, events, cap in [(d, e, c) for d in ("server", "embedded")
+                              for e, c in zip(sizes, caps)]:
+        spool = tmp / f"backlog-{dest}-{events}"
+        backend = ({"name": "mlflow", "tracking_uri": server.url, "experiment": "bench-rss"}
+                   if dest == "server" else {"name": "mlflow"})
+        db = server_db if dest == "server" else spool / "mlflow.db"
+        before = _delivered(db)
+        print(f"  {dest}, backlog {events:,}: recording", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        rows = run_in_child(build_backlog, str(spool), events // len(_KEYS))
+        rows = run_in_child(build_backlog, str(spool), events // len(_KEYS), backend)
         t_rec = time.perf_counter() - t0
-        print(f"  backlog {events:,}: bridge sync (cap {cap} s)", file=sys.stderr, flush=True)
+        print(f"  {dest}, backlog {events:,}: bridge sync (cap {cap} s)", file=sys.stderr,
+              flush=True)
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "bridge.cli.main", "sync", str(spool)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -303,8 +307,8 @@ def rss(tmp: Path, sizes: list[int], caps: list[float | None]) -> dict:
         marks = [samples[min(n - 1, max(0, int(n * q) - 1))][1] / 2**20 if n else 0.0
                  for q in (0.25, 0.5, 0.75, 1.0)]
         out["runs"].append({
-            "events": rows, "record_s": t_rec, "sync_s": wall, "rc": proc.returncode,
-            "stopped": stopped, "delivered": _delivered(spool / "mlflow.db"),
+            "dest": dest, "events": rows, "record_s": t_rec, "sync_s": wall,
+            "rc": proc.returncode, "stopped": stopped, "delivered": _delivered(db) - before,
             "peak_mb": sampler.peak_mb, "maxrss_mb": usage.ru_maxrss / 1024, "samples": n,
             "marks_mb": marks})
     return out
@@ -322,9 +326,9 @@ def render(m: dict, thr: dict, conc: dict | None, mem: dict | None, per_call_poi
              "bridge: `Syncer(spool).run_once()` + `shutdown()` on a spool recorded "
              "beforehand (recording untimed). log_batch loop: `MlflowClient.log_batch` of "
              "1000 `Metric`s per request, built in the loop. Both create (bridge: find or "
-             "create) and terminate their MLflow run inside the timed span, with `mlflow` "
-             "already imported (bridge's adapter imports it lazily; that one-off cost is the "
-             f"*import* column). {thr['reps']} alternated repetitions, medians; each in a "
+             "create) and terminate their MLflow run inside the timed span; the loop imports "
+             "`mlflow` before its clock starts, bridge's REST client needs no MLflow import. "
+             f"{thr['reps']} alternated repetitions, medians; each in a "
              f"fresh process. Per-call `log_metric`: {per_call_points:,} points only, rate "
              "extrapolated to the whole backlog. The server and the client share the "
              "machine's 2 cores.")
@@ -343,11 +347,11 @@ def render(m: dict, thr: dict, conc: dict | None, mem: dict | None, per_call_poi
              f"{pc:,.0f} | {pc / bt:.3f}× |")
     L.append("")
     ev = thr["bridge"][0]
-    imp = ", ".join(f"{r['import_s']:.2f}" for r in thr["bridge"])
+    imported = any(r["mlflow_imported"] for r in thr["bridge"])
     L.append(f"bridge delivered {ev['events']:,} events in all (the {ev['points']:,} points "
              "plus the run's system/params events); every pass complete: "
              f"{'yes' if all(x['complete'] for x in thr['bridge']) else 'NO'}. "
-             f"`import mlflow` in the sync process, not in the figures above: {imp} s.")
+             f"MLflow imported by bridge's sync process: {'yes' if imported else 'no'}.")
     L.append("")
     L.append(f"- Target bridge ≥ {TARGET_VS_BATCH}× the log_batch loop: {br / bt:.2f}× — "
              f"**{mark(br / bt >= TARGET_VS_BATCH)}**")
@@ -373,36 +377,40 @@ def render(m: dict, thr: dict, conc: dict | None, mem: dict | None, per_call_poi
             L.append(f"| {label} | {r['seconds']:.2f} | {rate:,.0f} | {rate / base:.2f}× |")
         L.append("")
     if mem:
-        L.append("### 3. Memory of `bridge sync` on a backlog (embedded MLflow sqlite store)")
+        L.append("### 3. Memory of `bridge sync` on a backlog")
         L.append("")
         L.append("`python -m bridge.cli.main sync DIR` as a subprocess; RSS of it and its "
                  "children sampled every 0.5 s with psutil, and the kernel's peak "
                  "(`ru_maxrss` from `wait4`). Backlog: one finished run of 2 keys × N/2 steps "
-                 "recorded with `sync=\"offline\"`, backend `{\"name\": \"mlflow\"}` (the "
-                 "embedded store `DIR/mlflow.db`). A sync still running at its cap is stopped "
+                 "recorded with `sync=\"offline\"`, for one of two destinations: *server*, "
+                 "the real `mlflow server` of part 1 (bridge's REST client; the process never "
+                 "imports MLflow), and *embedded*, backend `{\"name\": \"mlflow\"}` (the "
+                 "embedded store `DIR/mlflow.db`, written through `MlflowClient`). A sync "
+                 "still running at its cap is stopped "
                  "with SIGTERM (it stops between batches, keeping its cursor): memory is then "
                  "measured over the part delivered, with the whole backlog pending. *Floor*: a "
-                 "bare process that imports MLflow, opens the same kind of store and logs one "
+                 "bare process that imports MLflow, opens an embedded store and logs one "
                  f"batch of 1000 metrics: peak {mem['floor']['peak_mb']:.0f} MB.")
         L.append("")
-        L.append("| backlog (metric events) | record s | sync s | delivered | events/s | "
-                 "exit | samples | RSS at 25/50/75/100 % (MB) | peak sampled | peak (kernel) "
-                 "| over the floor |")
-        L.append("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+        L.append("| destination | backlog (metric events) | record s | sync s | delivered | "
+                 "events/s | exit | samples | RSS at 25/50/75/100 % (MB) | peak sampled | "
+                 "peak (kernel) | over the floor |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
         for r in mem["runs"]:
-            L.append(f"| {r['events']:,} | {r['record_s']:.1f} | {r['sync_s']:.1f}"
+            L.append(f"| {r['dest']} | {r['events']:,} | {r['record_s']:.1f} | {r['sync_s']:.1f}"
                      f"{' (capped)' if r['stopped'] else ''} | {r['delivered']:,} | "
                      f"{r['delivered'] / r['sync_s']:,.0f} | {r['rc']} | {r['samples']} | "
                      + " / ".join(f"{x:.0f}" for x in r["marks_mb"])
                      + f" | {r['peak_mb']:.0f} MB | **{r['maxrss_mb']:.0f} MB** | "
                      f"{r['maxrss_mb'] - mem['floor']['peak_mb']:+.0f} MB |")
         L.append("")
-        runs = mem["runs"]
-        peak = max(r["maxrss_mb"] for r in runs)
-        L.append(f"- Target peak RSS ≤ {TARGET_RSS_MB:.0f} MB: {peak:.0f} MB — "
-                 f"**{mark(peak <= TARGET_RSS_MB)}**; from the smallest to the largest "
-                 f"backlog: {runs[-1]['maxrss_mb'] - runs[0]['maxrss_mb']:+.0f} MB for "
-                 f"{runs[-1]['events'] / max(1, runs[0]['events']):.0f}× the events.")
+        for dest in ("server", "embedded"):
+            runs = [r for r in mem["runs"] if r["dest"] == dest]
+            peak = max(r["maxrss_mb"] for r in runs)
+            L.append(f"- Target peak RSS ≤ {TARGET_RSS_MB:.0f} MB ({dest}): {peak:.0f} MB — "
+                     f"**{mark(peak <= TARGET_RSS_MB)}**; from the smallest to the largest "
+                     f"backlog: {runs[-1]['maxrss_mb'] - runs[0]['maxrss_mb']:+.0f} MB for "
+                     f"{runs[-1]['events'] / max(1, runs[0]['events']):.0f}× the events.")
         L.append("")
     return "\n".join(L)
 
@@ -434,10 +442,10 @@ def main(argv: list[str] | None = None) -> int:
             thr = throughput(tmp, server.url, points, per_call, reps, args.profile)
             print("2/3 several runs …", file=sys.stderr, flush=True)
             conc = concurrency(tmp, server.url, runs, points)
+            print("3/3 memory …", file=sys.stderr, flush=True)
+            mem = None if args.skip_rss else rss(tmp, sizes, caps, server)
         finally:
             server.stop()
-        print("3/3 memory …", file=sys.stderr, flush=True)
-        mem = None if args.skip_rss else rss(tmp, sizes, caps)
     text = render(m, thr, conc, mem, per_call)
     print(text)
     if thr.get("profiled"):
