@@ -289,8 +289,9 @@ def render(m: dict, sizes: list[dict], cli_start: float, floors: dict | None) ->
         L.append("")
         L.append("Peak RSS of a fresh interpreter that only imports (kernel's `ru_maxrss`): "
                  + ", ".join(f"{k} {v:.0f} MB" for k, v in floors.items())
-                 + ". A sync to MLflow runs in a process that has imported `mlflow`, so its "
-                 "peak starts from that floor; see the MLflow section, part 3.")
+                 + ". A sync to the embedded MLflow store runs in a process that has imported "
+                 "`mlflow`, so its peak starts from that floor; a sync to an MLflow server "
+                 "does not import it (bridge's REST client); see the MLflow section, part 3.")
     L.append("")
     return "\n".join(L)
 

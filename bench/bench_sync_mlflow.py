@@ -361,9 +361,10 @@ def render(m: dict, thr: dict, conc: dict | None, mem: dict | None, per_call_poi
     if conc:
         L.append(f"### 2. {conc['runs']} runs at once ({conc['points']:,} points in all)")
         L.append("")
-        L.append("bridge's Syncer runs one thread per *backend* and the runs of a backend one "
-                 "after the other; the last row shows what one thread per run would give "
-                 "against this single-worker server.")
+        L.append("bridge's Syncer delivers up to 4 runs of an HTTP MLflow server at once (one "
+                 "client each: the adapter's `concurrent_runs`); the last row is a hand-written "
+                 "loop with one thread per run. Both face this single-worker server, which "
+                 "shares the client's 2 cores.")
         L.append("")
         L.append("| contender | seconds | points/s | × log_batch in turn |")
         L.append("|---|---:|---:|---:|")
