@@ -134,3 +134,44 @@ def test_non_finite_values_use_protobuf_names(recorder: _Recorder) -> None:
 def test_only_http_uris() -> None:
     with pytest.raises(ValueError, match="http"):
         MlflowRestClient("sqlite:///x.db")
+
+
+@pytest.fixture
+def tls_recorder(tmp_path: Any) -> Iterator[tuple[_Recorder, str]]:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server = _Recorder()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.answer = (200, {}, b'{"experiment": {"experiment_id": "7", "name": "e"}}')
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, str(cert)
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_verifies_the_server_as_mlflow_settings_say(
+        tls_recorder: tuple[_Recorder, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    server, cert = tls_recorder
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    for name in ("MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(MlflowRestError, match="CERTIFICATE_VERIFY_FAILED") as info:
+        MlflowRestClient(url, timeout=5).get_experiment_by_name("e")
+    assert info.value.error_code == "IO_ERROR"  # retried by the agent until configured
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", cert)
+    assert MlflowRestClient(url, timeout=5).get_experiment_by_name("e").experiment_id == "7"
+    monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+    assert MlflowRestClient(url, timeout=5).get_experiment_by_name("e").name == "e"
