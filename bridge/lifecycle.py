@@ -34,17 +34,38 @@ _prev_sigterm: Any = None
 _terminated = False
 
 
+# Writers kept open with no run of theirs active: a sweep that starts run after run in one
+# directory reuses its writer (one spool file); a process that opens runs in many
+# directories (a test suite, a trial per directory) keeps a bounded number of threads and
+# open files.
+IDLE_WRITERS_KEPT = 4
+
+
 def writer_for(settings: "Settings", node: str) -> SpoolWriter:
     """This process's writer for a spool directory (one file per process and directory)."""
     key = (str(settings.dir), settings.durability, node)
     with _lock:
-        w = _writers.get(key)
+        w = _writers.pop(key, None)
         if w is None or w._closed:
-            w = _writers[key] = SpoolWriter(
+            w = SpoolWriter(
                 settings.dir, durability=settings.durability,
                 flush_interval=settings.flush_interval, max_queue=settings.max_queue, node=node,
             )
+        _writers[key] = w  # most recently used last
+        _close_idle_writers(keep=IDLE_WRITERS_KEPT, spare=w)
         return w
+
+
+def _close_idle_writers(keep: int, spare: SpoolWriter) -> None:
+    """Close the least recently used writers that no active run writes to, beyond ``keep``."""
+    busy = {id(run._writer) for run in _active}
+    idle = [k for k, w in _writers.items() if id(w) not in busy and w is not spare]
+    for k in idle[: max(0, len(idle) - keep)]:
+        w = _writers.pop(k)
+        try:
+            w.close()  # commits what its finished runs left queued
+        except Exception:
+            pass
 
 
 def register(run: "Run") -> None:

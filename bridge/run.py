@@ -174,7 +174,10 @@ class Run:
 
     def _closed(self, call: str) -> bool:
         if self._finished:
-            self._problem(call, f"run {self.id} is finished; call ignored")
+            # Warned, and counted on this object only: the run's record in the spool is
+            # final once finished (its writer may be closed by now).
+            self.warnings += 1
+            report(call, f"run {self.id} is finished; call ignored", self.strict, stacklevel=4)
             return True
         return False
 

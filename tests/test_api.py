@@ -308,3 +308,29 @@ def test_system_event_has_no_secrets(tmp_path, monkeypatch):
                if e.kind == "system"][0]
     assert sysinfo["argv"] == ["train.py", "--api-key", "***", "--token=***"]
     json.dumps(sysinfo)
+
+
+def test_many_directories_keep_threads_bounded_and_one_directory_one_file(tmp_path):
+    import threading
+
+    from bridge import lifecycle
+
+    def writer_threads() -> int:
+        return sum(t.name == "bridge-spool-writer" for t in threading.enumerate())
+
+    before = writer_threads()
+    for i in range(12):  # a trial per directory
+        with bridge.init(project="p", dir=tmp_path / f"trial{i}", sync="offline") as run:
+            run.log({"x": float(i)}, step=0)
+        assert writer_threads() - before <= lifecycle.IDLE_WRITERS_KEPT + 1
+    for i in range(12):
+        [rec] = list_runs(tmp_path / f"trial{i}")
+        assert rec.status == "FINISHED"
+        assert [e.value for e in events(tmp_path / f"trial{i}", rec.run_id)
+                if e.kind == "metric"] == [float(i)]
+    sweep = tmp_path / "sweep"
+    for i in range(6):  # run after run in one directory: one writer, one file
+        with bridge.init(project="p", dir=sweep, sync="offline") as run:
+            run.log({"x": float(i)}, step=0)
+    assert len({f.path for rec in list_runs(sweep) for f in rec.files}) == 1
+    assert len(list_runs(sweep)) == 6
