@@ -254,7 +254,14 @@ class MlflowRestClient:
     @staticmethod
     def _decode(status: int, data: bytes, headers: Any, endpoint: str) -> Any:
         if status == 200:
-            return json.loads(data) if data.strip() else {}
+            try:
+                return json.loads(data) if data.strip() else {}
+            except ValueError:  # not MLflow: a login page, another web server
+                raise MlflowRestError(
+                    f"ENDPOINT_NOT_FOUND: {endpoint} answered 200 with a body that is not JSON "
+                    f"(is the tracking URI an MLflow server?): "
+                    f"{data[:200].decode('utf-8', 'replace')!r}",
+                    "ENDPOINT_NOT_FOUND", status, headers) from None
         text = data.decode("utf-8", "replace")
         code, message = "", text
         try:

@@ -175,3 +175,10 @@ def test_https_verifies_the_server_as_mlflow_settings_say(
     monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
     monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
     assert MlflowRestClient(url, timeout=5).get_experiment_by_name("e").name == "e"
+
+
+def test_a_web_page_instead_of_mlflow_is_a_clear_error(recorder: _Recorder) -> None:
+    recorder.answer = (200, {"Content-Type": "text/html"}, b"<html>Sign in</html>")
+    with pytest.raises(MlflowRestError, match="not JSON .*MLflow server.*Sign in") as info:
+        MlflowRestClient(recorder.url).get_run("r1")
+    assert info.value.error_code == "ENDPOINT_NOT_FOUND"  # retried: a configuration problem
