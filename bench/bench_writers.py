@@ -172,7 +172,8 @@ def render(m: dict, res: dict, reps: int) -> str:
              f"processes, rows {'complete' if clean else 'INCOMPLETE'} in every file — "
              f"**{mark(clean and top >= 32)}**")
     worst = min(res.values(), key=lambda r: r["ratio"])
-    L.append(f"- Target (own, stricter) aggregate ≥ {TARGET_RATIO}× the executemany ceiling at every N: "
+    L.append(f"- Target (own, stricter) aggregate ≥ {TARGET_RATIO}× the executemany ceiling "
+             "at every N: "
              f"lowest {worst['ratio']:.2f}× ({worst['writers']} writers) — "
              f"**{mark(worst['ratio'] >= TARGET_RATIO)}**")
     for r in res.values():
