@@ -40,14 +40,16 @@ def start_thread(target: Callable[..., Any], name: str, args: tuple = (),
                  daemon: bool = True) -> threading.Thread:
     """Start ``target(*args)`` on a daemon thread that never receives asynchronous signals."""
 
-    def run() -> None:
-        if _BLOCKED:
-            try:
-                signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
-            except (OSError, ValueError):
-                pass
-        target(*args)
-
-    thread = threading.Thread(target=run, name=name, daemon=daemon)
-    thread.start()
+    thread = threading.Thread(target=target, args=args, name=name, daemon=daemon)
+    if not _BLOCKED:
+        thread.start()
+        return thread
+    # A new thread inherits its creator's mask: block here around start() so the thread
+    # is born blocking (no window before it could block them itself), then restore ours.
+    # A signal that arrives meanwhile stays pending and reaches this thread right after.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return thread

@@ -140,18 +140,34 @@ def test_sigterm_finishes_the_run_as_killed(tmp_path):
     try:
         code = proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
+        masks = _signal_masks(proc.pid)
         proc.send_signal(signal.SIGUSR1)
         try:
             proc.wait(timeout=2)  # let faulthandler write the stacks
         except subprocess.TimeoutExpired:
             pass
         proc.kill()
-        raise AssertionError(f"no exit after SIGTERM; stacks:\n{proc.communicate()[1]}")
+        raise AssertionError(f"no exit after SIGTERM; signal masks per thread:\n{masks}\n"
+                             f"stacks:\n{proc.communicate()[1]}")
     assert code == 128 + signal.SIGTERM, proc.stderr.read()
     rec = list_runs(tmp_path)[0]
     assert rec.status == "KILLED"
     conn = sqlite3.connect(rec.files[0].path)
     assert conn.execute("SELECT count(*) FROM events WHERE kind='metric'").fetchone()[0] == 10
+
+
+def _signal_masks(pid: int) -> str:
+    """Each thread's blocked, ignored and caught signals (hex), to tell why one was missed."""
+    lines = []
+    try:
+        for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            lines.append(f"  {tid} {fields['Name'].strip()}: " + ", ".join(
+                f"{k}={fields[k].strip()}" for k in ("SigBlk", "SigIgn", "SigCgt")))
+    except OSError as exc:
+        lines.append(f"  cannot read /proc/{pid}: {exc}")
+    return "\n".join(lines)
 
 
 def _blocked_signals(native_id: int) -> set[int]:
@@ -188,3 +204,27 @@ def test_bridge_threads_leave_signals_to_the_main_thread(tmp_path):
         assert signal.SIGTERM not in _blocked_signals(threading.main_thread().native_id)
     finally:
         run.finish(timeout=30)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_bridge_threads_are_born_blocking_signals():
+    """No window after start() where a bridge thread could take a signal: the mask is the
+    thread's from its first instruction (seen by a trace hook that runs before its target)."""
+    import threading
+
+    from bridge.threads import start_thread
+
+    seen: list[set] = []
+
+    def tracer(frame, event, arg):
+        if threading.current_thread().name == "bridge-probe" and not seen:
+            seen.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+        return None
+
+    threading.settrace(tracer)
+    try:
+        start_thread(lambda: None, "bridge-probe").join(5)
+    finally:
+        threading.settrace(None)
+    assert seen and signal.SIGTERM in seen[0] and signal.SIGINT in seen[0]
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # ours restored
