@@ -68,12 +68,17 @@ def wandb_project(project: str) -> str:
     return project.replace("/", "-") if project else project
 
 
+MAX_TAG_LENGTH = 64
+# Config key holding the tags too long for a W&B label: {key: value}.
+LONG_TAGS_CONFIG = "bridge.tags"
+
+
 def check_tag(tag: str) -> str | None:
     """Why W&B would refuse this tag, or None."""
     if not tag or not tag.strip():
         return "W&B tags must not be empty"
-    if len(tag) > 64:
-        return f"W&B tags are at most 64 characters (got {len(tag)})"
+    if len(tag) > MAX_TAG_LENGTH:
+        return f"W&B tags are at most {MAX_TAG_LENGTH} characters (got {len(tag)})"
     return None
 
 
@@ -248,8 +253,16 @@ class WandbAdapter:
                 return "W&B config keys must be non-empty and not start with '_'"
             plan.config[key] = ev.payload
         elif kind == "tag":
-            tag = key if ev.payload in (None, "", key, True) else f"{key}:{ev.payload}"
+            plain = ev.payload in (None, "", key, True)
+            tag = key if plain else f"{key}:{ev.payload}"
             reason = check_tag(tag)
+            if reason and key and key.strip() and len(tag) > MAX_TAG_LENGTH:
+                # Too long for a W&B label (a path, a commit hash with its key): keep it,
+                # whole, in the config under LONG_TAGS_CONFIG, where it stays searchable.
+                long_tags = dict(plan.config.get(LONG_TAGS_CONFIG) or {})
+                long_tags[key] = True if plain else ev.payload
+                plan.config[LONG_TAGS_CONFIG] = long_tags
+                return None
             if reason:
                 return reason
             if tag not in plan.tags:

@@ -186,7 +186,7 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "import": _imp(tags=None, summary=None, artifact_files=None, start=None, id="derived",
                        source_id_tag=True),
         "mlflow": _full(summary=None, artifact_files=None, id="own"),
-        "wandb": _full(tags=33.3, summary=None, artifact_files=None, start=False, dead=2,
+        "wandb": _full(tags=33.3, summary=None, artifact_files=None, start=False,
                        id="bridge"),  # (g)
         "neptune": _full(points=99.0, steps=99.0, timestamps=99.0, summary=None,
                          artifact_files=None, dead=1, id="own"),
@@ -200,7 +200,6 @@ EXPECTED_DEAD: dict[tuple[str, str], list[str]] = {
     ("mlflow", "neptune"): [_STEPS_BACK],
     ("comet", "neptune"): [_STEPS_BACK],
     ("tensorboard", "neptune"): [_STEPS_BACK],
-    ("tensorboard", "wandb"): ["at most 64 characters", "at most 64 characters"],
 }
 
 

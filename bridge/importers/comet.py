@@ -409,7 +409,8 @@ def _maybe_json(value: Any) -> Any:
 
 def _other(summary: dict[str, Any], p: dict[str, Any], bridge_written: bool) -> None:
     key = str(p.get("key"))
-    if key in _COMET_OTHERS or (bridge_written and key in _BRIDGE_OTHERS):
-        return
+    if key in _COMET_OTHERS or key.startswith("sys.") or (
+            bridge_written and key in _BRIDGE_OTHERS):
+        return  # the SDK's own bookkeeping (e.g. sys.already_imported_modules), not the user's
     value = p.get("value")
     summary[key] = _maybe_json(value) if bridge_written else value

@@ -235,17 +235,31 @@ def test_second_session_continues_the_same_run(out: Path, tmp_path: Path) -> Non
 def test_rejected_tag_and_keys_rest_delivered(out: Path, tmp_path: Path) -> None:
     run = make_run(tmp_path)
     ev = Events(run.run_id)
-    long_tag = ev("tag", "t" * 65)
+    empty_tag = ev("tag", " ")
     bad_key = ev.metric("_step", 1, 1.0, T0)
     bad_art = ev("artifact", "bad name!", payload={"name": "bad name!", "type": "model",
                                                    "files": []})
     good = [ev("tag", "ok"), ev.metric("loss", 1, 1.0, T0)]
-    (res,) = sync(out, tmp_path, run, [long_tag, bad_key, bad_art, *good])
+    (res,) = sync(out, tmp_path, run, [empty_tag, bad_key, bad_art, *good])
     assert res.outcome is Outcome.SUCCESS
-    assert set(res.rejected) == {long_tag.uid, bad_key.uid, bad_art.uid}
-    assert "64" in res.rejected[long_tag.uid]
+    assert set(res.rejected) == {empty_tag.uid, bad_key.uid, bad_art.uid}
+    assert "empty" in res.rejected[empty_tag.uid]
     back = read_back(out, run.run_id)
     assert back.tags == ["ok"] and back.points("loss") == [(1, T0 / 1000, 1.0)]
+
+
+def test_tags_too_long_for_a_label_go_to_the_config(out: Path, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    ev = Events(run.run_id)
+    path = "/very/long/log/directory/of/a/tensorboard/run/somewhere/on/a/cluster"
+    batch = [ev("tag", "t" * 65), ev("tag", "tensorboard.logdir", payload=path),
+             ev("tag", "short", payload="yes"), ev("param", "lr", payload=0.1)]
+    (res,) = sync(out, tmp_path, run, batch, close="FINISHED")
+    assert res.outcome is Outcome.SUCCESS and not res.rejected
+    back = read_back(out, run.run_id)
+    assert back.tags == ["short:yes"]
+    assert back.config == {"lr": 0.1,
+                           "bridge.tags": {"t" * 65: True, "tensorboard.logdir": path}}
 
 
 def test_replay_after_crash_adds_no_duplicates(out: Path, tmp_path: Path) -> None:
