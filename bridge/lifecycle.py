@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import Terminated
-from bridge.spool.writer import SpoolWriter
+from bridge.spool.writer import SpoolWriter, defer_if_committing
 from bridge.threads import start_thread
 
 if TYPE_CHECKING:
@@ -123,13 +123,29 @@ def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Unwind the main thread like Ctrl-C does, so no lock stays held mid-commit; runs are
-    finished as KILLED by their context managers or at exit (exit status 143)."""
+    finished as KILLED by their context managers or at exit (exit status 143). Inside a
+    spool commit the exception waits for the commit to end (no batch half-done)."""
     global _terminated
     _terminated = True
     prev = _prev_sigterm
     if callable(prev):
         prev(signum, frame)
-    raise Terminated(128 + signum)
+
+    def interrupt() -> None:
+        raise Terminated(128 + signum)
+
+    if not defer_if_committing(interrupt):
+        interrupt()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Python's own Ctrl-C (KeyboardInterrupt), held back until a spool commit ends."""
+
+    def interrupt() -> None:
+        signal.default_int_handler(signum, frame)
+
+    if not defer_if_committing(interrupt):
+        interrupt()
 
 
 def _install_hooks() -> None:
@@ -145,6 +161,8 @@ def _install_hooks() -> None:
         if prev is not signal.SIG_IGN:
             _prev_sigterm = prev
             signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)  # only Python's default: same behaviour
 
 
 class _ForkedWriter:

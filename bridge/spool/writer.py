@@ -31,14 +31,29 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bridge.errors import BridgeWarning, ConfigError
 from bridge.spool.schema import connect, create_schema, is_network_fs
 from bridge.threads import start_thread
 from bridge.values import encode_float
 
-__all__ = ["DURABILITY", "SpoolWriter"]
+__all__ = ["DURABILITY", "SpoolWriter", "defer_if_committing"]
+
+# A commit interrupted by an exception that a signal handler raised (SIGTERM, Ctrl-C) between
+# its COMMIT and its bookkeeping would be retried and written twice; one interrupted while
+# it pops the queue would lose calls. Handlers therefore ask ``defer_if_committing`` first:
+# inside a commit on this thread, the interrupt is raised when the commit is done.
+_guard = threading.local()
+
+
+def defer_if_committing(interrupt: "Callable[[], None]") -> bool:
+    """If this thread is inside a spool commit, run ``interrupt`` when it ends; True then."""
+    if getattr(_guard, "depth", 0):
+        if getattr(_guard, "deferred", None) is None:
+            _guard.deferred = interrupt
+        return True
+    return False
 
 DURABILITY = ("buffered", "commit", "fsync")
 
@@ -202,6 +217,17 @@ class SpoolWriter:
 
     def commit_pending(self, limit: int | None = None) -> None:
         """Drain the queue (or its first ``limit`` calls) and commit in one transaction."""
+        _guard.depth = getattr(_guard, "depth", 0) + 1
+        try:
+            self._commit_pending(limit)
+        finally:
+            _guard.depth -= 1
+            deferred = getattr(_guard, "deferred", None)
+            if deferred is not None and not _guard.depth:
+                _guard.deferred = None
+                deferred()  # the signal that arrived meanwhile: raised now, nothing half-done
+
+    def _commit_pending(self, limit: int | None) -> None:
         with self._lock:
             q = self._queue
             items = self._retry

@@ -228,3 +228,36 @@ def test_bridge_threads_are_born_blocking_signals():
         threading.settrace(None)
     assert seen and signal.SIGTERM in seen[0] and signal.SIGINT in seen[0]
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # ours restored
+
+
+def test_an_interrupt_inside_a_commit_waits_for_it(tmp_path):
+    """A signal handler's exception (SIGTERM, Ctrl-C) never lands between a batch's COMMIT
+    and its bookkeeping: it is raised when the commit is done, so the batch is written once."""
+    import bridge
+    from bridge.spool.writer import defer_if_committing
+
+    # The writer thread sleeps a minute between commits: this thread makes the commit.
+    run = bridge.init(project="defer", dir=tmp_path, sync="offline", flush_interval=60)
+    writer = run._writer
+    real = writer._insert_rows
+    fired: list[bool] = []
+
+    class Interrupt(BaseException):
+        pass
+
+    def insert_then_signal(rows, width):
+        real(rows, width)
+        if not fired:  # as if SIGTERM arrived here, mid-transaction
+            fired.append(defer_if_committing(lambda: (_ for _ in ()).throw(Interrupt())))
+
+    writer._insert_rows = insert_then_signal
+    for step in range(100):
+        run.log({"x": float(step)}, step=step)
+    with pytest.raises(Interrupt):
+        writer.commit_pending()
+    assert fired == [True]
+    writer._insert_rows = real
+    run.finish()
+    conn = sqlite3.connect(writer.path)
+    steps = [s for (s,) in conn.execute("SELECT step FROM events WHERE kind='metric' ORDER BY seq")]
+    assert steps == list(range(100))  # committed once, not retried
