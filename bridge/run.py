@@ -18,7 +18,8 @@ from bridge.errors import ConfigError, RunStateError, Terminated
 from bridge.spool import blobs
 from bridge.spool.reader import find_run, max_step
 from bridge.spool.writer import SpoolWriter
-from bridge.values import Problem, check_key, report, to_float, to_json
+from bridge.values import (MAX_TIMESTAMP_MS, Problem, check_key, clean_text, report, to_float,
+                           to_json)
 
 __all__ = ["Run", "init", "normalize_backends"]
 
@@ -249,11 +250,11 @@ class Run:
             return
         ts = _now() // 1_000_000
         if timestamp is not None:
-            if type(timestamp) is int and timestamp >= 0:
+            if type(timestamp) is int and 0 <= timestamp < MAX_TIMESTAMP_MS:
                 ts = timestamp
             else:
-                self._problem("log_metrics", f"timestamp must be integer ms, got {timestamp!r:.80};"
-                              " the call's time is used")
+                self._problem("log_metrics", "timestamp must be integer ms since the epoch "
+                              f"before year 10000, got {timestamp!r:.80}; the call's time is used")
         if step is not None and not (type(step) is int and 0 <= step < 1 << 62):
             step = self._bad_step("log_metrics", step)
             if step is None:
@@ -499,6 +500,9 @@ def init(
     elif resume == "must":
         raise RunStateError(f"resume='must': run {run_id} is not in {s.dir}")
     node = node if node is not None else _default_node()
+    project, name, notes, group, node = (
+        _identity_text(field, value, s.strict) for field, value in
+        (("project", project), ("name", name), ("notes", notes), ("group", group), ("node", node)))
     writer = lifecycle.writer_for(s, node)
     import uuid
 
@@ -525,6 +529,19 @@ def init(
 
         run._sync = start_background_sync(run)
     return run
+
+
+def _identity_text(field: str, value: Any, strict: bool) -> Any:
+    """A run's names must be text the spool can store (see :func:`bridge.values.clean_text`)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{field} must be a string, got {type(value).__name__} {value!r:.80}")
+    cleaned, changed = clean_text(value)
+    if changed:
+        report("init", f"{field} {value!r:.80} is not valid Unicode (lone surrogates); "
+               "each replaced by U+FFFD", strict, stacklevel=4)
+    return cleaned
 
 
 def _default_node() -> str:

@@ -9,12 +9,17 @@ Documented normalizations (each visible as a warning, except the lossless ones):
 - numpy scalars, 0-d arrays, torch/jax 0-d tensors -> ``float(x.item())`` (lossless).
 - NaN, +inf, -inf are stored as such.
 - A config/param/summary value JSON cannot encode -> its ``repr()`` string, with a warning.
+- Text that is not valid Unicode (lone surrogates, e.g. from undecodable file names) cannot
+  be stored as UTF-8: in values each one becomes U+FFFD, with a warning; a key holding one
+  is refused (replacing it could merge two keys).
+- A timestamp must be integer milliseconds in [0, year 10000).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from typing import Any, Callable
 
@@ -22,7 +27,9 @@ from bridge.errors import BridgeWarning, InvalidValueError
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "MAX_TIMESTAMP_MS",
     "Problem",
+    "clean_text",
     "check_key",
     "to_float",
     "to_json",
@@ -31,6 +38,16 @@ __all__ = [
 ]
 
 MAX_KEY_LENGTH = 250
+MAX_TIMESTAMP_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z, exclusive
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> tuple[str, bool]:
+    """``text`` storable as UTF-8: lone surrogates replaced by U+FFFD; True if any were."""
+    if text.isascii():
+        return text, False
+    cleaned = _SURROGATE.sub("\ufffd", text)
+    return cleaned, cleaned != text
 
 
 class Problem(Exception):
@@ -48,6 +65,8 @@ def check_key(key: Any) -> str:
                       f"{key[:40]!r}…")
     if "\x00" in key:
         raise Problem(f"key contains a NUL character: {key!r:.80}")
+    if not key.isascii() and _SURROGATE.search(key):
+        raise Problem(f"key is not valid Unicode (it holds a lone surrogate): {key!r:.80}")
     return key
 
 
@@ -101,14 +120,18 @@ def _default(obj: Any) -> Any:
 def to_json(value: Any, on_problem: Callable[[str], None]) -> str:
     """Encode a param/config/summary value as JSON; unencodable -> repr, reported."""
     try:
-        return json.dumps(value, default=_default, ensure_ascii=False)
+        text = json.dumps(value, default=_default, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         on_problem(f"value is not JSON-serializable ({exc}); stored as its repr string")
         try:
             text = repr(value)
         except Exception:  # a broken __repr__
             text = f"<unrepresentable {type(value).__name__}>"
-        return json.dumps(text[:100_000])
+        text = json.dumps(text[:100_000], ensure_ascii=False)
+    text, changed = clean_text(text)
+    if changed:
+        on_problem("text is not valid Unicode (lone surrogates); each replaced by U+FFFD")
+    return text
 
 
 def encode_float(value: float) -> tuple[float | None, str | None]:

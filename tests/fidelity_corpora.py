@@ -355,23 +355,22 @@ def build_neptune_parquet(work: Path) -> Corpus:
     return Corpus("neptune", str(work / "exports" / "data"), {}, run, expected)
 
 
-# -- TensorBoard: event files written by PyTorch's SummaryWriter ------------------------
+# -- TensorBoard: event files as PyTorch's SummaryWriter writes them -------------------
 
 
 def build_tensorboard(work: Path) -> Corpus:
     """Scalars with explicit steps and wall times, hparams in the same run; no tags,
-    summaries or files exist in TensorBoard's format."""
+    summaries or files exist in TensorBoard's format. Written with the ``tensorboard``
+    package's own event writer, in the records torch's SummaryWriter writes (tb_events)."""
     import numpy as np
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
+
+    from tb_events import LegacyWriter
 
     # A long directory name on purpose: the import records the absolute log dir path in
     # two tags, and W&B's 64-character label limit then refuses both, whatever the base.
     logdir = work / "tensorboard-event-files-written-by-torch-summary-writer"
-    w = SummaryWriter(str(logdir / "tb-run"))
-    exp, ssi, sei = hparams({"lr": 0.01, "opt": "adam"}, {})
-    for summary in (exp, ssi, sei):
-        w.file_writer.add_summary(summary, walltime=T0 / 1000)
+    w = LegacyWriter(str(logdir / "tb-run"))
+    w.add_hparams({"lr": 0.01, "opt": "adam"}, [], walltime=T0 / 1000)
     for i in range(N_POINTS):
         w.add_scalar("loss", 1.0 / (i + 1), i, walltime=(T0 + 1000 * i) / 1000)
     for i, s in enumerate(acc_steps(True)):

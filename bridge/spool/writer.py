@@ -80,6 +80,21 @@ _METRIC_SQL = {
 
 _network_fs_warned = False
 
+# Errors of a value, not of the storage: binding a string with a lone surrogate, an integer
+# past 64 bits, a type SQLite has no adapter for. Disk full and I/O errors are
+# ``sqlite3.OperationalError`` and keep the batch for a retry instead.
+_BAD_VALUE = (ValueError, OverflowError, TypeError, sqlite3.InterfaceError,
+              sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.IntegrityError)
+
+
+class _Unwritten(Exception):
+    """A storage error in the middle of isolating a bad value, with the calls not written."""
+
+    def __init__(self, cause: Exception, items: list) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.items = items
+
 
 def _file_id() -> str:
     host = "".join(c if c.isalnum() or c in "-_" else "_" for c in os.uname().nodename)[:40]
@@ -256,7 +271,8 @@ class SpoolWriter:
             for m in markers:
                 m.set()
 
-    def _commit(self, items: list) -> None:
+    def _write(self, items: list) -> None:
+        """One transaction for ``items``; raises whatever SQLite or a binding raised."""
         # Segments of rows in call order: (True, finite metric rows of 5 values) or
         # (False, other rows of 7 values).
         segments: list[tuple[bool, list]] = []
@@ -293,48 +309,92 @@ class SpoolWriter:
         if event_rows:
             segments.append((False, event_rows))
         conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for it in other:
-                    if it[0] == _RUN:
-                        self._write_run(it[1])
-                for is_metric, rows in segments:
-                    self._insert_rows(rows, 5 if is_metric else 7)
-                for it in other:
-                    tag = it[0]
-                    if tag == _FINISH:
-                        conn.execute(
-                            "UPDATE runs SET end_ms=?, status=?, error=? WHERE run_id=?",
-                            (it[2], it[3], it[4], it[1]),
-                        )
-                    elif tag == _COUNT:
-                        conn.execute(
-                            f"UPDATE runs SET {it[2]}={it[2]}+? WHERE run_id=?", (it[3], it[1])
-                        )
-                    elif tag == _BLOB:
-                        conn.execute("INSERT OR IGNORE INTO blobs (sha256, size) VALUES (?, ?)",
-                                     (it[1], it[2]))
-                pending = dict(self._dropped_pending)
-                for run_id, n in pending.items():
-                    conn.execute("UPDATE runs SET dropped=dropped+? WHERE run_id=?", (n, run_id))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            for it in other:
+                if it[0] == _RUN:
+                    self._write_run(it[1])
+            for is_metric, rows in segments:
+                self._insert_rows(rows, 5 if is_metric else 7)
+            for it in other:
+                tag = it[0]
+                if tag == _FINISH:
+                    conn.execute(
+                        "UPDATE runs SET end_ms=?, status=?, error=? WHERE run_id=?",
+                        (it[2], it[3], it[4], it[1]),
+                    )
+                elif tag == _COUNT:
+                    conn.execute(
+                        f"UPDATE runs SET {it[2]}={it[2]}+? WHERE run_id=?", (it[3], it[1])
+                    )
+                elif tag == _BLOB:
+                    conn.execute("INSERT OR IGNORE INTO blobs (sha256, size) VALUES (?, ?)",
+                                 (it[1], it[2]))
+            pending = dict(self._dropped_pending)
             for run_id, n in pending.items():
-                self._dropped_pending[run_id] -= n
-            self._dropped_pending = {k: v for k, v in self._dropped_pending.items() if v}
-            if self.last_error is not None:
-                warnings.warn(f"bridge: spool {self.path} is writable again "
-                              f"({self.dropped} events dropped meanwhile)", BridgeWarning,
-                              stacklevel=2)
-                self.last_error = None
-                self._drop_warned = False
-            self.committed_calls += len(items)
-        except Exception as exc:  # disk full, I/O error, a value SQLite cannot bind
+                conn.execute("UPDATE runs SET dropped=dropped+? WHERE run_id=?", (n, run_id))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        for run_id, n in pending.items():
+            self._dropped_pending[run_id] -= n
+        self._dropped_pending = {k: v for k, v in self._dropped_pending.items() if v}
+        self.committed_calls += len(items)
+
+    def _commit(self, items: list) -> None:
+        try:
+            try:
+                self._write(items)
+            except _BAD_VALUE:
+                # A value SQLite cannot bind (validation at the call should have caught it):
+                # it costs its own call, never the batch around it.
+                self._write_isolating(items)
+        except _Unwritten as exc:  # the disk failed while isolating: keep what is left
+            self._on_error(exc.cause, exc.items)
+            return
+        except Exception as exc:  # disk full, I/O error
             self._on_error(exc, items)
+            return
+        if self.last_error is not None:
+            warnings.warn(f"bridge: spool {self.path} is writable again "
+                          f"({self.dropped} events dropped meanwhile)", BridgeWarning,
+                          stacklevel=2)
+            self.last_error = None
+            self._drop_warned = False
+
+    def _write_isolating(self, items: list) -> None:
+        """Commit ``items`` in halves, down to single calls; a call that cannot be stored is
+        dropped, counted on its run and named in a warning."""
+        parts = [items]
+        while parts:
+            part = parts.pop(0)
+            try:
+                self._write(part)
+            except _BAD_VALUE as exc:
+                if len(part) == 1:
+                    self._reject(part[0], exc)
+                else:
+                    mid = len(part) // 2
+                    parts[0:0] = [part[:mid], part[mid:]]
+            except Exception as exc:
+                raise _Unwritten(exc, [it for p in [part, *parts] for it in p]) from exc
+
+    def _reject(self, item: tuple, exc: BaseException) -> None:
+        tag = item[0]
+        if tag == _METRICS:
+            what, n = f"log() of {[k for k, _ in item[4]]!r:.120}", len(item[4])
+        elif tag == _EVENT:
+            what, n = f"{item[2]} {item[3]!r:.80}", 1
+        else:
+            what, n = f"run record {item!r:.120}", 0
+        run_id = item[1] if tag in (_METRICS, _EVENT, _FINISH, _COUNT) else None
+        if n and run_id is not None:
+            self.dropped += n
+            self._dropped_pending[run_id] = self._dropped_pending.get(run_id, 0) + n
+        warnings.warn(f"bridge: the spool cannot store {what} ({type(exc).__name__}: {exc}); "
+                      "not recorded, counted as dropped", BridgeWarning, stacklevel=2)
 
     def _insert_rows(self, flat: list, width: int) -> None:
         n_rows = len(flat) // width

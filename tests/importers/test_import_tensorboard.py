@@ -1,8 +1,10 @@
 """The TensorBoard importer against event files written by TensorBoard's own writers.
 
-Corpora are written inside the tests: with ``torch.utils.tensorboard.SummaryWriter``
-(legacy ``simple_value`` and new-style tensor scalars, text, hparams, a run resumed into a
-second event file) and with TensorBoard's TF-free ``tensorboard.summary.Writer`` and
+Corpora are written inside the tests: with ``torch.utils.tensorboard.SummaryWriter`` when
+torch is installed (legacy ``simple_value`` and new-style tensor scalars, text, hparams, a
+run resumed into a second event file; skipped, with the reason, without torch), with the
+same legacy records written by TensorBoard's own ``EventFileWriter`` (``tb_events``), and
+with TensorBoard's TF-free ``tensorboard.summary.Writer`` and
 ``EventFileWriter`` (v2 tensor scalars, metadata only on a tag's first value).
 """
 
@@ -156,17 +158,24 @@ def test_tensorboard_own_writer_v2_scalars(tmp_path: Path) -> None:
                                   for s in range(5)]
 
 
-def test_torn_tail_is_ignored(torch_logdir: Path, tmp_path: Path) -> None:
+def test_torn_tail_is_ignored(tmp_path: Path) -> None:
     """A writer killed mid-record leaves a torn tail: the complete records import."""
-    path = sorted((torch_logdir / "train").glob("events.out.tfevents.*"))[-1]
+    from tb_events import LegacyWriter
+
+    logdir = tmp_path / "logs"
+    w = LegacyWriter(str(logdir / "train"))
+    for s in range(120):
+        w.add_scalar("loss", 1.0 / (s + 1), s, walltime=W0 + s)
+    w.close()
+    path = sorted((logdir / "train").glob("events.out.tfevents.*"))[-1]
     whole = path.read_bytes()
     with open(path, "ab") as fh:
         fh.write(whole[-30:-3])  # a header and part of a record
     assert last_record(path) is not None
-    done = import_runs(TensorboardImporter(torch_logdir), tmp_path / "spool")
+    done = import_runs(TensorboardImporter(logdir), tmp_path / "spool")
     train = next(r for r in done if r.name == "train")
     got = read_back(tmp_path / "spool", train.run_id)
-    assert len(got["points"]["loss"]) == 120
+    assert [p[0] for p in got["points"]["loss"]] == list(range(120))
 
 
 def test_not_a_log_dir(tmp_path: Path) -> None:
