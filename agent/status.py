@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bridge.agent.state import StateStore
+from bridge.errors import SpoolError
 from bridge.agent.sync import backend_label
 from bridge.spool.reader import FileInfo, RunRecord, list_runs, open_file
 
@@ -82,12 +83,22 @@ def spool_status(spool_dir: Path, file_errors: list | None = None) -> list[RunSt
     records: list[RunRecord] = list_runs(spool_dir, errors)
     if file_errors is not None:
         file_errors.extend(errors)
-    store = StateStore(spool_dir)
+    try:
+        store = StateStore(spool_dir)
+    except (SpoolError, sqlite3.Error, OSError) as exc:  # garbage, truncated, unreadable
+        problem = (f"cannot read the delivery state {Path(spool_dir) / 'state.db'}: {exc}; "
+                   "nothing can be shown as delivered (`bridge sync` re-sends from the spool)")
+        if file_errors is not None:
+            file_errors.append(FileInfo(path=Path(spool_dir) / "state.db", file_id="state",
+                                        node="", host="", error=problem))
+        return [_unknown_status(rec, problem) for rec in records]
     out: list[RunStatus] = []
     try:
         for rec in records:
             try:
                 out.append(_run_status(store, rec))
+            except SpoolError as exc:  # state.db readable at open, not further on
+                out.append(_unknown_status(rec, f"cannot read the delivery state: {exc}"))
             except sqlite3.DatabaseError as exc:
                 out.append(RunStatus(rec.run_id, rec.project, rec.number, rec.name, rec.status,
                                      -1, rec.warnings, rec.dropped, [],
@@ -98,16 +109,33 @@ def spool_status(spool_dir: Path, file_errors: list | None = None) -> list[RunSt
     return out
 
 
+def _unknown_status(rec: RunRecord, problem: str) -> RunStatus:
+    """A run whose delivery state cannot be read: every event counted as pending."""
+    try:
+        total = sum(_file_counts(f, rec.run_id, [])[0] for f in rec.files)
+    except sqlite3.DatabaseError:
+        total = -1
+    pairs = [PairStatus(backend_label(b), total, 0, total, 0, problem, None, None, False)
+             for b in rec.backends]
+    return RunStatus(rec.run_id, rec.project, rec.number, rec.name, rec.status, total,
+                     rec.warnings, rec.dropped, pairs, error=problem)
+
+
 def _run_status(store: StateStore, rec: RunRecord) -> RunStatus:
-    labels = [backend_label(b) for b in rec.backends]
-    for extra in store.conn.execute(
-        "SELECT DISTINCT backend FROM cursors WHERE run_id=? UNION "
-        "SELECT DISTINCT backend FROM dead_letters WHERE run_id=?",
-        (rec.run_id, rec.run_id),
-    ):
-        if extra[0] not in labels:
-            labels.append(extra[0])
-    cursors = {label: store.cursors(label, rec.run_id) for label in labels}
+    try:  # the delivery state first: its errors are named as such, not as the spool's
+        labels = [backend_label(b) for b in rec.backends]
+        for extra in store.conn.execute(
+            "SELECT DISTINCT backend FROM cursors WHERE run_id=? UNION "
+            "SELECT DISTINCT backend FROM dead_letters WHERE run_id=?",
+            (rec.run_id, rec.run_id),
+        ):
+            if extra[0] not in labels:
+                labels.append(extra[0])
+        cursors = {label: store.cursors(label, rec.run_id) for label in labels}
+        known = {label: (store.dead_count(label, rec.run_id), store.remote(label, rec.run_id),
+                         store.last_error(label, rec.run_id)) for label in labels}
+    except sqlite3.DatabaseError as exc:
+        raise SpoolError(f"{store.path}: {exc}") from exc
     # Each file is opened and counted once for every backend.
     total_all = 0
     pending = dict.fromkeys(labels, 0)
@@ -120,10 +148,8 @@ def _run_status(store: StateStore, rec: RunRecord) -> RunStatus:
     pairs = []
     for label in labels:
         covered = total_all - pending[label]
-        dead = store.dead_count(label, rec.run_id)
-        remote_id, url, closed = store.remote(label, rec.run_id)
+        dead, (remote_id, url, closed), last_error = known[label]
         pairs.append(PairStatus(label, total_all, covered - dead, pending[label], dead,
-                                store.last_error(label, rec.run_id), remote_id, url,
-                                closed))
+                                last_error, remote_id, url, closed))
     return RunStatus(rec.run_id, rec.project, rec.number, rec.name, rec.status,
                      total_all, rec.warnings, rec.dropped, pairs)

@@ -32,6 +32,7 @@ from bridge.adapters.base import (
 from bridge.agent.retry import RetryPolicy, Stopped, TransientFailure, call_with_retries
 from bridge.agent.state import StateStore, holder_id, now_ms
 from bridge.config import AgentSettings
+from bridge.errors import SpoolError
 from bridge.threads import start_thread
 from bridge.spool.reader import (
     RunRecord,
@@ -156,19 +157,26 @@ class Syncer:
         results: list[PairResult] = []
 
         def worker(label: str, items: queue.SimpleQueue, paused: list, slot: int) -> None:
+            current: list[RunRecord] = []  # the run taken off the queue and not yet reported
             try:
-                deliver_all(label, items, paused, slot)
-            except Exception as exc:  # a bug or an unreadable state file: report, never hide
+                deliver_all(label, items, paused, slot, current)
+            except Exception as exc:  # a bug or an unwritable state file: report, never hide
                 error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, (sqlite3.Error, SpoolError)):
+                    error = f"state.db unwritable: {exc}"
+                left = list(current)
                 while True:
                     try:
-                        _, rec = items.get_nowait()
+                        left.append(items.get_nowait()[1])
                     except queue.Empty:
                         break
-                    with lease_lock:
-                        results.append(PairResult(label, rec.run_id, error=error, pending=-1))
+                with lease_lock:
+                    results.extend(PairResult(label, rec.run_id, error=error,
+                                              pending=self._pending_or_all(label, rec))
+                                   for rec in left)
 
-        def deliver_all(label: str, items: queue.SimpleQueue, paused: list, slot: int) -> None:
+        def deliver_all(label: str, items: queue.SimpleQueue, paused: list, slot: int,
+                        current: list) -> None:
             store = StateStore(self.spool_dir)
             try:
                 while not self.stop.is_set():
@@ -176,6 +184,7 @@ class Syncer:
                         spec, rec = items.get_nowait()
                     except queue.Empty:
                         break
+                    current[:] = [rec]
                     with lease_lock:
                         ok = rec.run_id in leased or self.dry_run or store.acquire_lease(
                             rec.run_id, self.holder, self.settings.lease_seconds)
@@ -198,6 +207,7 @@ class Syncer:
                             paused.append(res.error)
                     with lease_lock:
                         results.append(res)
+                    current.clear()
             finally:
                 store.close()
 
@@ -220,12 +230,17 @@ class Syncer:
         for t in threads:
             t.join()
         if leased and not self.dry_run:
-            store = StateStore(self.spool_dir)
             try:
-                for run_id in leased:
-                    store.release_lease(run_id, self.holder)
-            finally:
-                store.close()
+                store = StateStore(self.spool_dir)
+                try:
+                    for run_id in leased:
+                        store.release_lease(run_id, self.holder)
+                finally:
+                    store.close()
+            except (sqlite3.Error, OSError) as exc:  # e.g. the disk filled during the pass
+                summary.file_errors.append(
+                    f"{self.spool_dir / 'state.db'}: cannot release this agent's leases ({exc});"
+                    f" they expire in {self.settings.lease_seconds:g} s")
         order = {(backend_label(s), r.run_id): i for i, (s, r) in
                  enumerate((s, r) for r in records for s in self._specs(r))}
         summary.results = sorted(results, key=lambda p: order.get((p.backend, p.run_id), 0))
@@ -233,6 +248,24 @@ class Syncer:
 
     def _pending(self, store: StateStore, label: str, rec: RunRecord) -> int:
         return count_after(rec.files, rec.run_id, store.cursors(label, rec.run_id))
+
+    def _pending_or_all(self, label: str, rec: RunRecord) -> int:
+        """Pending events after a failure; every event of the run when the cursors are
+        unreadable (nothing can be shown as confirmed then), -1 if the spool is too."""
+        try:  # read-only: the state file may be readable and not writable
+            conn = open_file(self.spool_dir / "state.db")
+            try:
+                cursors = dict(conn.execute(
+                    "SELECT file_id, seq FROM cursors WHERE backend=? AND run_id=?",
+                    (label, rec.run_id)).fetchall())
+            finally:
+                conn.close()
+        except (SpoolError, sqlite3.Error, OSError):
+            cursors = {}
+        try:
+            return count_after(rec.files, rec.run_id, cursors)
+        except (SpoolError, sqlite3.Error, OSError):
+            return -1
 
     def _adapter(self, label: str, spec: dict, slot: int = 0) -> Any:
         """One adapter per backend spec and stream (streams never share an SDK client)."""

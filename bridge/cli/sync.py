@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, List, Optional
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from bridge.cli.common import DirArg, DirOption, console, err_console, resolve_dir
 from bridge.config import load
+from bridge.errors import SpoolError
 
 __all__ = ["register", "run_sync"]
 
@@ -138,7 +140,9 @@ def status_cmd(
     table.add_column("error", overflow="fold", min_width=8)
     for s in statuses:
         label = s.run_id[:12]
-        if not s.backends:
+        if s.error and not s.backends:
+            table.add_row(label, s.status, str(s.events), "-", "-", "-", "-", "-", s.error[:160])
+        elif not s.backends:
             table.add_row(label, s.status, str(s.events), "-", "-", "-", "-", "-", "no backend")
         for b in s.backends:
             table.add_row(label, s.status, str(s.events), b.backend, str(b.delivered),
@@ -151,12 +155,16 @@ def status_cmd(
     for e in errors:
         err_console.print(f"[red]unreadable spool file {e.path}: {e.error}[/red]")
     if dead:
-        store = StateStore(spool)
         try:
-            for d in store.dead_letters():
-                console.print(f"{d.backend} {d.run_id[:12]} {d.file_id}#{d.seq}: {d.reason}")
-        finally:
-            store.close()
+            store = StateStore(spool)
+            try:
+                for d in store.dead_letters():
+                    console.print(f"{d.backend} {d.run_id[:12]} {d.file_id}#{d.seq}: {d.reason}")
+            finally:
+                store.close()
+        except (SpoolError, sqlite3.Error, OSError) as exc:
+            err_console.print(f"[red]cannot read the dead letters: {exc}[/red]")
+            raise typer.Exit(1)
 
 
 def agent_cmd(
