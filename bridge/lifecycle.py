@@ -2,7 +2,8 @@
 
 Runs that are still open when the interpreter exits are finished (FINISHED, or FAILED when
 an exception escaped); SIGTERM finishes them as KILLED and flushes before the process
-dies; after ``fork()`` the child gets its own writer and spool file on first use.
+dies, also when the main thread sleeps in a system call (:mod:`bridge.sigterm_watch`); after
+``fork()`` the child gets its own writer and spool file on first use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import Terminated
+from bridge.sigterm_watch import SigtermWatch
 from bridge.spool.writer import SpoolWriter, defer_if_committing
 from bridge.threads import start_thread
 from bridge.values import clean_text
@@ -33,6 +35,10 @@ _hooks_installed = False
 _prev_excepthook = sys.excepthook
 _prev_sigterm: Any = None
 _terminated = False
+_watch: SigtermWatch | None = None
+# How long the SIGTERM watch lets runs finish when the main thread is stuck (a scheduler's
+# grace period before SIGKILL is typically 30 s).
+_STUCK_FINISH_SECONDS = 10.0
 
 
 # Writers kept open with no run of theirs active: a sweep that starts run after run in one
@@ -128,6 +134,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     spool commit the exception waits for the commit to end (no batch half-done)."""
     global _terminated
     _terminated = True
+    if _watch is not None:
+        _watch.handled.set()
     prev = _prev_sigterm
     if callable(prev):
         prev(signum, frame)
@@ -137,6 +145,27 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
     if not defer_if_committing(interrupt):
         interrupt()
+
+
+def _end_stuck_process() -> None:
+    """SIGTERM arrived and the main thread, asleep in a system call, never ran its handler:
+    finish the runs as KILLED from here and end the process as the signal would have."""
+    global _terminated
+    _terminated = True
+
+    def finish() -> None:
+        prev = _prev_sigterm
+        if callable(prev):  # the user's or a framework's handler, chained as in the main thread
+            try:
+                prev(signal.SIGTERM, None)
+            except BaseException:
+                pass
+        _finish_all("KILLED", error="SIGTERM")
+        _close_writers()
+
+    worker = start_thread(finish, "bridge-sigterm-finish")
+    worker.join(timeout=_STUCK_FINISH_SECONDS)  # never hang here instead of in the main thread
+    os._exit(128 + signal.SIGTERM)
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -162,8 +191,16 @@ def _install_hooks() -> None:
         if prev is not signal.SIG_IGN:
             _prev_sigterm = prev
             signal.signal(signal.SIGTERM, _on_sigterm)
+            _start_sigterm_watch()
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _on_sigint)  # only Python's default: same behaviour
+
+
+def _start_sigterm_watch() -> None:
+    global _watch
+    watch = SigtermWatch(_end_stuck_process)
+    if watch.install():
+        _watch = watch
 
 
 class _ForkedWriter:
@@ -186,8 +223,11 @@ class _ForkedWriter:
 
 
 def _after_fork_in_child() -> None:
-    global _lock
+    global _lock, _watch
     _lock = threading.RLock()
+    if _watch is not None:  # the parent's watch must never read the child's signals
+        _watch.after_fork_in_child()
+        _watch = None
     for w in _writers.values():
         w.abandon()
     _writers.clear()
@@ -198,7 +238,18 @@ def _after_fork_in_child() -> None:
     _active.clear()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _before_fork() -> None:
+    if _watch is not None:
+        _watch.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    if _watch is not None:
+        _watch.after_fork_in_parent()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 # -- the system event ---------------------------------------------------------------------
@@ -206,28 +257,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _PACKAGES = ("numpy", "torch", "tensorflow", "jax", "scikit-learn", "pandas", "transformers",
              "lightning", "pytorch-lightning", "keras", "mlflow", "wandb", "neptune", "comet-ml",
              "tracking-bridge")
-_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
 
 
 def scrub_argv(argv: list[str]) -> list[str]:
-    """Mask values of command-line options whose names look like credentials."""
-    out: list[str] = []
-    mask_next = False
-    for arg in argv:
-        if mask_next:
-            out.append("***")
-            mask_next = False
-            continue
-        low = arg.lower()
-        if arg.startswith("-") and any(w in low for w in _SECRET_WORDS):
-            if "=" in arg:
-                out.append(arg.split("=", 1)[0] + "=***")
-            else:
-                out.append(arg)
-                mask_next = True
-            continue
-        out.append(arg)
-    return out
+    """``argv`` as recorded in the system event: credentials masked (see :mod:`bridge.redact`).
+
+    The system event is copied to exports and to every backend, so this is the last point
+    where a secret typed on the command line can be kept out of all of them.
+    """
+    from bridge.redact import redact_argv
+
+    return redact_argv(argv)
 
 
 def _git(cwd: str) -> dict[str, Any]:

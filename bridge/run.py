@@ -31,9 +31,12 @@ _STATUSES = ("FINISHED", "FAILED", "KILLED")
 def normalize_backends(backends: Any) -> list[dict]:
     """``["mlflow", {"name": "wandb", "mode": "offline"}]`` -> list of option dicts.
 
-    Unknown names are an error here, at ``init``, not later at sync.
+    Unknown names are an error here, at ``init``, not later at sync. So are credentials:
+    an option named like one, or a URL holding a password (``http://user:pass@host``) or a
+    secret query parameter, since the spec is stored in the spool and shown by the CLI.
     """
     from bridge.adapters.base import available_adapters
+    from bridge.redact import is_secret_name, redact_text, url_has_credentials
 
     if backends is None:
         return []
@@ -47,11 +50,13 @@ def normalize_backends(backends: Any) -> list[dict]:
         elif isinstance(b, Mapping) and isinstance(b.get("name"), str):
             spec = dict(b)
         else:
-            raise ConfigError(f"a backend is a name or a dict with a 'name', got {b!r}")
+            raise ConfigError(
+                f"a backend is a name or a dict with a 'name', got {redact_text(repr(b))}")
         if spec["name"] not in known:
             raise ConfigError(f"unknown backend {spec['name']!r}; known: {', '.join(known)}")
         for k in spec:
-            if any(s in k.lower() for s in ("key", "token", "secret", "password")):
+            if is_secret_name(k) or any(s in k.lower() for s in ("key", "token", "secret",
+                                                                  "password")):
                 raise ConfigError(
                     f"backend option {k!r} looks like a credential: bridge never stores "
                     "credentials; set the vendor's own environment variable instead"
@@ -60,6 +65,18 @@ def normalize_backends(backends: Any) -> list[dict]:
             json.dumps(spec)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"backend options must be JSON values: {exc}") from exc
+        for k, v in spec.items():
+            # Same policy as credential-named options: the spec is stored in the spool's
+            # runs table, so a password in a URL is refused, never stored (masked here).
+            text = json.dumps(v, ensure_ascii=False)
+            if url_has_credentials(text):
+                raise ConfigError(
+                    f"backend {spec['name']!r} option {k!r} has a credential in a URL "
+                    f"({redact_text(text)}): bridge never stores credentials; remove it from "
+                    "the URL and set the vendor's environment variables instead (MLflow: "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+                    "MLFLOW_TRACKING_TOKEN)"
+                )
         out.append(spec)
     return out
 

@@ -13,6 +13,7 @@ from rich import box
 from rich.table import Table
 
 from bridge.cli.common import DirOption, console, find_one_run, fmt_ms, resolve_dir
+from bridge.redact import redact_argv, redact_json, redact_text
 from bridge.spool.reader import decode_event, list_runs, open_file
 
 __all__ = ["register"]
@@ -127,8 +128,17 @@ def show_cmd(
                 t.add_column(col)
             for b in st.backends:
                 t.add_row(b.backend, str(b.delivered), str(b.pending), str(b.dead),
-                          b.remote_id or "-", (b.last_error or "")[:60])
+                          b.remote_id or "-", redact_text(b.last_error or "")[:60])
             console.print(t)
+
+
+def _redact_system(facts: object) -> object:
+    """System facts masked again on export: spools written by older versions of bridge
+    recorded ``argv`` with only a few option names masked (see :mod:`bridge.redact`)."""
+    if not isinstance(facts, dict):
+        return redact_json(facts)
+    return {k: redact_argv([str(a) for a in v]) if k == "argv" and isinstance(v, list)
+            else redact_json(v) for k, v in facts.items()}
 
 
 def export_cmd(
@@ -144,6 +154,8 @@ def export_cmd(
     spool = resolve_dir(dir)
     rec = find_one_run(spool, run)
     df = data(run=rec.run_id, run_id=True, dir=spool)
+    system = df["event"] == "system"
+    df.loc[system, "value"] = df.loc[system, "value"].map(_redact_system)
     df["value"] = df["value"].map(
         lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
     df["dt"] = df["dt"].map(lambda t: t.isoformat())

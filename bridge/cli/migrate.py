@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bridge.cli.common import DirOption, console, err_console, resolve_dir
+from bridge.redact import redact_text, redact_url
 
 __all__ = ["register"]
 
@@ -57,10 +58,10 @@ def _do_import(source: str, location: str, spool: Path, backends: list[dict],
             imported = import_runs(importer, spool, backends=backends, only=runs,
                                    progress=on_progress)
         except ImportError_ as exc:
-            err_console.print(f"[red]import failed: {exc}[/red]")
+            err_console.print(f"[red]import failed: {redact_text(str(exc))}[/red]")
             raise typer.Exit(2) from exc
     for warning in getattr(importer, "warnings", []) or []:
-        err_console.print(f"[yellow]skipped: {warning}[/yellow]")
+        err_console.print(f"[yellow]skipped: {redact_text(str(warning))}[/yellow]")
     return imported
 
 
@@ -165,11 +166,11 @@ def migrate_cmd(
                 from bridge.verify import FidelityReport
 
                 reports.append(FidelityReport(run_id, spec["name"], False,
-                                              notes=[f"cannot verify: {exc}"]))
+                                              notes=[f"cannot verify: {redact_text(str(exc))}"]))
     console.print(_report_table(reports))
     path = report or spool / "reports" / f"migrate-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"source": source, "location": location, "to": specs,
+    path.write_text(json.dumps({"source": source, "location": redact_url(location), "to": specs,
                                 "sync_complete": summary.complete,
                                 "runs": [r.as_dict() for r in reports]}, indent=2))
     console.print(f"fidelity report: {path}")

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from bridge.cli.common import DirArg, DirOption, console, err_console, resolve_dir
 from bridge.config import load
+from bridge.redact import redact_json, redact_text
 from bridge.errors import SpoolError
 
 __all__ = ["register", "run_sync"]
@@ -65,7 +66,7 @@ def _summary_table(summary: Any, dry_run: bool) -> Table:
     table.add_column("remote id", max_width=34, no_wrap=True, overflow="ellipsis")
     table.add_column("note", overflow="fold")
     for r in summary.results:
-        note = r.error or r.skipped or ("closed" if r.closed else "")
+        note = redact_text(r.error or r.skipped or ("closed" if r.closed else ""))
         table.add_row(r.run_id[:12], r.backend, str(r.delivered), str(r.dead), str(r.pending),
                       r.remote_id or "-", note[:70])
     return table
@@ -91,7 +92,8 @@ def sync_cmd(
     summary = run_sync(spool, backend, run, dry_run, retry_dead, quiet=json_out, stop=stop)
     if json_out:
         print(json.dumps({"complete": summary.complete, "file_errors": summary.file_errors,
-                          "results": [r.__dict__ for r in summary.results]}, indent=2))
+                          "results": redact_json([r.__dict__ for r in summary.results])},
+                         indent=2))
     else:
         if summary.results:
             console.print(_summary_table(summary, dry_run))
@@ -99,7 +101,7 @@ def sync_cmd(
             console.print(f"nothing to sync in {spool} (no run names a backend; "
                           "use --backend NAME to choose one)")
         for e in summary.file_errors:
-            err_console.print(f"[red]unreadable spool file: {e}[/red]")
+            err_console.print(f"[red]unreadable spool file: {redact_text(str(e))}[/red]")
     if dry_run:
         raise typer.Exit(0)
     if not summary.complete:
@@ -129,7 +131,7 @@ def status_cmd(
     errors: list = []
     statuses = spool_status(spool, errors)
     if json_out:
-        print(json.dumps({"dir": str(spool), "runs": [s.as_dict() for s in statuses],
+        print(json.dumps({"dir": str(spool), "runs": redact_json([s.as_dict() for s in statuses]),
                           "file_errors": [{"path": str(e.path), "error": e.error} for e in errors]},
                          indent=2))
         return
@@ -141,13 +143,14 @@ def status_cmd(
     for s in statuses:
         label = s.run_id[:12]
         if s.error and not s.backends:
-            table.add_row(label, s.status, str(s.events), "-", "-", "-", "-", "-", s.error[:160])
+            table.add_row(label, s.status, str(s.events), "-", "-", "-", "-", "-",
+                          redact_text(s.error)[:160])
         elif not s.backends:
             table.add_row(label, s.status, str(s.events), "-", "-", "-", "-", "-", "no backend")
         for b in s.backends:
             table.add_row(label, s.status, str(s.events), b.backend, str(b.delivered),
-                          str(b.pending), str(b.dead), b.url or b.remote_id or "-",
-                          (b.last_error or "")[:80])
+                          str(b.pending), str(b.dead), redact_text(b.url or b.remote_id or "-"),
+                          redact_text(b.last_error or "")[:80])
         if s.warnings or s.dropped:
             table.add_row("", "", "", "", "", "", "", "",
                           f"{s.warnings} bad inputs, {s.dropped} dropped")
@@ -159,7 +162,8 @@ def status_cmd(
             store = StateStore(spool)
             try:
                 for d in store.dead_letters():
-                    console.print(f"{d.backend} {d.run_id[:12]} {d.file_id}#{d.seq}: {d.reason}")
+                    console.print(f"{d.backend} {d.run_id[:12]} {d.file_id}#{d.seq}: "
+                                  f"{redact_text(d.reason)}")
             finally:
                 store.close()
         except (SpoolError, sqlite3.Error, OSError) as exc:
@@ -193,7 +197,8 @@ def agent_cmd(
                               f"({sum(r.pending for r in summary.results)} pending)")
             for r in summary.results:
                 if r.error and r.error != "stopped":
-                    err_console.print(f"[yellow]{r.backend} {r.run_id[:12]}: {r.error[:200]}"
+                    err_console.print(f"[yellow]{r.backend} {r.run_id[:12]}: "
+                                      f"{redact_text(r.error)[:200]}"
                                       "[/yellow]")
             if once:
                 break

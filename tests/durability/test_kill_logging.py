@@ -261,3 +261,73 @@ def test_an_interrupt_inside_a_commit_waits_for_it(tmp_path):
     conn = sqlite3.connect(writer.path)
     steps = [s for (s,) in conn.execute("SELECT step FROM events WHERE kind='metric' ORDER BY seq")]
     assert steps == list(range(100))  # committed once, not retried
+
+
+_STUCK_MAIN = """
+    import ctypes, signal, sys, threading, bridge
+    chained = []
+    signal.signal(signal.SIGTERM, lambda s, f: chained.append(s))  # a framework's handler
+    run = bridge.init(project="term", dir=sys.argv[1], sync="offline")
+    for i in range(10):
+        run.log({"x": float(i)})
+    run.flush()
+    libc = ctypes.CDLL(None)
+    mutex = ctypes.create_string_buffer(64)  # zeroed: PTHREAD_MUTEX_INITIALIZER on glibc
+    libc.pthread_mutex_lock(mutex)
+    print("READY", flush=True)
+    # A wait that signals do not interrupt (a normal mutex locked twice by one thread): the
+    # SIGTERM below is noted by the interpreter's C handler, and the Python handler never
+    # gets to run in this thread.
+    libc.pthread_mutex_lock(mutex)
+"""
+
+
+def test_sigterm_ends_a_main_thread_stuck_in_a_system_call(tmp_path):
+    """The race of a SIGTERM landing just before a blocking call, made certain: the main
+    thread waits on a mutex, which signals never interrupt. The watch on the wakeup fd
+    finishes the run as KILLED and ends the process with 143, chaining the earlier handler."""
+    marker = tmp_path / "chained"
+    code = textwrap.dedent(_STUCK_MAIN).replace("chained.append(s)", f"open({str(marker)!r}, 'w').write('called')")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "spool")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "READY"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the process hung after SIGTERM: " + proc.communicate()[1][-2000:])
+    assert rc == 128 + signal.SIGTERM, proc.stderr.read()
+    assert marker.read_text() == "called"
+    [rec] = list_runs(tmp_path / "spool")
+    assert rec.status == "KILLED"
+    conn = sqlite3.connect(rec.files[0].path)
+    assert conn.execute("SELECT count(*) FROM events WHERE kind='metric'").fetchone()[0] == 10
+
+
+def test_a_forked_childs_sigterm_never_ends_the_parent(tmp_path):
+    """The wakeup fd is not inherited: a worker process killed with SIGTERM (as DataLoader
+    workers are) leaves its parent's run running."""
+    code = textwrap.dedent("""
+        import os, signal, sys, time, bridge, bridge.sigterm_watch
+        bridge.sigterm_watch.GRACE_SECONDS = 0.2
+        run = bridge.init(project="fork", dir=sys.argv[1], sync="offline")
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(ready_w, b"r")  # our handler is in place: a SIGTERM now runs it here
+            time.sleep(60)
+            os._exit(0)
+        os.read(ready_r, 1)
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+        time.sleep(2)  # ten times the watch's grace: a misread signal would have ended us
+        run.log({"x": 1.0})
+        run.finish()
+        print("ALIVE", flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "spool")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ALIVE" in out.stdout, out.stderr[-2000:]
+    [rec] = list_runs(tmp_path / "spool")
+    assert rec.status == "FINISHED"
