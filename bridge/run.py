@@ -395,7 +395,11 @@ class Run:
         except Exception as exc:
             self._problem("log_model", f"cannot pickle {type(model).__name__}: {exc}")
             return
-        sha, size = blobs.store_bytes(self.dir, data)
+        try:
+            sha, size = blobs.store_bytes(self.dir, data)
+        except OSError as exc:  # a full disk, an unsafe blob store
+            self._problem("log_model", f"{exc}; model not recorded")
+            return
         self._writer.put_blob(sha, size)
         self._record("artifact", "log_model", name,
                      {"name": name, "type": "model", "is_dir": False, "source": None,

@@ -11,11 +11,13 @@ The same readers serve ``bridge verify``: reading a destination back is importin
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
 
 __all__ = [
     "ImportEvent",
@@ -23,11 +25,14 @@ __all__ = [
     "ImportError_",
     "SourceRun",
     "artifact_event",
+    "blob_digest",
     "bridge_run_id",
+    "resolve_source",
     "safe_relative_path",
 ]
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAMESPACE = uuid.UUID("6f1c2a8e-5b7d-4e3a-9c1f-0b2d4e6a8c10")
 
 
@@ -89,14 +94,75 @@ def safe_relative_path(path: str) -> str:
     return "/".join(parts)
 
 
+Digest = tuple[str, bytes]  # (hashlib algorithm name, raw digest)
+
+
+def resolve_source(path: str | os.PathLike[str], roots: Iterable[str | os.PathLike[str]],
+                   *, digest: Digest | None = None) -> Path:
+    """The real path of a source file or directory an importer may read, or ImportError_.
+
+    Why: whatever an importer reads lands in the spool and is uploaded by the next sync, and
+    a hostile source names files through symlinked directories (``files/sub`` -> ``~/.ssh``),
+    ``..`` or absolute references (a W&B manifest ``local_path``, a Neptune ``file_path``).
+    ``os.path.realpath`` resolves every component, not only the last, so the check sees
+    where the bytes really are; callers read only the path returned. This is the one rule
+    of every importer: the real path must lie inside one of ``roots`` (the import location,
+    a directory the user trusted, a temporary directory the importer made).
+
+    A file outside every root is still accepted when its bytes match ``digest``, the
+    digest the source itself recorded for it (the MD5 of a W&B manifest entry, the SHA-256
+    name of a bridge blob): that is how W&B's staging copies and bridge's spool blobs are
+    referenced, and a hostile source cannot name the digest of a file it does not know.
+    """
+    real = os.path.realpath(path)
+    if not os.path.exists(real):
+        raise ImportError_(f"{os.fspath(path)!r} does not exist")
+    for root in roots:
+        top = os.path.realpath(root)
+        if os.path.commonpath([real, top]) == top:
+            return Path(real)
+    if digest is not None and os.path.isfile(real) and _file_digest(real, digest[0]) == digest[1]:
+        return Path(real)
+    raise ImportError_(f"{os.fspath(path)!r} resolves to {real!r}, outside the import root; "
+                       "refused")
+
+
+def blob_digest(path: str | os.PathLike[str]) -> Digest | None:
+    """The SHA-256 a bridge blob path (``.../<sha[:2]>/<sha>``) claims for its bytes; None
+    for any other path. :func:`resolve_source` checks the claim against the content."""
+    p = Path(path)
+    if _HEX64.match(p.name) and p.parent.name == p.name[:2]:
+        return ("sha256", bytes.fromhex(p.name))
+    return None
+
+
+def _file_digest(path: str, algorithm: str) -> bytes | None:
+    try:
+        h = hashlib.new(algorithm)
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except (OSError, ValueError):
+        return None
+    return h.digest()
+
+
 def artifact_event(name: str, files: list[tuple[str, Path]], ts_ms: int,
                    artifact_type: str = "file", step: int | None = None) -> ImportEvent:
-    """An artifact of local files (checked for path escapes, symlinks refused)."""
+    """An artifact of local files (checked for path escapes and symlinks).
+
+    Every local file must be a regular file named by its real path, as
+    :func:`resolve_source` (or the importer's own temporary directory) gives it: a path
+    reached through a symlink, anywhere along it, has not been checked and is refused.
+    """
     checked = []
     for rel, local in files:
-        if Path(local).is_symlink():
-            raise ImportError_(f"artifact file {local} is a symlink; refused")
-        checked.append((safe_relative_path(rel), Path(local)))
+        absolute = Path(local).absolute()
+        if os.path.realpath(absolute) != str(absolute):
+            raise ImportError_(f"artifact file {local} is reached through a symlink; refused")
+        if not absolute.is_file():
+            raise ImportError_(f"artifact file {local} is not a regular file; refused")
+        checked.append((safe_relative_path(rel), absolute))
     return ImportEvent("artifact", name, ts_ms, step=step, files=tuple(checked),
                        artifact_type=artifact_type)
 

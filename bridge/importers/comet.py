@@ -21,7 +21,13 @@ import zipfile
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from bridge.importers.base import ImportError_, ImportEvent, SourceRun, artifact_event
+from bridge.importers.base import (
+    ImportError_,
+    ImportEvent,
+    SourceRun,
+    artifact_event,
+    resolve_source,
+)
 from bridge.importers.comet_offline import (
     ArchiveHead,
     copy_member,
@@ -77,8 +83,10 @@ class CometImporter:
         groups: dict[str, list[ArchiveHead]] = {}
         for path in find_archives(self.location):
             try:
+                # A ``*.zip`` symlinked out of the directory would import another archive.
+                path = resolve_source(path, [self.location])
                 head = read_head(path)
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            except (zipfile.BadZipFile, OSError, ValueError, ImportError_) as exc:
                 self._warn(f"{path.name} skipped: {exc}")
                 continue
             groups.setdefault(head.key, []).append(head)
@@ -123,7 +131,10 @@ class CometImporter:
         system: dict[str, Any] = {}
         tags: dict[str, None] = {}
         grouped: dict[str, tuple[str, list[tuple[str, Path]]]] = {}
-        with tempfile.TemporaryDirectory(prefix="bridge-comet-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bridge-comet-") as tmp_dir:
+            # Members are copied out of the zip to names chosen here; real paths, because
+            # artifact_event takes nothing reached through a symlink.
+            tmp = os.path.realpath(tmp_dir)
             n = 0
             for head in heads:
                 tags.update(dict.fromkeys(head.meta.get("tags") or []))
@@ -276,7 +287,8 @@ class CometImporter:
         for key, value in h.others.items():
             _other(summary, {"key": key, "value": value}, h.bridge_written)
         grouped: dict[str, tuple[str, list[tuple[str, Path]]]] = {}
-        with tempfile.TemporaryDirectory(prefix="bridge-comet-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bridge-comet-") as tmp_dir:
+            tmp = os.path.realpath(tmp_dir)  # see events(): artifact files by real path
             for n, asset in enumerate(exp.get_asset_list() or [], start=1):
                 local = Path(tmp) / f"asset-{n}"
                 if not _download(exp, asset, local):

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import tempfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from bridge.importers.base import ImportError_, ImportEvent, SourceRun, artifact_event
+from bridge.importers.base import (
+    ImportError_,
+    ImportEvent,
+    SourceRun,
+    artifact_event,
+    resolve_source,
+)
 
 __all__ = ["MlflowImporter", "tracking_uri"]
 
@@ -31,6 +40,8 @@ _STATUS = {"FINISHED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED",
            "RUNNING": "RUNNING", "SCHEDULED": "RUNNING"}
 _RUN_PAGE = 1000  # runs per search_runs request (MLflow's server caps pages at 1000 here)
 _EXPERIMENT_PAGE = 1000
+
+log = logging.getLogger("bridge.importers.mlflow")
 
 
 def _mlflow() -> Any:
@@ -56,6 +67,14 @@ def tracking_uri(location: str | Path | None) -> str:
     return path.resolve().as_uri()
 
 
+def _local_path(uri: str) -> Path | None:
+    """The directory a ``file:`` URI or a bare path names; None for a remote URI."""
+    parts = urllib.parse.urlparse(uri)
+    if parts.scheme not in ("", "file") or parts.netloc not in ("", "localhost"):
+        return None
+    return Path(urllib.request.url2pathname(parts.path))
+
+
 def _summary_value(text: str) -> Any:
     """The adapter writes strings as is and other values as JSON: decode what is JSON."""
     try:
@@ -69,14 +88,17 @@ class MlflowImporter:
 
     ``experiments``: names or ids (default: every active experiment); ``filter``: an MLflow
     search filter (``"metrics.acc > 0.9 and tags.team = 'x'"``); ``page_size``: metric points
-    per request.
+    per request; ``trusted_roots``: directories besides a file store where its runs may keep
+    artifacts. Artifacts MLflow keeps on this disk are read where they are, and only inside
+    the run's artifact directory, which for a file store must lie inside the store (see
+    :func:`resolve_source`); refusals are listed in ``warnings``.
     """
 
     name = "mlflow"
 
     def __init__(self, location: str | Path | None, experiments: Iterable[str] | None = None,
                  filter: str | None = None, page_size: int = 25_000,
-                 artifacts: bool = True) -> None:
+                 artifacts: bool = True, trusted_roots: Iterable[str | Path] = ()) -> None:
         mlflow = _mlflow()
         self.uri = tracking_uri(location)
         if self.uri.startswith("file:"):
@@ -95,6 +117,9 @@ class MlflowImporter:
             raise ImportError_("mlflow: page_size must be a positive number of points")
         self.page_size = int(page_size)
         self.artifacts = bool(artifacts)
+        store = _local_path(self.uri) if self.uri.startswith("file:") else None
+        self.roots: list[Path] = ([store] if store else []) + [Path(r) for r in trusted_roots]
+        self.warnings: list[str] = []  # artifacts skipped, with the reason
 
     # -- runs ------------------------------------------------------------------------------
     def _experiment_list(self) -> list[Any]:
@@ -168,7 +193,7 @@ class MlflowImporter:
         for key in sorted(mrun.data.metrics):
             yield from self._metric_points(run.source_id, key)
         if self.artifacts:
-            yield from self._artifacts(run)
+            yield from self._artifacts(run, mrun)
 
     def _metric_points(self, run_id: str, key: str) -> Iterator[ImportEvent]:
         for m in self._history(run_id, key):
@@ -190,32 +215,82 @@ class MlflowImporter:
             if not token:
                 return
 
-    def _listing(self, run_id: str, path: str | None) -> Iterator[Any]:
-        for info in self.client.list_artifacts(run_id, path):
+    def _local_root(self, mrun: Any) -> Path | None:
+        """The run's artifact directory when it is on this disk (None: read through MLflow).
+
+        A file store's ``meta.yaml`` names ``artifact_uri`` and a hostile store can name any
+        directory, so it must lie inside the store (or a trusted root); a database or a server
+        is trusted with its own artifact location, and files stay inside that directory."""
+        local = _local_path(str(getattr(mrun.info, "artifact_uri", "") or ""))
+        if local is None or not os.path.lexists(local):
+            return local
+        if not self.uri.startswith("file:"):
+            return resolve_source(local, [local])
+        return resolve_source(local, self.roots)
+
+    def _checked(self, run_id: str, infos: Iterable[Any], root: Path | None) -> Iterator[Any]:
+        """``infos`` without the entries that resolve outside the run's artifact directory
+        on this disk (a planted symlink), refused before MLflow lists or copies them."""
+        for info in infos:
+            if root is not None:
+                try:
+                    resolve_source(root / info.path, [root])
+                except ImportError_ as exc:
+                    self._warn(f"run {run_id}: artifact {info.path!r} refused: {exc}")
+                    continue
+            yield info
+
+    def _listing(self, run_id: str, path: str, root: Path | None) -> Iterator[Any]:
+        for info in self._checked(run_id, self.client.list_artifacts(run_id, path), root):
             if info.is_dir:
-                yield from self._listing(run_id, info.path)
+                yield from self._listing(run_id, info.path, root)
             else:
                 yield info
 
-    def _artifacts(self, run: SourceRun) -> Iterator[ImportEvent]:
+    def _fetch(self, run_id: str, path: str, root: Path | None, dest: Path) -> Path:
+        """The real path of one artifact file: read in place on this disk, else downloaded
+        into ``dest`` (and checked to be there)."""
+        if root is not None:
+            return resolve_source(root / path, [root])
+        return resolve_source(self.client.download_artifacts(run_id, path, str(dest)), [dest])
+
+    def _artifacts(self, run: SourceRun, mrun: Any) -> Iterator[ImportEvent]:
         """One artifact per top-level path; files stay on disk until the run is consumed."""
         at = int(run.end_ms or run.start_ms)
+        try:
+            root = self._local_root(mrun)
+        except ImportError_ as exc:
+            self._warn(f"run {run.source_id}: artifacts refused: {exc}")
+            return
+        if root is not None and not root.exists():
+            return  # a run that logged no artifact has no directory
+        rid = run.source_id
         with tempfile.TemporaryDirectory(prefix="bridge-import-mlflow-") as tmp:
-            for n, top in enumerate(self.client.list_artifacts(run.source_id)):
-                dest = Path(tmp) / str(n)
+            for n, top in enumerate(self._checked(rid, self.client.list_artifacts(rid), root)):
+                dest = Path(os.path.realpath(tmp)) / str(n)
                 dest.mkdir()
                 files: list[tuple[str, Path]] = []
-                listing = self._listing(run.source_id, top.path) if top.is_dir else [top]
+                listing = self._listing(rid, top.path, root) if top.is_dir else [top]
                 for info in listing:
-                    local = Path(self.client.download_artifacts(run.source_id, info.path,
-                                                                str(dest)))
+                    try:
+                        local = self._fetch(rid, info.path, root, dest)
+                    except ImportError_ as exc:
+                        self._warn(f"run {rid}: artifact {info.path!r} refused: {exc}")
+                        continue
                     if top.is_dir and info.path == EVENTS_FILE:
                         yield from _logged_events(local)
                         continue
                     rel = info.path[len(top.path) + 1:] if top.is_dir else info.path
                     files.append((rel, local))
                 if files:
-                    yield artifact_event(top.path, files, at)
+                    try:
+                        yield artifact_event(top.path, files, at)
+                    except ImportError_ as exc:
+                        self._warn(f"run {rid}: artifact {top.path!r} refused: {exc}")
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("mlflow import: %s", message)
 
 
 def _logged_events(path: Path) -> Iterator[ImportEvent]:

@@ -24,13 +24,21 @@ import hashlib
 import json
 import logging
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from bridge.importers.base import ImportError_, ImportEvent, SourceRun, artifact_event
+from bridge.importers.base import (
+    ImportError_,
+    ImportEvent,
+    SourceRun,
+    artifact_event,
+    blob_digest,
+    resolve_source,
+)
 from bridge.importers.neptune_offline import (
     OfflineRun,
     bridge_run_id_of,
@@ -43,7 +51,7 @@ __all__ = ["NeptuneImporter", "sanitize_path_part"]
 
 log = logging.getLogger("bridge.importers.neptune")
 
-_OPTIONS = {"files_path", "batch_rows"}
+_OPTIONS = {"files_path", "batch_rows", "trusted_roots"}
 _ATOM_TYPES = {"float", "int", "string", "bool", "datetime", "string_set"}
 _FILE_TYPES = {"file", "file_set", "file_series", "artifact"}
 _BRIDGE_HEAD = ("bridge/run_id", "bridge/project", "bridge/group", "bridge/start_time",
@@ -102,6 +110,10 @@ class NeptuneImporter:
         self.step_multiplier = int(step_multiplier) if step_multiplier is not None else None
         self.files_path = Path(opts["files_path"]) if opts.get("files_path") else None
         self.batch_rows = int(opts.get("batch_rows", 65536))
+        # Offline runs are read only inside the location or these directories (an upload's
+        # ``file_path`` is absolute: see resolve_source); Parquet files inside a files root.
+        self.roots: list[Path] = [self.location]
+        self.roots += [Path(r) for r in opts.get("trusted_roots") or ()]
         self.warnings: list[str] = []
 
     # -- listing ------------------------------------------------------------------
@@ -114,6 +126,8 @@ class NeptuneImporter:
             return
         groups: dict[str, list[Path]] = {}
         for d in find_run_dirs(self.location):
+            if not self._run_dir_inside(d):
+                continue
             rid = bridge_run_id_of(d) or (d.name.split("__")[1] if "__" in d.name else d.name)
             groups.setdefault(rid, []).append(d)
         for rid, dirs in groups.items():
@@ -139,6 +153,17 @@ class NeptuneImporter:
             parent_id=str(parent) if parent else None, handle=(where, desc, mult),
             extra_tags=extra,
         )
+
+    def _run_dir_inside(self, run_dir: Path) -> bool:
+        """An offline run dir and its operation logs must really be inside the roots: a
+        symlinked one would import another run's history from anywhere on the disk."""
+        try:
+            for path in (run_dir, *run_dir.glob("data-*.log")):
+                resolve_source(path, self.roots)
+        except ImportError_ as exc:
+            self._warn(f"run directory {run_dir.name} refused: {exc}")
+            return False
+        return True
 
     # -- describing ---------------------------------------------------------------
 
@@ -209,7 +234,8 @@ class NeptuneImporter:
             for p in series_points(where):
                 yield from _point_events(desc, p.path, p.kind, p.step, p.value, p.ts_ms, mult)
         with tempfile.TemporaryDirectory(prefix="bridge-neptune-") as tmp:
-            yield from self._file_events(desc, t0, Path(tmp), kind == "parquet")
+            real_tmp = Path(os.path.realpath(tmp))  # artifact files are named by real paths
+            yield from self._file_events(desc, t0, real_tmp, kind == "parquet")
 
     def _parquet_series(self, files: list[Path], desc: _Desc, mult: int) -> Iterator[ImportEvent]:
         import pyarrow.compute as pc
@@ -239,9 +265,13 @@ class NeptuneImporter:
                      if p.startswith("bridge/artifacts/")}
         grouped: dict[str, list[tuple[str, Path]]] = {}
         for n, (path, kind, ref, step) in enumerate(desc.files):
-            local = self._local(ref, desc, tmp, n, parquet)
+            try:
+                local = self._local(ref, desc, tmp, n, parquet)
+            except ImportError_ as exc:
+                self._warn(f"file {path!r} refused: {exc}")
+                continue
             if local is None:
-                self._warn(f"file {path!r}: {ref!r} is missing or outside the files root")
+                self._warn(f"file {path!r}: {ref!r} is missing")
                 continue
             try:
                 if desc.bridge_written and path.startswith("files/"):
@@ -249,9 +279,9 @@ class NeptuneImporter:
                 elif desc.bridge_written and path.startswith("artifacts/"):
                     name, rel = _artifact_member(path[len("artifacts/"):], manifests)
                     grouped.setdefault(name, []).append((rel, local))
-                elif local.is_dir():  # a file set / artifact directory
-                    members = [(str(p.relative_to(local)), p) for p in sorted(local.rglob("*"))
-                               if p.is_file()]
+                elif local.is_dir():  # a file set / artifact directory: members stay in it
+                    members = [(str(p.relative_to(local)), resolve_source(p, [local]))
+                               for p in sorted(local.rglob("*")) if p.is_file()]
                     yield artifact_event(path, members, ts)
                 else:
                     yield artifact_event(path, [(_file_name(path, local), local)], ts)
@@ -265,23 +295,26 @@ class NeptuneImporter:
                 self._warn(f"artifact {name!r} refused: {exc}")
 
     def _local(self, ref: Any, desc: _Desc, tmp: Path, n: int, parquet: bool) -> Path | None:
+        """The real path of a file field's bytes; None when missing, ImportError_ when the
+        reference leaves its root (see :func:`resolve_source`)."""
         if isinstance(ref, bytes):
             out = tmp / f"content-{n}"
             out.write_bytes(ref)
             return out
         if not parquet:
-            return Path(ref) if ref is not None and Path(ref).exists() else None
+            if ref is None or not os.path.lexists(ref):
+                return None
+            # A bridge-written run uploads spool blobs by absolute path: proven by content.
+            return resolve_source(ref, self.roots, digest=blob_digest(ref))
         roots = [self.files_path] if self.files_path else []
         base = self.location if self.location.is_dir() else self.location.parent
         for up in (base, *base.parents[:2]):
             roots.append(up / "files")
         for root in roots:
             for r in (root / sanitize_path_part(desc.project), root):
-                candidate = (r / str(ref)).resolve()
-                if not candidate.is_relative_to(r.resolve()):
-                    return None  # a path that climbs out of the files root: refused
-                if candidate.exists():
-                    return candidate
+                candidate = r / str(ref)
+                if os.path.lexists(candidate):
+                    return resolve_source(candidate, [r])
         return None
 
     def _warn(self, message: str) -> None:

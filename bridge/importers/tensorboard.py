@@ -11,6 +11,7 @@ counted, not imported, and the count is recorded on the run.
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import os
 import struct
@@ -18,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-from bridge.importers.base import ImportError_, ImportEvent, SourceRun
+from bridge.importers.base import ImportError_, ImportEvent, SourceRun, resolve_source
 
 __all__ = ["TensorboardImporter", "event_files", "find_runs"]
 
@@ -26,6 +27,8 @@ EVENT_MARK = "tfevents"  # TensorBoard's own test for an event file name
 SKIPPED_TAG = "tensorboard.skipped"
 LOGDIR_TAG = "tensorboard.logdir"
 HPARAMS_START = "_hparams_/session_start_info"
+
+log = logging.getLogger("bridge.importers.tensorboard")
 
 
 def _tb(module: str) -> Any:
@@ -98,6 +101,7 @@ class TensorboardImporter:
             raise ImportError_(f"tensorboard: {location!r} is not a log directory")
         self.logdir = Path(location).expanduser().resolve()
         self.project = project
+        self.warnings: list[str] = []  # event files skipped, with the reason
         loader = _tb("tensorboard.backend.event_processing.event_file_loader")
         self._loader = loader.EventFileLoader
         self._event_pb2 = _tb("tensorboard.compat.proto.event_pb2")
@@ -112,7 +116,7 @@ class TensorboardImporter:
         (``train/``, ``validation/``) never collide (re-importing the same path finds the
         same runs)."""
         for directory in find_runs(self.logdir):
-            files = event_files(directory)
+            files = self._inside(event_files(directory))
             if not files:
                 continue  # only directories named like event files
             rel = directory.relative_to(self.logdir).as_posix()
@@ -127,6 +131,18 @@ class TensorboardImporter:
                 status="FINISHED",
                 handle=files, extra_tags={LOGDIR_TAG: str(directory)},
             )
+
+    def _inside(self, files: list[Path]) -> list[Path]:
+        """Event files whose real path is inside the log dir: one symlinked out of it would
+        import another run's scalars and text from anywhere on the disk."""
+        kept = []
+        for path in files:
+            try:
+                kept.append(resolve_source(path, [self.logdir]))
+            except ImportError_ as exc:
+                self.warnings.append(f"event file {path.name} refused: {exc}")
+                log.warning("tensorboard import: %s", self.warnings[-1])
+        return kept
 
     def _first_wall_time(self, path: Path) -> int | None:
         for event in self._loader(str(path)).Load():
@@ -147,7 +163,7 @@ class TensorboardImporter:
     # -- events ----------------------------------------------------------------------------
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
         """Every scalar point, text and hparams summary, file by file, record by record."""
-        files = run.handle or event_files(Path(run.extra_tags[LOGDIR_TAG]))
+        files = run.handle or self._inside(event_files(Path(run.extra_tags[LOGDIR_TAG])))
         plugins: dict[str, str] = {}  # tag -> plugin; v2 writers put metadata on the first
         skipped: Counter[str] = Counter()
         last_ms = int(run.start_ms)

@@ -15,9 +15,12 @@ GraphQL responses served on loopback, not against a live server.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from bridge.importers.base import (
     ImportEvent,
     SourceRun,
     artifact_event,
+    resolve_source,
     safe_relative_path,
 )
 
@@ -39,7 +43,7 @@ STEP_KEY = "bridge/step"
 _SKIP_HISTORY = {"_runtime", "_step", "_timestamp", "_wandb", STEP_KEY}
 _INTERNAL_FILES = {"wandb-summary.json", "config.yaml", "wandb-metadata.json",
                    "requirements.txt", "conda-environment.yaml"}
-_OPTIONS = {"skip_corrupt", "entity", "per_page"}
+_OPTIONS = {"skip_corrupt", "entity", "per_page", "trusted_roots"}
 
 
 def status_of_exit(exit_code: int | None) -> str:
@@ -78,6 +82,9 @@ class WandbImporter:
         self.project = project
         self.skip_corrupt = bool(opts.get("skip_corrupt", False))
         self.per_page = int(opts.get("per_page", 1000))
+        # Files are read only inside the location or these directories (see resolve_source).
+        self.roots: list[Path] = [Path(self.location)]
+        self.roots += [Path(r) for r in opts.get("trusted_roots") or ()]
         self.warnings: list[str] = []  # artifacts or files skipped, with the reason
 
     # -- listing -----------------------------------------------------------------
@@ -90,9 +97,21 @@ class WandbImporter:
         if not root.exists():
             raise ImportError_(f"wandb: {root} does not exist")
         for frags in _find_fragments(root).values():
-            run = self._describe(frags)
+            frags.dirs = [d for d in frags.dirs if self._session_inside(d)]
+            run = self._describe(frags) if frags.dirs else None
             if run is not None:
                 yield run
+
+    def _session_inside(self, session: Path) -> bool:
+        """A session dir, and the ``.wandb`` log in it, must really be inside the roots: a
+        symlinked session would import another run's history from anywhere on the disk."""
+        try:
+            for path in (session, *session.glob("*.wandb")):
+                resolve_source(path, self.roots)
+        except ImportError_ as exc:
+            self._warn(f"session {session.name} refused: {exc}")
+            return False
+        return True
 
     def _describe(self, frags: _Fragments) -> SourceRun | None:
         from bridge.importers.wandb_log import WandbLogError, read_run_info
@@ -174,8 +193,13 @@ class WandbImporter:
             except ImportError_ as exc:
                 self._warn(f"file {rel!r} of {info.path.parent.name}: {exc}")
                 continue
-            if not local.is_file() or local.is_symlink():
-                self._warn(f"file {rel!r} of {info.path.parent.name} is missing or a symlink")
+            try:
+                local = resolve_source(local, self.roots)
+            except ImportError_ as exc:
+                self._warn(f"file {rel!r} of {info.path.parent.name} refused: {exc}")
+                continue
+            if not local.is_file():
+                self._warn(f"file {rel!r} of {info.path.parent.name} is not a regular file")
                 continue
             if rel == "wandb-metadata.json":
                 facts = _read_json(local)
@@ -190,14 +214,18 @@ class WandbImporter:
                 yield artifact_event(safe, [(Path(safe).name, local)], ts)
 
     def _artifact(self, art: dict[str, Any], ts: int) -> ImportEvent | None:
+        """An artifact from its manifest. ``local_path`` is absolute (W&B's staging copy,
+        outside the run dir), so a file outside the roots is read only when its bytes match
+        the entry's MD5 digest; anything else is refused with the whole artifact."""
         files = []
-        for f in art["files"]:
-            local = Path(f["local_path"]) if f.get("local_path") else None
-            if local is None or not local.is_file():
-                self._warn(f"artifact {art['name']!r}: file {f['path']!r} has no local copy")
-                return None
-            files.append((f["path"], local))
         try:
+            for f in art["files"]:
+                local = Path(f["local_path"]) if f.get("local_path") else None
+                if local is None or not os.path.lexists(local):
+                    self._warn(f"artifact {art['name']!r}: file {f['path']!r} has no local copy")
+                    return None
+                files.append((f["path"], resolve_source(local, self.roots,
+                                                        digest=_md5(f.get("digest")))))
             return artifact_event(art["name"], files, ts, art.get("type") or "file")
         except ImportError_ as exc:
             self._warn(f"artifact {art['name']!r} refused: {exc}")
@@ -365,6 +393,15 @@ def _iso_ms(text: Any) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1000)
+
+
+def _md5(digest: Any) -> tuple[str, bytes] | None:
+    """A W&B manifest digest (base64 MD5 of the file) as raw bytes, when it is one."""
+    try:
+        raw = base64.b64decode(str(digest), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return ("md5", raw) if len(raw) == 16 else None
 
 
 def _read_json(path: Path) -> Any:
