@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 from bridge.adapters.base import AdapterError, Event, ExportResult, Limits, RunInfo, require
+from bridge.adapters.neptune_paths import PathRefused, Paths, collisions, empty_segments
 
 __all__ = ["NeptuneAdapter", "OpLogHistory", "read_history"]
 
@@ -29,8 +30,9 @@ _OPTIONS = {"project", "mode", "data_dir", "spool_dir"}
 _INT32 = (-(2**31), 2**31 - 1)
 _MAX_STRING = 16384  # Neptune truncates longer String fields
 _MAX_SERIES_STRING = 1000  # Neptune truncates longer StringSeries values
-_RESERVED = ("sys", "bridge")  # namespaces metric keys must not write into
+_RESERVED = ("sys", "bridge", "source_code")  # namespaces metric keys must not write into
 _PROJECT_PART = re.compile(r"[^A-Za-z0-9-]+")
+_KEYED = ("metric", "event", "param", "summary", "tag", "text", "dict", "artifact")  # key -> path
 
 
 # --------------------------------------------------------------------------- values
@@ -51,15 +53,31 @@ def _atom(value: Any) -> Any:
 
 
 def _leaves(value: Any, prefix: str) -> dict[str, Any]:
-    """Nested dicts become Neptune namespaces; an empty dict is kept as the text ``{}``."""
-    if isinstance(value, Mapping):
-        if not value:
-            return {prefix: "{}"}
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_leaves(v, f"{prefix}/{k}"))
-        return out
-    return {prefix: _atom(value)}
+    """Nested dicts become Neptune namespaces; an empty dict is kept as the text ``{}``.
+    A nested key Neptune would rewrite (empty segments) or two keys that would meet in one
+    field (``{"a/b": 1, "a": {"b": 2}}``) raise :class:`PathRefused`."""
+    out: dict[str, Any] = {}
+
+    def walk(v: Any, path: str) -> None:
+        if isinstance(v, Mapping):
+            if not v:
+                out[path] = "{}"
+                return
+            for k, child in v.items():
+                problem = empty_segments(k, "nested key")
+                if problem:
+                    raise PathRefused(f"{problem} (under {path!r})")
+                walk(child, f"{path}/{k}")
+            return
+        if path in out:
+            raise PathRefused(f"two values would share the Neptune field {path!r}")
+        out[path] = _atom(v)
+
+    walk(value, prefix)
+    problem = collisions(list(out))
+    if problem:
+        raise PathRefused(problem)
+    return out
 
 
 def _fingerprint(value: Any) -> tuple[str, Any]:
@@ -206,6 +224,7 @@ class _Session:
     series: dict[str, _Series]
     fields: dict[str, tuple[str, Any]]
     tags: set[str]
+    paths: "Paths"
     queued: dict[str, list[tuple[Event, int, Any]]] = field(default_factory=dict)
 
 
@@ -270,11 +289,22 @@ class NeptuneAdapter:
         state = run.state
         state.setdefault("series", {})
         state.setdefault("tags", {})
+        owners = state.setdefault("paths", {})
         history = read_history(self.neptune_dir, run.run_id) if self.mode == "offline" else OpLogHistory()
         series = self._series(state["series"], history)
         handle, run_dir = self._init(run)
         remote_id = self._remote_id(handle, run)
-        session = _Session(handle, remote_id, run_dir, series, dict(history.fields), set(history.tags))
+        if self.mode == "offline":
+            # `neptune sync` makes one Neptune run of every offline directory: say how many.
+            seen = state.setdefault("offline_dirs", [])
+            for d in history.dirs + ([run_dir] if run_dir is not None else []):
+                uid = d.name.split("__")[1] if "__" in d.name else d.name
+                if uid not in seen:
+                    seen.append(uid)
+        known = set(series) | set(history.fields)
+        paths = Paths(owners, unknown=known - set(owners))
+        session = _Session(handle, remote_id, run_dir, series, dict(history.fields),
+                           set(history.tags), paths)
         self._sessions[run.run_id] = session
         # Written in every session: it is how the op log of a session is found again.
         handle["bridge/run_id"] = run.run_id
@@ -331,6 +361,17 @@ class NeptuneAdapter:
         sessions, self._sessions = self._sessions, {}
         for session in sessions.values():
             session.handle.stop()
+
+    def run_url(self, run: RunInfo, remote_id: str) -> str | None:
+        """Online: the run's page. Offline: how many offline directories (and so, after
+        ``neptune sync``, how many Neptune runs) this bridge run has, and where."""
+        if self.mode != "offline":
+            session = self._sessions.get(run.run_id)
+            return str(session.handle.get_url()) if session else None
+        dirs = run.state.get("offline_dirs") or []
+        n = len(dirs)
+        return (f"{n} offline dir{'s' if n != 1 else ''} ({remote_id}; `neptune sync` makes "
+                f"{n} Neptune run{'s' if n != 1 else ''}) in {self.neptune_dir / 'offline'}")
 
     # ------------------------------------------------------------------ opening
 
@@ -411,38 +452,76 @@ class NeptuneAdapter:
     def _deliver(self, session: _Session, run: RunInfo, ev: Event) -> str | None:
         """Translate one event; returns a rejection reason or None."""
         kind, key, payload = ev.kind, ev.key or "", ev.payload
+        if kind in _KEYED:
+            problem = empty_segments(key, f"{kind} key")
+            if problem:
+                return problem
+        try:
+            return self._deliver_checked(session, run, ev, kind, key, payload)
+        except PathRefused as exc:
+            return f"{kind} {key!r} refused: {exc}"
+
+    def _deliver_checked(self, session: _Session, run: RunInfo, ev: Event, kind: str, key: str,
+                         payload: Any) -> str | None:
         if kind == "metric":
-            return self._queue_point(session, key, ev, ev.value, numeric=True)
+            if key.split("/", 1)[0] in _RESERVED:
+                return f"metric {key!r} would write into Neptune's reserved namespace {key.split('/')[0]!r}"
+            self._check(session, f"metric {key!r}", [key])
+            reason = self._queue_point(session, key, ev, ev.value, numeric=True)
+            if not reason:
+                session.paths.claim(f"metric {key!r}", [key])
+            return reason
         if kind == "event":
             text = json.dumps(payload)
             if len(text) > _MAX_SERIES_STRING:
                 return f"event {key!r} is {len(text)} characters; Neptune truncates string series values at {_MAX_SERIES_STRING}"
-            return self._queue_point(session, _path("events", key), ev, text, numeric=False)
+            name = f"events/{key}"
+            self._check(session, f"event {key!r}", [name])
+            reason = self._queue_point(session, name, ev, text, numeric=False)
+            if not reason:
+                session.paths.claim(f"event {key!r}", [name])
+            return reason
         if kind == "param":
-            return self._assign_tree(session, _path("parameters", key), payload)
+            return self._assign_tree(session, f"param {key!r}", f"parameters/{key}", payload)
         if kind == "summary":
-            return self._assign_tree(session, _path("summary", key), payload)
+            return self._assign_tree(session, f"summary {key!r}", f"summary/{key}", payload)
         if kind == "system":
-            reason = self._assign_tree(session, "environment", payload)
+            reason = self._assign_tree(session, "system facts", "environment", payload)
             host = payload.get("hostname") if isinstance(payload, Mapping) else None
             if isinstance(host, str) and not reason:
                 self._assign(session, "sys/hostname", host)
             return reason
         if kind == "tag":
-            return self._tag(session, run, key, "" if payload is None else str(payload))
+            root = f"bridge/tags/{key}"
+            self._check(session, f"tag {key!r}", [root])
+            reason = self._tag(session, run, key, "" if payload is None else str(payload))
+            session.paths.claim(f"tag {key!r}", [root])
+            return reason
         if kind == "note":
             text = "" if payload is None else str(payload)
             reason = self._assign(session, "sys/description", text)
             if not reason:
                 run.state["notes"] = text
             return reason
-        if kind == "text":
-            return self._upload_content(session, _path("files", key), str(payload), _extension(key, "txt"))
-        if kind == "dict":
-            return self._upload_content(session, _path("files", key), json.dumps(payload, indent=2), _extension(key, "json"))
+        if kind in ("text", "dict"):
+            path, owner = f"files/{key}", f"file {key!r}"  # text and dict share files/
+            self._check(session, owner, [path])
+            content = str(payload) if kind == "text" else json.dumps(payload, indent=2)
+            reason = self._upload_content(session, path, content, _extension(key, "txt" if kind == "text" else "json"))
+            if not reason:
+                session.paths.claim(owner, [path])
+            return reason
         if kind == "artifact":
             return self._artifact(session, run, key, payload)
         return f"the neptune backend has no mapping for event kind {kind!r}"
+
+    @staticmethod
+    def _check(session: _Session, owner: str, paths: Sequence[str]) -> None:
+        """Raise PathRefused when ``owner`` may not write these Neptune fields."""
+        for path in paths:
+            problem = session.paths.conflict(path, owner)
+            if problem:
+                raise PathRefused(problem)
 
     def _queue_point(self, session: _Session, name: str, ev: Event, value: Any, numeric: bool) -> str | None:
         if numeric:
@@ -470,7 +549,8 @@ class NeptuneAdapter:
                     steps=[s for _, s, _ in points],
                     timestamps=[ev.ts_ms / 1000 for ev, _, _ in points],
                 )
-            except (self._errors.MetadataInconsistency, TypeError, ValueError) as exc:
+            # AttributeError: the client's answer to a series over an existing namespace
+            except (self._errors.MetadataInconsistency, TypeError, ValueError, AttributeError) as exc:
                 for ev, _, _ in points:
                     rejected[ev.uid] = f"neptune refused series {name!r}: {exc}"
                 continue
@@ -489,8 +569,11 @@ class NeptuneAdapter:
         session.fields[path] = fp
         return None
 
-    def _assign_tree(self, session: _Session, prefix: str, value: Any) -> str | None:
-        reasons = [r for p, v in _leaves(value, prefix).items() if (r := self._assign(session, p, v))]
+    def _assign_tree(self, session: _Session, owner: str, prefix: str, value: Any) -> str | None:
+        leaves = _leaves(value, prefix)
+        self._check(session, owner, list(leaves))
+        reasons = [r for p, v in leaves.items() if (r := self._assign(session, p, v))]
+        session.paths.claim(owner, list(leaves))
         return "; ".join(reasons) or None
 
     def _tag(self, session: _Session, run: RunInfo, key: str, value: str) -> str | None:
@@ -523,6 +606,18 @@ class NeptuneAdapter:
         if missing:
             return f"artifact {name!r}: blob(s) missing from the spool for {', '.join(missing)}"
         single = not payload.get("is_dir") and len(files) == 1
+        if not single:
+            for f in files:
+                problem = empty_segments(f["path"], "member path")
+                if problem:
+                    return f"artifact {name!r}: {problem}"
+        leaves = [f"artifacts/{name}"] if single else [f"artifacts/{name}/{f['path']}" for f in files]
+        leaves.append(f"bridge/artifacts/{name}")  # the manifest
+        problem = collisions(leaves)
+        if problem:
+            return f"artifact {name!r}: {problem}"
+        self._check(session, f"artifact {name!r}", leaves)
+        session.paths.claim(f"artifact {name!r}", leaves)
         for f in files:
             path = _path("artifacts", name) if single else _path("artifacts", name, f["path"])
             blob = str(run.blob_path(f["sha256"]))

@@ -337,3 +337,159 @@ def test_online_modes_need_a_workspace(tmp_path: Path, adapter_factory: Any) -> 
     with pytest.raises(AdapterError, match="workspace"):
         adapter._project(make_run(tmp_path))
     assert adapter._project(make_run(tmp_path, project="team/my proj")) == "team/my-proj"
+
+
+# ----------------------------------------------------------------------------- Neptune paths
+#
+# neptune 1.x keeps only the non-empty "/" segments of a field path (parse_path): `k//x` is
+# `k/x`, `/lead` is `lead`, `trail/` is `trail`. Two bridge keys must never land in one
+# Neptune field; what Neptune would merge is a dead letter with a reason.
+
+
+def _series_owners(runs: list[Any], accepted: list[Event]) -> dict[str, set[str]]:
+    """Neptune series path -> the bridge metric keys whose points it holds."""
+    by_point: dict[tuple[Any, Any, float], set[str]] = {}
+    for e in accepted:
+        if e.kind == "metric":
+            by_point.setdefault((e.step, e.value, e.ts_ms / 1000), set()).add(e.key or "")
+    owners: dict[str, set[str]] = {}
+    for r in runs:
+        for path, points in r.series.items():
+            for p in points:
+                owners.setdefault(path, set()).update(by_point.get((p.step, p.value, p.ts), {"?"}))
+    return owners
+
+
+def _assert_steps_increase(runs: list[Any]) -> None:
+    for path in {p for r in runs for p in r.series}:
+        steps = [pt.step for r in runs for pt in r.series.get(path, [])]
+        assert all(a < b for a, b in zip(steps, steps[1:])), (path, steps)
+
+
+def test_keys_neptune_would_normalize_are_dead_letters(tmp_path: Path, adapter_factory: Any) -> None:
+    ev = Events()
+    batch = []
+    for step in range(10):
+        batch.append(ev("metric", "k/x" if step % 2 == 0 else "k//x", step=step, value=float(step)))
+    batch += [ev("metric", "/lead", step=0, value=1.0), ev("metric", "trail/", step=0, value=2.0),
+              ev("metric", "/", step=0, value=3.0), ev("metric", "", step=0, value=4.0),
+              ev("metric", "lead", step=5, value=5.0)]
+    adapter = adapter_factory()
+    run = make_run(tmp_path)
+    adapter.open_run(run)
+    result = adapter.export(run, batch)
+    assert result.outcome is Outcome.SUCCESS, result
+    adapter.close_run(run, "FINISHED", T0 + 99_000)
+
+    refused = [e for e in batch if e.key in ("k//x", "/lead", "trail/", "/", "")]
+    rejected = dict(result.rejected)
+    assert set(rejected) == {e.uid for e in refused}
+    for e in refused:
+        reason = rejected[e.uid]
+        assert "Neptune" in reason and repr(e.key) in reason, reason
+    assert "would store it as 'k/x'" in rejected[batch[1].uid]
+    assert "empty path segment" in rejected[batch[10].uid]
+
+    runs = readback.runs_for(neptune_dir(tmp_path), RUN_ID)
+    accepted = [e for e in batch if e.uid not in rejected]
+    owners = _series_owners(runs, accepted)
+    assert owners == {"k/x": {"k/x"}, "lead": {"lead"}}  # one bridge key per Neptune series
+    _assert_steps_increase(runs)
+    got = only_run(tmp_path)
+    assert [(p.step, p.value) for p in got.series["k/x"]] == [(s, float(s)) for s in range(0, 10, 2)]
+    assert [(p.step, p.value) for p in got.series["lead"]] == [(5, 5.0)]
+    assert "trail" not in got.series
+
+
+def test_keys_neptune_would_nest_into_one_field_are_dead_letters(tmp_path: Path, adapter_factory: Any) -> None:
+    ev = Events()
+    sha = put_blob(tmp_path / "blobs", b"b-data")
+    batch = [
+        ev("metric", "k/x", step=0, value=1.0),
+        ev("metric", "k", step=1, value=2.0),  # 1: `k` is the namespace of `k/x`
+        ev("metric", "k/x/y", step=1, value=2.0),  # 2: inside the series `k/x`
+        ev("metric", "parameters/lr", step=0, value=0.1),
+        ev("param", "lr", payload=0.2),  # 4: the metric above holds parameters/lr
+        ev("param", "opt/beta", payload=0.9),
+        ev("param", "opt", payload={"beta": 0.8}),  # 6: `opt` holds `opt/beta` of another key
+        ev("param", "cfg", payload={"x/y": 1, "x": {"y": 2}}),  # 7: one field twice
+        ev("param", "cfg2", payload={"x": 1, "x/y": 2}),  # 8: field and namespace
+        ev("summary", "s", payload={"": 1}),  # 9: empty nested key
+        ev("summary", "t", payload={"a//b": 1}),  # 10: empty segment in a nested key
+        ev("tag", "team", payload="a"),
+        ev("tag", "team/sub", payload="b"),  # 12: bridge/tags/team is a field
+        ev("event", "e", payload={"n": 1}),
+        ev("metric", "events/e", step=0, value=1.0),  # 14: event `e` holds events/e
+        ev("text", "/notes.md", payload="x"),  # 15
+        ev("artifact", "d", payload={"name": "d", "type": "dataset", "is_dir": True, "source": "/d",
+                                     "files": [{"path": "sub//b.txt", "sha256": sha, "size": 6}]}),  # 16
+        ev("param", "fine", payload={"x": {"y": 1}, "z": 2}),
+        ev("metric", "sys2/ok", step=0, value=1.0),
+        ev("metric", "source_code/x", step=0, value=1.0),  # 19: the adapter deletes source_code/
+        # distinct fields under one prefix stay allowed (what an imported Neptune run holds)
+        ev("param", "fine/w", payload=3),
+        ev("metric", "parameters/fine/curve", step=0, value=1.0),
+    ]
+    adapter = adapter_factory()
+    run = make_run(tmp_path)
+    adapter.open_run(run)
+    result = adapter.export(run, batch)
+    assert result.outcome is Outcome.SUCCESS, result
+    adapter.close_run(run, "FINISHED", T0 + 99_000)
+    rejected = dict(result.rejected)
+    assert set(rejected) == {batch[i].uid for i in (1, 2, 4, 6, 7, 8, 9, 10, 12, 14, 15, 16, 19)}, rejected
+    assert "namespace" in rejected[batch[1].uid]
+    assert "metric 'parameters/lr'" in rejected[batch[4].uid]
+    assert "param 'opt/beta'" in rejected[batch[6].uid]
+    assert "share the Neptune field 'parameters/cfg/x/y'" in rejected[batch[7].uid]
+    assert "empty" in rejected[batch[9].uid] and "empty path segment" in rejected[batch[10].uid]
+    assert "event 'e'" in rejected[batch[14].uid]
+    assert "member path 'sub//b.txt'" in rejected[batch[16].uid]
+    assert "reserved" in rejected[batch[19].uid]
+    assert all(reason for reason in rejected.values())
+
+    got = only_run(tmp_path)
+    assert set(got.series) == {"k/x", "parameters/lr", "events/e", "sys2/ok", "parameters/fine/curve"}
+    assert "parameters/lr" not in got.fields
+    assert got.namespace("parameters") == {"opt": {"beta": 0.9}, "fine": {"x": {"y": 1}, "z": 2, "w": 3}}
+    assert "summary" not in {k.split("/")[0] for k in got.fields}
+    assert got.tags == {"team:a"} and got.fields["bridge/tags/team"] == "a"
+    assert not any(k.startswith("artifacts/") for k in got.files)
+    assert not any(k.startswith("files/") for k in got.files)
+    _assert_steps_increase([got])
+
+
+def test_path_owners_survive_sessions_and_killed_syncs(tmp_path: Path, adapter_factory: Any) -> None:
+    ev = Events()
+    first = [ev("metric", "k/x", step=0, value=1.0), ev("param", "a/b", payload=1)]
+    run = make_run(tmp_path)
+    a1 = adapter_factory()
+    a1.open_run(run)
+    assert not a1.export(run, first).rejected
+    saved = json.loads(json.dumps(run.state))
+    assert saved["paths"] == {"k/x": "metric 'k/x'", "parameters/a/b": "param 'a/b'"}
+    killed = [ev("metric", "m/y", step=0, value=1.0)]
+    assert not a1.export(run, killed).rejected
+    # killed here: `m/y` is in the op log, not in the saved state
+
+    second = [ev("metric", "k", step=1, value=2.0), ev("param", "a", payload={"b": 2}),
+              ev("metric", "m", step=1, value=2.0)] + killed + [ev("metric", "k/x", step=1, value=2.0)]
+    run2 = make_run(tmp_path, state=copy.deepcopy(saved))
+    a2 = adapter_factory()
+    a2.open_run(run2)
+    res = a2.export(run2, second)
+    assert set(res.rejected) == {e.uid for e in second[:3]}, res.rejected
+    assert "metric 'k/x'" in res.rejected[second[0].uid]
+    assert "param 'a/b'" in res.rejected[second[1].uid]
+    assert "an earlier session" in res.rejected[second[2].uid]
+    a2.shutdown()
+    a1.shutdown()
+
+    runs = readback.runs_for(neptune_dir(tmp_path), RUN_ID)
+    assert len(runs) == 2
+    accepted = [e for e in first + killed + second if e.uid not in res.rejected]
+    assert _series_owners(runs, accepted) == {"k/x": {"k/x"}, "m/y": {"m/y"}}
+    _assert_steps_increase(runs)
+    # the count of offline directories (= Neptune runs after `neptune sync`) is kept and shown
+    assert len(run2.state["offline_dirs"]) == 2
+    assert a2.run_url(run2, "offline/x").startswith("2 offline dirs")

@@ -261,3 +261,48 @@ def test_bridge_written_run_round_trips(tmp_path: Path, monkeypatch: pytest.Monk
     assert [(r, p.read_bytes()) for r, p in arts["model"].files] == [("model.bin", b"A")]
     assert arts["data"].artifact_type == "dataset"
     assert sorted((r, p.read_bytes()) for r, p in arts["data"].files) == [("b.bin", b"BB"), ("x/a.bin", b"A")]
+
+
+# -- neptune (native) -> import -> neptune adapter: the same Neptune fields ---------------
+
+
+def test_native_run_exports_back_to_the_same_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distinct Neptune fields under one namespace (atoms and a series in ``parameters/opt``,
+    series ``k/x`` and ``k/y``) stay distinct through import and export: no dead letter."""
+    neptune = pytest.importorskip("neptune")
+    from bridge.adapters.base import Event, RunInfo
+    from bridge.adapters.neptune import NeptuneAdapter
+    from bridge.importers.neptune_offline import find_run_dirs, scan, series_points
+
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+    monkeypatch.delenv("NEPTUNE_PROJECT", raising=False)
+    monkeypatch.setenv("NEPTUNE_DATA_DIRECTORY", str(tmp_path / "src" / ".neptune"))
+    run = neptune.init_run(mode="offline", name="native", **_QUIET)
+    run["parameters"] = {"lr": 0.1, "opt": {"name": "sgd", "mom": 0.9}}
+    for i in range(3):
+        run["parameters/opt/schedule"].append(0.1 / (i + 1), step=i, timestamp=(T0 + i) / 1000)
+        run["k/x"].append(float(i), step=i, timestamp=(T0 + i) / 1000)
+        run["k/y"].append(float(-i), step=i, timestamp=(T0 + i) / 1000)
+    run.stop()
+    monkeypatch.delenv("NEPTUNE_DATA_DIRECTORY")
+
+    _, imported = _events(NeptuneImporter(tmp_path / "src"))
+    seq = iter(range(1, 10_000))
+    batch = [Event("f0", next(seq), RID, e.kind, e.key, e.step, e.ts_ms, e.value, e.payload)
+             for e in imported if e.kind in ("metric", "param")]
+    adapter = NeptuneAdapter(mode="offline", data_dir=str(tmp_path / "out"), spool_dir=str(tmp_path))
+    info = RunInfo(run_id=RID, project="ws/proj", name="native", blob_root=tmp_path / "blobs", start_ms=T0)
+    adapter.open_run(info)
+    result = adapter.export(info, batch)
+    assert result.outcome.value == "success" and not result.rejected, result.rejected
+    adapter.close_run(info, "FINISHED", T0 + 999)
+
+    def fields(location: Path) -> tuple[dict[str, list[tuple[Any, Any]]], dict[str, Any]]:
+        dirs = find_run_dirs(location)
+        series: dict[str, list[tuple[Any, Any]]] = {}
+        for p in series_points(dirs):
+            series.setdefault(p.path, []).append((p.step, p.value))
+        atoms = {k: v for k, (_, v) in scan(dirs).fields.items() if k.startswith("parameters/")}
+        return series, atoms
+
+    assert fields(tmp_path / "out") == fields(tmp_path / "src")
