@@ -23,6 +23,7 @@ SOURCE_HELP = "mlflow, wandb, neptune, comet or tensorboard."
 def _importer(source: str, location: str, experiment: list[str] | None, filter: str | None,
               project: str | None) -> Any:
     from bridge.importers import make_importer
+    from bridge.importers.base import ImportError_
 
     opts: dict[str, Any] = {}
     if experiment:
@@ -35,6 +36,9 @@ def _importer(source: str, location: str, experiment: list[str] | None, filter: 
         return make_importer(source, location, **opts)
     except TypeError as exc:
         raise typer.BadParameter(f"{source}: {exc}") from exc
+    except ImportError_ as exc:
+        err_console.print(f"[red]cannot import: {redact_text(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
 
 
 def _do_import(source: str, location: str, spool: Path, backends: list[dict],
@@ -62,6 +66,13 @@ def _do_import(source: str, location: str, spool: Path, backends: list[dict],
             raise typer.Exit(2) from exc
     for warning in getattr(importer, "warnings", []) or []:
         err_console.print(f"[yellow]skipped: {redact_text(str(warning))}[/yellow]")
+    if not imported and not runs:
+        from bridge.importers import recognise
+
+        seen = recognise(location) if Path(location).exists() else []
+        err_console.print(f"[red]no {source} run found in {redact_text(location)}"
+                          + (f"; it holds: {', '.join(seen)}" if seen else "") + "[/red]")
+        raise typer.Exit(1)
     return imported
 
 
