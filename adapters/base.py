@@ -30,6 +30,7 @@ __all__ = [
     "Outcome",
     "RunInfo",
     "MissingDependency",
+    "RemoteRunLost",
     "TransientError",
     "available_adapters",
     "flatten",
@@ -170,6 +171,19 @@ class TransientError(AdapterError):
         self.retry_after = retry_after
 
 
+class RemoteRunLost(AdapterError):
+    """The remote run this bridge run was delivered to is gone (or is not this run's).
+
+    Raised by ``open_run``, ``export``, ``close_run`` or ``check_remote`` when the remote id
+    the agent mapped (``RunInfo.remote_id`` / ``RunInfo.state``) no longer exists on the
+    backend: its database was wiped or replaced, the run was purged, the tracking URI now
+    points at another server. Delivered data may be missing there, so the agent forgets
+    the mapping, the cursors, the adapter's state and the dead letters of that (backend,
+    run) and delivers the whole run again from its first event, into a run found by tag or
+    a new one. The adapter forgets its own caches for the run before raising.
+    """
+
+
 class MissingDependency(AdapterError):
     """A vendor SDK needed by an adapter is not installed."""
 
@@ -182,6 +196,10 @@ class Adapter(Protocol):
     limits: ClassVar[Limits]
     # Optional: ``concurrent_runs`` (int attribute, default 1) lets the agent sync that many
     # runs of this backend at once, each through its own adapter instance.
+    # Optional: ``check_remote(run) -> None`` verifies cheaply (one request) that the mapped
+    # remote run still exists, raising :class:`RemoteRunLost` when it does not; the agent
+    # calls it for a (backend, run) with nothing left to deliver, so a wiped backend is
+    # noticed even when no new event would open the run.
 
     def open_run(self, run: RunInfo) -> str:
         """Create or find the remote run (idempotent) and return its remote id."""

@@ -21,14 +21,15 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, ClassVar, Iterator, Mapping, NoReturn, Sequence
 
 from bridge.adapters.base import (
     AdapterError,
     Event,
     ExportResult,
     Limits,
+    RemoteRunLost,
     RunInfo,
     TransientError,
     flatten,
@@ -78,6 +79,10 @@ _ENTITY_CODES = frozenset(
     {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE", "MALFORMED_REQUEST"}
 )
 _SCALARS = (str, int, float, bool)
+MISSING = "RESOURCE_DOES_NOT_EXIST"
+# MLflow's local artifact repository refuses a bad path with a bare MlflowException (no
+# error code, so INTERNAL_ERROR): recognise the refusal by its message.
+_BAD_PATH = re.compile(r"^Invalid (artifact )?path\b")
 _HTTP_STATUS = re.compile(r"too many (\d{3}) error responses|error code (\d{3}) != 200")
 
 
@@ -101,6 +106,7 @@ class _Failure:
     reason: str
     retry_after: float | None = None
     entity: bool = False  # MLflow refused something in the request: isolate the offender
+    code: str = ""  # MLflow's error code
 
 
 class _Abort(Exception):
@@ -175,16 +181,51 @@ def classify(exc: BaseException) -> _Failure:
         status = _HTTP_STATUS.search(message)
         http = next((g for g in status.groups() if g), None) if status else None
     if http is not None and (http in ("408", "429") or http.startswith("5")):
-        return _Failure(True, f"HTTP {http}: {message}", _retry_after(exc))
+        return _Failure(True, f"HTTP {http}: {message}", _retry_after(exc), code=code)
+    if http is None and _BAD_PATH.match(message):
+        code = "INVALID_PARAMETER_VALUE"  # a refusal of the path, not an internal error
     if code in _RETRYABLE_CODES:
-        return _Failure(True, message, _retry_after(exc))
+        return _Failure(True, message, _retry_after(exc), code=code)
     if "must be in the 'active' state" in message:
-        return _Failure(False, message)  # the run was deleted in MLflow: nothing will land
+        return _Failure(False, message, code=code)  # deleted in MLflow: nothing will land
     if not message.startswith(code):  # the REST client prefixes the code, the SQL store not
         message = f"{code}: {message}"
     if code in _ENTITY_CODES:
-        return _Failure(False, message, entity=True)
-    return _Failure(False, message)
+        return _Failure(False, message, entity=True, code=code)
+    return _Failure(False, message, code=code)
+
+
+def _artifact_name(path: Any, *, file: bool) -> str | None:
+    """A file or folder name inside the run's artifact folder, normalized, or ``_Unsendable``.
+
+    The same rule for both clients, checked before MLflow is called: a name is relative
+    and never climbs out (no ``..`` component, with ``/`` or ``\\`` as separator; not
+    absolute, POSIX or Windows); empty and ``.`` components are dropped (``./a//b.txt`` is
+    ``a/b.txt``). MLflow's own checks differ by store (the embedded store answers a bad path
+    with an error that looks transient), so a bad name is refused here, as a dead letter.
+    """
+    if path is None or path == "":
+        if file:
+            raise _Unsendable("an empty file name")
+        return None
+    if not isinstance(path, str):
+        raise _Unsendable(f"the artifact name {path!r} is not a string")
+    if any(ord(c) < 32 for c in path):
+        raise _Unsendable(f"the artifact name {path!r} holds control characters")
+    if path.startswith(("/", "\\")) or PureWindowsPath(path).is_absolute():
+        raise _Unsendable(f"the artifact name {path!r} is absolute; names are relative "
+                          "to the run's artifact folder")
+    if ".." in re.split(r"[/\\]", path):
+        raise _Unsendable(f"the artifact name {path!r} leaves the run's artifact folder "
+                          "('..')")
+    parts = [p for p in PurePosixPath(path).parts if p not in ("", ".")]
+    if not parts:
+        if file:
+            raise _Unsendable(f"the artifact name {path!r} names no file")
+        return None
+    if file and path.endswith(("/", "\\")):
+        raise _Unsendable(f"the artifact name {path!r} names a folder, not a file")
+    return "/".join(parts)
 
 
 def _stringify(value: Any) -> str:
@@ -266,13 +307,24 @@ class MlflowAdapter:
 
     # -- runs --------------------------------------------------------------------------
     def open_run(self, run: RunInfo) -> str:
-        """Find the MLflow run of this bridge run (by remote id, then by tag) or create it."""
-        try:
-            remote = self._open(run)
-        except self._exc_type as exc:
-            raise self._as_error(exc, f"mlflow: cannot open run {run.run_id}") from exc
-        except OSError as exc:
-            raise RetryableError(f"mlflow: cannot open run {run.run_id}: {exc}") from exc
+        """Find the MLflow run of this bridge run (by remote id, then by tag) or create it.
+
+        A remote id the agent mapped before must still name this run: when it does not
+        (the store was wiped or replaced, the run purged), :class:`RemoteRunLost`.
+        """
+        for attempt in (0, 1):
+            try:
+                remote = self._open(run)
+                break
+            except self._exc_type as exc:
+                if attempt == 0 and _code(exc) == MISSING and self._experiments:
+                    # An experiment id cached before the store was wiped: look it up again.
+                    self._experiments.clear()
+                    self._parents.clear()
+                    continue
+                raise self._as_error(exc, f"mlflow: cannot open run {run.run_id}") from exc
+            except OSError as exc:
+                raise RetryableError(f"mlflow: cannot open run {run.run_id}: {exc}") from exc
         self._remote[run.run_id] = remote
         run.state["mlflow_run_id"] = remote
         return remote
@@ -285,7 +337,61 @@ class MlflowAdapter:
         try:
             self.client.set_terminated(remote, status=status, end_time=int(end_time_ms))
         except self._exc_type as exc:
+            if _code(exc) == MISSING and self._gone(remote):
+                self._lost(run, remote, "no longer exists")
             raise self._as_error(exc, f"mlflow: cannot close run {remote}") from exc
+
+    def check_remote(self, run: RunInfo) -> None:
+        """One ``runs/get``: the mapped MLflow run still exists and is this bridge run's.
+
+        Raises :class:`RemoteRunLost` when it is gone, :class:`RetryableError` when MLflow
+        cannot say now. A run deleted (not purged) in MLflow still exists: not lost.
+        """
+        remote = self._mapped(run)
+        if not remote:
+            return
+        try:
+            found = self.client.get_run(remote)
+        except self._exc_type as exc:
+            failure = classify(exc)
+            if failure.retryable:
+                raise RetryableError(f"mlflow: cannot check run {remote}: {failure.reason}",
+                                     failure.retry_after) from exc
+            self._lost(run, remote, f"cannot be read ({failure.reason})")
+        except OSError as exc:
+            raise RetryableError(f"mlflow: cannot check run {remote}: {exc}") from exc
+        self._check_owner(run, found)
+
+    def _mapped(self, run: RunInfo) -> str | None:
+        return self._remote.get(run.run_id) or run.remote_id or run.state.get("mlflow_run_id")
+
+    def _gone(self, remote: str) -> bool | None:
+        """Whether MLflow says the run does not exist (None: it cannot say now)."""
+        try:
+            self.client.get_run(remote)
+        except self._exc_type as exc:
+            if _code(exc) == MISSING:
+                return True
+            return None if classify(exc).retryable else False
+        except OSError:
+            return None
+        return False
+
+    def _check_owner(self, run: RunInfo, found: Any) -> None:
+        owner = found.data.tags.get(RUN_ID_TAG, run.run_id)
+        if owner != run.run_id:
+            self._lost(run, found.info.run_id, f"now belongs to bridge run {owner}")
+
+    def _lost(self, run: RunInfo, remote: str, why: str) -> NoReturn:
+        """Forget what this adapter knew about the run, then raise :class:`RemoteRunLost`."""
+        self._remote.pop(run.run_id, None)
+        run.state.pop("mlflow_run_id", None)
+        self._experiments.clear()  # a wiped store has new experiment ids too
+        self._parents.clear()
+        raise RemoteRunLost(
+            f"mlflow: run {remote} that bridge run {run.run_id} was delivered to {why} "
+            "(the tracking store was wiped or replaced, or the run purged)"
+        )
 
     def shutdown(self) -> None:
         close = getattr(self.client, "close", None)
@@ -301,8 +407,7 @@ class MlflowAdapter:
         return AdapterError(f"{context}: {failure.reason}")
 
     def _remote_id(self, run: RunInfo) -> str:
-        remote = self._remote.get(run.run_id) or run.remote_id or run.state.get("mlflow_run_id")
-        return remote or self.open_run(run)
+        return self._mapped(run) or self.open_run(run)
 
     def _experiment_id(self, run: RunInfo) -> str:
         name = self.experiment or run.project or "Default"
@@ -369,17 +474,19 @@ class MlflowAdapter:
         return found.info.run_id
 
     def _known_run(self, run: RunInfo) -> Any:
-        remote = self._remote.get(run.run_id) or run.remote_id or run.state.get("mlflow_run_id")
+        remote = self._mapped(run)
         if not remote:
             return None
         try:
             found = self.client.get_run(remote)
         except self._exc_type as exc:
-            if classify(exc).retryable:
+            failure = classify(exc)
+            if failure.retryable:
                 raise
-            return None  # not on this server (a new store, or another tracking URI)
-        if found.data.tags.get(RUN_ID_TAG, run.run_id) != run.run_id:
-            return None
+            # Not on this server (a wiped or new store, another tracking URI): what was
+            # delivered there is not here, so the whole run must be delivered again.
+            self._lost(run, remote, f"cannot be read ({failure.reason})")
+        self._check_owner(run, found)
         return found
 
     def _parent_remote(self, run: RunInfo, bridge_id: str) -> str | None:
@@ -421,6 +528,8 @@ class MlflowAdapter:
             remote = self._remote_id(run)
         except RetryableError as exc:
             return ExportResult.retry(exc.reason, exc.retry_after)
+        except RemoteRunLost:
+            raise
         except AdapterError as exc:
             return ExportResult.permanent(str(exc))
         rejected: dict[tuple[str, int], str] = {}
@@ -432,6 +541,12 @@ class MlflowAdapter:
             if ops:
                 self._write_files(run, remote, ops, rejected)
         except _Abort as stop:
+            if stop.failure.code == MISSING and not stop.failure.retryable:
+                gone = self._gone(remote)
+                if gone:  # the run itself, not something in the batch: never dead letters
+                    self._lost(run, remote, "no longer exists")
+                if gone is None:
+                    return ExportResult.retry(f"{stop.failure.reason} (cannot check the run)")
             if stop.failure.retryable:
                 return ExportResult.retry(stop.failure.reason, stop.failure.retry_after)
             return ExportResult.permanent(stop.failure.reason)
@@ -560,6 +675,8 @@ class MlflowAdapter:
                     raise _Abort(classify(exc)) from exc
 
     def _write_file(self, run: RunInfo, remote: str, op: _FileOp, tmp: Path) -> None:
+        if op.action in ("text", "dict", "events", "artifact"):
+            op.path = _artifact_name(op.path, file=op.action != "artifact") or ""
         if op.action == "text":
             self.client.log_text(remote, op.payload, op.path)
         elif op.action == "dict":
@@ -572,9 +689,10 @@ class MlflowAdapter:
             payload = op.payload or {}
             stage = tmp / "stage"
             for f in payload.get("files", []):
-                rel = Path(f["path"])
-                if rel.is_absolute() or ".." in rel.parts:
-                    raise _Unsendable(f"unsafe file path {f['path']!r}")
+                try:
+                    rel = Path(_artifact_name(f.get("path"), file=True) or "")
+                except _Unsendable as exc:
+                    raise _Unsendable(f"unsafe file path {f.get('path')!r}: {exc}") from exc
                 try:
                     src = run.blob_path(f["sha256"])
                 except AdapterError as exc:
@@ -608,6 +726,10 @@ class MlflowAdapter:
             }  # fmt: skip
         ordered = sorted(lines.values(), key=lambda r: (r["ts_ms"], r["file_id"], r["seq"]))
         return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in ordered)
+
+
+def _code(exc: BaseException) -> str:
+    return getattr(exc, "error_code", None) or ""
 
 
 def _is_bridge_id(value: Any) -> bool:

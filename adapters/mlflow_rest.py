@@ -372,6 +372,7 @@ class MlflowRestClient:
         return self._sdk
 
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        _inside_run(artifact_path)
         root = self._root(run_id)
         if root is None:
             self._client_sdk().log_artifact(run_id, local_path, artifact_path)
@@ -407,6 +408,7 @@ class MlflowRestClient:
         self._log_bytes(run_id, text.encode("utf-8"), artifact_file)
 
     def _log_bytes(self, run_id: str, data: bytes, artifact_file: str) -> None:
+        _inside_run(artifact_file)
         root = self._root(run_id)
         if root is None:
             import tempfile  # noqa: PLC0415
@@ -448,6 +450,18 @@ class MlflowRestClient:
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(data)
         return str(local)
+
+
+def _inside_run(path: str | None) -> None:
+    """Refuse a name that is absolute or climbs out of the run's artifact folder, as MLflow
+    refuses it, before anything is sent (the adapter checks first; this is the backstop)."""
+    if not path:
+        return
+    if path.startswith(("/", "\\")) or ".." in path.replace("\\", "/").split("/") or (
+            len(path) > 2 and path[1] == ":" and path[2] in "/\\"):
+        raise MlflowRestError(
+            f"INVALID_PARAMETER_VALUE: Invalid artifact path: {path!r} is absolute or leaves "
+            "the run's artifact folder", "INVALID_PARAMETER_VALUE", 400)
 
 
 def _auth_header() -> dict[str, str]:

@@ -150,6 +150,20 @@ class StateStore:
                 [(backend, run_id, f, s) for f, s in uids],
             )
 
+    def forget_delivery(self, backend: str, run_id: str) -> None:
+        """The remote run is lost: forget its mapping, cursors, state and dead letters.
+
+        Everything of the run is then pending again for this backend, and the next
+        delivery starts from the first event into a new (or re-found) remote run.
+        """
+        key = (backend, run_id)
+        with self._tx():
+            self.conn.execute("DELETE FROM cursors WHERE backend=? AND run_id=?", key)
+            self.conn.execute("DELETE FROM run_map WHERE backend=? AND run_id=?", key)
+            self.conn.execute("DELETE FROM adapter_state WHERE backend=? AND run_id=?", key)
+            self.conn.execute("DELETE FROM dead_letters WHERE backend=? AND run_id=?", key)
+            self.conn.execute("DELETE FROM sync_errors WHERE backend=? AND run_id=?", key)
+
     def record_error(self, backend: str, run_id: str, error: str) -> None:
         with self._tx():
             self.conn.execute(

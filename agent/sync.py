@@ -25,6 +25,7 @@ from bridge.adapters.base import (
     Event,
     ExportResult,
     Outcome,
+    RemoteRunLost,
     RunInfo,
     TransientError,
     load_adapter,
@@ -68,6 +69,7 @@ class PairResult:
     error: str | None = None
     remote_id: str | None = None
     skipped: str | None = None  # e.g. "leased by another agent"
+    remote_lost: str | None = None  # the remote run was gone: this pass re-delivered the run
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Syncer:
         progress: ProgressFn | None = None,
         retry_dead: bool = False,
         dry_run: bool = False,
+        backend_options: dict[str, dict] | None = None,
     ) -> None:
         self.spool_dir = Path(spool_dir)
         self.settings = settings or AgentSettings()
@@ -111,12 +114,23 @@ class Syncer:
         self.progress = progress
         self.retry_dead = retry_dead
         self.dry_run = dry_run
+        self.backend_options = backend_options or {}  # [backends.<name>] of the config file
         self.holder = holder_id()
         self.policy = RetryPolicy(self.settings.retry_initial, self.settings.retry_max,
                                   self.settings.retry_attempts)
         self._adapters: dict[str, Any] = {}
         self._renewed: dict[str, float] = {}
         self._lock = threading.Lock()
+        # Remote runs found to exist (monotonic time), and backends whose check failed in
+        # this pass: see _check_due.
+        self._checked: dict[tuple[str, str], float] = {}
+        self._check_paused: set[str] = set()
+
+    # A (backend, run) with nothing to deliver has its remote run checked (one request)
+    # once per Syncer (each `bridge sync`) and then at most this often (`bridge agent`).
+    CHECK_INTERVAL_S = 600.0
+    # Remote runs lost again while their run is re-delivered: stop with an error after this.
+    MAX_REDELIVERIES = 2
 
     # -- planning --------------------------------------------------------------------------
 
@@ -135,7 +149,7 @@ class Syncer:
             chosen = []
             for name in self.backend_filter:
                 match = [s for s in specs if s["name"] == name or s.get("id") == name]
-                chosen.extend(match or [{"name": name}])
+                chosen.extend(match or [{**self.backend_options.get(name, {}), "name": name}])
             specs = chosen
         return specs
 
@@ -144,6 +158,7 @@ class Syncer:
     def run_once(self) -> SyncSummary:
         """Deliver everything pending now; per backend in parallel threads."""
         summary = SyncSummary()
+        self._check_paused.clear()
         records = self._runs(summary.file_errors)
         work: dict[str, list[tuple[dict, RunRecord]]] = {}
         for rec in records:
@@ -278,7 +293,7 @@ class Syncer:
             return self._adapters[key]
 
     def _deliver(self, store: StateStore, label: str, spec: dict, rec: RunRecord,
-                 slot: int = 0) -> PairResult:
+                 slot: int = 0, redelivery: int = 0) -> PairResult:
         res = PairResult(label, rec.run_id)
         cursors = store.cursors(label, rec.run_id)
         upto = max_seqs(rec.files, rec.run_id)
@@ -290,7 +305,8 @@ class Syncer:
         if self.dry_run:
             res.pending = total
             return res
-        if total == 0 and not dead_letters and (closed or not finished):
+        idle = total == 0 and not dead_letters and (closed or not finished)
+        if idle and (remote_id is None or not self._check_due(label, spec, rec.run_id)):
             return res
         try:
             adapter = self._adapter(label, spec, slot)
@@ -307,8 +323,13 @@ class Syncer:
             state=store.adapter_state(label, rec.run_id),
         )
         done = 0
+        lost: RemoteRunLost | None = None
         try:
+            if idle:  # everything delivered: is it still there?
+                self._check_remote(adapter, info, label)
+                return res
             new_remote = self._call(lambda: adapter.open_run(info))
+            self._checked[(label, rec.run_id)] = time.monotonic()
             if new_remote != remote_id:
                 store.save_remote(label, rec.run_id, str(new_remote),
                                   _url(adapter, info, new_remote))
@@ -334,6 +355,8 @@ class Syncer:
                 self._call(lambda: adapter.close_run(info, rec.status, end))
                 store.mark_closed(label, rec.run_id)
                 res.closed = True
+        except RemoteRunLost as exc:
+            lost = exc
         except Stopped:
             res.error = "stopped"
         except TransientFailure as exc:
@@ -345,11 +368,57 @@ class Syncer:
         except sqlite3.DatabaseError as exc:
             res.error = f"cannot read the spool: {exc} (a damaged file: `bridge doctor --repair`)"
             store.record_error(label, rec.run_id, res.error)
+        if lost is not None:
+            return self._redeliver_lost(store, label, spec, rec, slot, redelivery, lost)
         res.delivered = done - res.dead
         try:
             res.pending = count_after(rec.files, rec.run_id, store.cursors(label, rec.run_id))
         except sqlite3.DatabaseError:
             res.pending = -1  # unknown: a file cannot be read
+        return res
+
+    def _check_due(self, label: str, spec: dict, run_id: str) -> bool:
+        """Whether an idle (backend, run)'s remote run should be checked in this pass."""
+        if label in self._check_paused:
+            return False
+        last = self._checked.get((label, run_id))
+        if last is not None and time.monotonic() - last < self.CHECK_INTERVAL_S:
+            return False
+        try:
+            return callable(getattr(load_adapter(spec["name"]), "check_remote", None))
+        except AdapterError:
+            return False
+
+    def _check_remote(self, adapter: Any, info: RunInfo, label: str) -> None:
+        """One attempt; RemoteRunLost goes up, a failure to check pauses checks this pass."""
+        try:
+            adapter.check_remote(info)
+        except RemoteRunLost:
+            raise
+        except Exception:  # cannot tell now (server down): nothing changes, check next pass
+            self._check_paused.add(label)
+            return
+        self._checked[(label, info.run_id)] = time.monotonic()
+
+    def _redeliver_lost(self, store: StateStore, label: str, spec: dict, rec: RunRecord,
+                        slot: int, redelivery: int, lost: RemoteRunLost) -> PairResult:
+        """The remote run is gone: forget the delivery and deliver the whole run again.
+
+        What was confirmed there may be missing now, so the cursors, the run map, the
+        adapter's state and the dead letters of this (backend, run) are dropped together and
+        the run goes again from its first event, into a new remote run (or one found by
+        tag; MLflow ignores an identical point). Lost again and again: stop, with an error.
+        """
+        store.forget_delivery(label, rec.run_id)
+        if redelivery >= self.MAX_REDELIVERIES:
+            res = PairResult(label, rec.run_id, remote_lost=str(lost))
+            res.error = (f"remote run lost again while re-delivering the run, stopped (the "
+                         f"next sync delivers it from its first event): {lost}")
+            store.record_error(label, rec.run_id, res.error)
+            res.pending = self._pending(store, label, rec)
+            return res
+        res = self._deliver(store, label, spec, rec, slot, redelivery + 1)
+        res.remote_lost = str(lost)
         return res
 
     def _call(self, fn: Callable[[], Any]) -> Any:

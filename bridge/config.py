@@ -14,7 +14,8 @@ from typing import Any
 
 from bridge.errors import ConfigError
 
-__all__ = ["AgentSettings", "Settings", "default_dir", "load", "user_config_path"]
+__all__ = ["AgentSettings", "Settings", "default_dir", "load", "user_config_path",
+           "with_file_options"]
 
 _SYNC = ("background", "offline")
 _DURABILITY = ("buffered", "commit", "fsync")
@@ -28,6 +29,9 @@ class AgentSettings:
     retry_attempts: int = 8
     lease_seconds: float = 60.0
     chunk_size: int = 5000
+    # Background sync of a RUNNING run: seconds between deliveries to backends that open a
+    # vendor session per delivery (W&B; Comet offline). 0 = every pass, as before.
+    session_interval: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class Settings:
     strict: bool = False
     backends: tuple = ()
     agent: AgentSettings = field(default_factory=AgentSettings)
+    # Default options per backend, from the config file's ``[backends.<name>]`` tables: used
+    # by init() under the options it is given, and by ``bridge sync --backend NAME``.
+    backend_options: dict = field(default_factory=dict)
 
 
 def user_config_path() -> Path:
@@ -124,6 +131,26 @@ def _env_values() -> dict[str, Any]:
     return out
 
 
+def _backend_tables(tables: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``[backends.<name>]`` tables: plain option values per backend name."""
+    from bridge.redact import is_secret_name, url_has_credentials
+
+    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+        raise ConfigError(f"{where}: 'backends' must be tables like [backends.comet]")
+    for name, opts in tables.items():
+        for key, value in opts.items():
+            if is_secret_name(key) or (isinstance(value, str) and url_has_credentials(value)):
+                raise ConfigError(
+                    f"{where}: [backends.{name}] {key} holds a credential; bridge never stores "
+                    "credentials: use the vendor's own environment variable instead")
+    return {name: dict(opts) for name, opts in tables.items()}
+
+
+def with_file_options(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A backend spec over its ``[backends.<name>]`` defaults (the spec's own options win)."""
+    return {**settings.backend_options.get(spec["name"], {}), **spec}
+
+
 def load(**overrides: Any) -> Settings:
     """Settings from defaults < user file < environment < ``overrides`` (None = unset)."""
     settings = Settings()
@@ -133,6 +160,8 @@ def load(**overrides: Any) -> Settings:
         if "agent" in user:
             flat["agent"] = user["agent"]
         settings = _apply(settings, flat, str(user_config_path()))
+        settings = replace(settings, backend_options=_backend_tables(
+            user.get("backends", {}), str(user_config_path())))
     settings = _apply(settings, _env_values(), "environment")
     settings = _apply(settings, {k: v for k, v in overrides.items() if v is not None}, "init()")
     if settings.sync not in _SYNC:
@@ -141,6 +170,8 @@ def load(**overrides: Any) -> Settings:
         raise ConfigError(f"durability must be one of {_DURABILITY}, got {settings.durability!r}")
     if settings.flush_interval <= 0 or settings.max_queue < 1:
         raise ConfigError("flush_interval must be > 0 and max_queue >= 1")
+    if settings.agent.session_interval < 0:
+        raise ConfigError("agent.session_interval must be >= 0 seconds")
     return replace(settings, dir=Path(settings.dir).expanduser())
 
 

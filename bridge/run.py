@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
 from bridge import lifecycle
-from bridge.config import Settings, load
-from bridge.errors import ConfigError, RunStateError, Terminated
+from bridge.config import Settings, load, with_file_options
+from bridge.errors import BridgeWarning, ConfigError, RunStateError, Terminated
 from bridge.spool import blobs
 from bridge.spool.reader import find_run, max_step
 from bridge.spool.writer import SpoolWriter
@@ -157,6 +158,7 @@ class Run:
         self.start_ms = _now() // 1_000_000
         self.status = "RUNNING"
         self.warnings = 0
+        self.dropped = 0  # events the spool could not store (a full disk), set by finish()
         self.config = _Config(self)
         self.summary = _Summary(self)
         self.tags: dict[str, str] = {}
@@ -427,7 +429,14 @@ class Run:
         self._finished = True
         self.status = status
         self._writer.put_finish(self.id, _now() // 1_000_000, status, error)
-        self._writer.flush()
+        stored = self._writer.flush()
+        self.dropped = self._writer.dropped_by_run.get(self.id, 0)
+        if self.dropped or not stored:
+            left = "" if stored else (
+                f"; the rest is not in the spool yet ({self._writer.last_error}) and is kept in "
+                "memory, retried until the process exits")
+            warnings.warn(f"bridge: run {self.id} finished with {self.dropped} events dropped "
+                          f"(counted as 'dropped'){left}", BridgeWarning, stacklevel=2)
         lifecycle.forget(self)
         if self._sync is not None:
             wait = self.settings.finish_timeout if timeout is None else timeout
@@ -496,6 +505,7 @@ def init(
     sample_every = check_interval(system_metrics)
     s = load(dir=dir, sync=sync, durability=durability, strict=strict, **settings)
     specs = normalize_backends(backends if backends is not None else list(s.backends))
+    specs = [with_file_options(spec, s) for spec in specs]  # [backends.<name>] defaults
     if resume not in (None, "allow", "must", "never"):
         raise ConfigError(f"resume must be 'allow', 'must' or 'never', got {resume!r}")
     if run_id is not None:

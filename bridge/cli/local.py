@@ -12,7 +12,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from bridge.cli.common import DirOption, console, find_one_run, fmt_ms, resolve_dir
+from bridge.cli.common import DirOption, console, err_console, find_one_run, fmt_ms, resolve_dir
 from bridge.redact import redact_argv, redact_json, redact_text
 from bridge.spool.reader import decode_event, list_runs, open_file
 
@@ -25,7 +25,8 @@ def runs_cmd(
 ) -> None:
     """List the runs in the spool, numbered per project in start order."""
     spool = resolve_dir(dir)
-    records = list_runs(spool)
+    errors: list = []
+    records = list_runs(spool, errors)
     if project:
         records = [r for r in records if r.project == project]
     table = Table(title=f"runs in {spool}", box=box.SIMPLE_HEAD)
@@ -38,6 +39,14 @@ def runs_cmd(
                       fmt_ms(r.start_ms), ",".join(sorted({f.node for f in r.files})),
                       ",".join(b["name"] for b in r.backends))
     console.print(table)
+    for r in records:
+        if r.dropped:
+            err_console.print(f"[yellow]run {r.run_id[:12]}: {r.dropped} events dropped (the "
+                              "spool could not store them; see the run's warnings)[/yellow]")
+    for e in errors:
+        err_console.print(f"[red]unreadable spool file {e.path}: {e.error}[/red]")
+    if errors:
+        raise typer.Exit(1)  # the list above may be missing runs
     if not records:
         console.print("no runs yet: try `bridge demo`")
 

@@ -38,7 +38,8 @@ def run_sync(spool: Path, backends: list[str] | None = None, runs: list[str] | N
     from bridge.agent.sync import Syncer
 
     stop = stop or threading.Event()
-    settings = load().agent
+    config = load()
+    settings = config.agent
     tasks: dict[tuple[str, str], Any] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, disable=quiet,
@@ -51,7 +52,8 @@ def run_sync(spool: Path, backends: list[str] | None = None, runs: list[str] | N
             progress.update(tasks[key], completed=done)
 
         syncer = Syncer(spool, settings=settings, backends=backends, runs=runs, stop=stop,
-                        progress=on_progress, retry_dead=retry_dead, dry_run=dry_run)
+                        progress=on_progress, retry_dead=retry_dead, dry_run=dry_run,
+                        backend_options=config.backend_options)
         try:
             return syncer.run_once()
         finally:

@@ -157,6 +157,7 @@ class SpoolWriter:
         self.committed_calls = 0
         self.dropped = 0
         self._dropped_pending: dict[str, int] = {}  # run id -> dropped, not yet in the file
+        self.dropped_by_run: dict[str, int] = {}  # run id -> dropped since this writer started
         self._drop_warned = False
         self.last_error: str | None = None
         self._thread = start_thread(self._loop, "bridge-spool-writer")
@@ -393,6 +394,7 @@ class SpoolWriter:
         if n and run_id is not None:
             self.dropped += n
             self._dropped_pending[run_id] = self._dropped_pending.get(run_id, 0) + n
+            self.dropped_by_run[run_id] = self.dropped_by_run.get(run_id, 0) + n
         warnings.warn(f"bridge: the spool cannot store {what} ({type(exc).__name__}: {exc}); "
                       "not recorded, counted as dropped", BridgeWarning, stacklevel=2)
 
@@ -440,6 +442,7 @@ class SpoolWriter:
                 n = len(it[4]) if it[0] == _METRICS else 1
                 self.dropped += n
                 self._dropped_pending[it[1]] = self._dropped_pending.get(it[1], 0) + n
+                self.dropped_by_run[it[1]] = self.dropped_by_run.get(it[1], 0) + n
             if not self._drop_warned:
                 self._drop_warned = True
                 warnings.warn(f"bridge: spool {self.path} still unwritable; dropping the oldest "

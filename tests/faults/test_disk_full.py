@@ -72,3 +72,32 @@ def test_disk_full_never_raises_counts_and_recovers(small_disk: Path):
     assert conn.execute("SELECT count(*) FROM events WHERE kind='system'").fetchone()[0] == 1
     assert stored + writer.dropped == 6000  # every call is either stored or counted
     conn.close()
+
+
+def test_a_disk_that_never_frees_is_said_at_finish(small_disk: Path):
+    """Drops that never reach the spool (the disk stays full) are still said and counted."""
+    spool = small_disk / "spool"
+    run = bridge.init(project="full", dir=spool, sync="offline", max_queue=500,
+                      flush_interval=0.01)
+    run._system_thread.join()
+    run.flush()
+    filler = small_disk / "filler.bin"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(3000):
+            run.log_text("x" * 2000 + str(i), f"t{i}.txt")
+        run.finish()
+    messages = [str(w.message) for w in caught if issubclass(w.category, bridge.BridgeWarning)]
+    said = [m for m in messages if "finished with" in m]
+    assert len(said) == 1, messages
+    assert run.dropped > 0 and f"{run.dropped} events dropped" in said[0]
+    assert "not in the spool yet" in said[0]
+    filler.unlink()  # let the writer empty its queue before the tmpfs goes
+    assert run._writer.flush(timeout=30)

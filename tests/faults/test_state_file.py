@@ -152,3 +152,19 @@ def test_status_with_a_damaged_state_file(tmp_path, damage):
     assert [b["pending"] for b in run["backends"]] == [events]  # nothing shown as delivered
     assert any("state.db" in e["path"] for e in data["file_errors"])
     assert runner.invoke(app, ["status", "--dead", "--dir", str(spool)]).exit_code in (0, 1)
+
+
+def test_runs_with_an_unreadable_spool_file_names_it(tmp_path):
+    spool = tmp_path / "spool"
+    _log(spool, 5)
+    _log(spool, 5)  # writers are closed after each: two writer files
+    files = sorted((spool / "spool").glob("*.db"))
+    assert len(files) == 2
+    os.chmod(files[0], 0)
+    try:
+        res = _cli_bound_by_modes("runs", "--dir", str(spool))
+    finally:
+        os.chmod(files[0], 0o600)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "no runs yet" not in res.stdout
+    assert files[0].name in res.stderr.replace("\n", "")
