@@ -21,11 +21,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
+from bridge.spool.events import Event, Kind
+
 __all__ = [
     "Adapter",
     "AdapterError",
     "Event",
     "ExportResult",
+    "Kind",
     "Limits",
     "Outcome",
     "RunInfo",
@@ -40,17 +43,17 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "bridge.adapters"
 
-# Event kinds as stored in the spool's ``events.kind`` column.
-METRIC = "metric"  # key, step, ts_ms, value (float; NaN/±inf kept)
-PARAM = "param"  # key, payload: any JSON value (nested config stays nested)
-TAG = "tag"  # key, payload: str
-SUMMARY = "summary"  # key, payload: any JSON value
-ARTIFACT = "artifact"  # key: name, payload: see Event.files
-TEXT = "text"  # key: file name, payload: str
-DICT = "dict"  # key: file name, payload: JSON value
-EVENT = "event"  # key: event name, payload: JSON value (omega-ml's log_event)
-SYSTEM = "system"  # key: "system", payload: dict of platform facts
-NOTE = "note"  # key: "notes", payload: str (the run description, may change)
+# Event kinds (bridge.spool.events.Kind, the one definition), as names adapters compare with.
+METRIC = Kind.METRIC
+PARAM = Kind.PARAM
+TAG = Kind.TAG
+SUMMARY = Kind.SUMMARY
+ARTIFACT = Kind.ARTIFACT
+TEXT = Kind.TEXT
+DICT = Kind.DICT
+EVENT = Kind.EVENT
+SYSTEM = Kind.SYSTEM
+NOTE = Kind.NOTE
 
 
 class Outcome(enum.Enum):
@@ -59,32 +62,6 @@ class Outcome(enum.Enum):
     SUCCESS = "success"
     RETRY = "retry"
     PERMANENT = "permanent"
-
-
-@dataclass(frozen=True)
-class Event:
-    """One spool event as the agent hands it to an adapter.
-
-    ``(file_id, seq)`` is the event's global identity. ``payload`` is already decoded
-    from JSON. For artifacts, ``payload`` is ``{"name", "type", "is_dir", "source",
-    "files": [{"path", "sha256", "size"}]}`` and :meth:`RunInfo.blob_path` gives the
-    bytes of each file.
-    """
-
-    file_id: str
-    seq: int
-    run_id: str
-    kind: str
-    key: str | None
-    step: int | None
-    ts_ms: int
-    value: float | None = None
-    payload: Any = None
-    node: str = ""
-
-    @property
-    def uid(self) -> tuple[str, int]:
-        return (self.file_id, self.seq)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from bridge.agent.state import StateStore
 from bridge.errors import SpoolError
 from bridge.agent.sync import backend_label
-from bridge.spool.reader import FileInfo, RunRecord, list_runs, open_file
+from bridge.spool.reader import FileInfo, RunRecord, file_counts, list_runs
 
 __all__ = ["PairStatus", "RunStatus", "spool_status"]
 
@@ -42,40 +42,6 @@ class RunStatus:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _file_counts(f: FileInfo, run_id: str, cursors: list[int]) -> tuple[int, list[int]]:
-    """The run's events in one file, and how many lie after each of ``cursors``.
-
-    One read transaction per file, so the figures agree with each other while a writer
-    appends. A file that holds this run alone (the common case: one run per writer process)
-    is counted with a bare ``count(*)``, which SQLite answers from the b-tree's page counts
-    instead of comparing every index entry; events after a cursor are a range of the
-    ``(run_id, seq)`` index, so a mostly delivered backlog costs little.
-    """
-    conn = open_file(f.path)
-    try:
-        conn.execute("BEGIN")
-        lo = conn.execute("SELECT min(run_id) FROM events").fetchone()[0]
-        hi = conn.execute("SELECT max(run_id) FROM events").fetchone()[0]
-        if lo is None:
-            return 0, [0 for _ in cursors]
-        if lo == hi == run_id:
-            total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        else:
-            total = conn.execute("SELECT count(*) FROM events WHERE run_id=?",
-                                 (run_id,)).fetchone()[0]
-        after = []
-        for cursor in cursors:
-            if cursor <= 0:
-                after.append(total)
-            else:
-                after.append(conn.execute(
-                    "SELECT count(*) FROM events WHERE run_id=? AND seq>?", (run_id, cursor)
-                ).fetchone()[0])
-        return total, after
-    finally:
-        conn.close()
 
 
 def spool_status(spool_dir: Path, file_errors: list | None = None) -> list[RunStatus]:
@@ -112,7 +78,7 @@ def spool_status(spool_dir: Path, file_errors: list | None = None) -> list[RunSt
 def _unknown_status(rec: RunRecord, problem: str) -> RunStatus:
     """A run whose delivery state cannot be read: every event counted as pending."""
     try:
-        total = sum(_file_counts(f, rec.run_id, [])[0] for f in rec.files)
+        total = sum(file_counts(f, rec.run_id, [])[0] for f in rec.files)
     except sqlite3.DatabaseError:
         total = -1
     pairs = [PairStatus(backend_label(b), total, 0, total, 0, problem, None, None, False)
@@ -140,7 +106,7 @@ def _run_status(store: StateStore, rec: RunRecord) -> RunStatus:
     total_all = 0
     pending = dict.fromkeys(labels, 0)
     for f in rec.files:
-        total, after = _file_counts(f, rec.run_id,
+        total, after = file_counts(f, rec.run_id,
                                     [cursors[label].get(f.file_id, 0) for label in labels])
         total_all += total
         for label, n in zip(labels, after):

@@ -37,9 +37,8 @@ from bridge.errors import SpoolError
 from bridge.threads import start_thread
 from bridge.spool.reader import (
     RunRecord,
-    SpoolEvent,
     count_after,
-    decode_event,
+    events_by_seq,
     iter_events,
     list_runs,
     max_seqs,
@@ -83,11 +82,6 @@ class SyncSummary:
         return not self.file_errors and all(
             r.pending == 0 and r.error is None and r.skipped is None for r in self.results
         )
-
-
-def _to_event(ev: SpoolEvent) -> Event:
-    return Event(ev.file_id, ev.seq, ev.run_id, ev.kind, ev.key, ev.step, ev.ts_ms, ev.value,
-                 ev.payload, ev.node)
 
 
 class Syncer:
@@ -340,7 +334,7 @@ class Syncer:
             batch: list[Event] = []
             limit = max(1, adapter.limits.max_events)
             for ev in iter_events(rec.files, rec.run_id, cursors, self.settings.chunk_size, upto):
-                batch.append(_to_event(ev))
+                batch.append(ev)
                 if len(batch) >= limit:
                     done += self._export(store, adapter, info, label, batch, res)[0]
                     batch = []
@@ -472,20 +466,13 @@ class Syncer:
     def _redeliver_dead(self, store: StateStore, adapter: Any, info: RunInfo, label: str,
                         rec: RunRecord, letters: list) -> None:
         by_file = {f.file_id: f for f in rec.files}
-        events: list[Event] = []
+        seqs: dict[str, list[int]] = {}
         for dl in letters:
-            f = by_file.get(dl.file_id)
-            if f is None:
-                continue
-            conn = open_file(f.path)
-            try:
-                row = conn.execute(
-                    "SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events "
-                    "WHERE seq=?", (dl.seq,)).fetchone()
-            finally:
-                conn.close()
-            if row is not None:
-                events.append(_to_event(decode_event(row, f.file_id, f.node)))
+            if dl.file_id in by_file:
+                seqs.setdefault(dl.file_id, []).append(dl.seq)
+        events: list[Event] = []
+        for file_id, wanted in seqs.items():
+            events.extend(events_by_seq(by_file[file_id], wanted))
         limit = max(1, adapter.limits.max_events)
         for i in range(0, len(events), limit):
             batch = events[i : i + limit]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import Terminated
 from bridge.sigterm_watch import SigtermWatch
+from bridge.spool.events import Kind
 from bridge.spool.writer import SpoolWriter, defer_if_committing
 from bridge.threads import start_thread
 from bridge.values import clean_text
@@ -336,7 +337,8 @@ def record_system_info(run: "Run") -> None:
     def work() -> None:
         try:
             payload, _ = clean_text(json.dumps(system_info(), default=str, ensure_ascii=False))
-            run._writer.put_event(run.id, "system", "system", None, run.start_ms, None, payload)
+            run._writer.put_event(run.id, Kind.SYSTEM.value, "system", None, run.start_ms, None,
+                                  payload)
         except Exception:
             pass
 

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from bridge.config import load
 from bridge.errors import ConfigError
-from bridge.spool.reader import RunRecord, decode_event, list_runs, open_file
+from bridge.spool.reader import RunRecord, list_runs, select_events
 
 __all__ = ["DATA_COLUMNS", "data", "runs", "select_runs"]
 
@@ -62,22 +62,10 @@ def _rows(records: list[RunRecord], event: list | None, key: list | None, step: 
         for path, f in by_file.items():
             if node is not None and f.node not in node:
                 continue
-            sql = ("SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events "
-                   "WHERE run_id=?")
-            args: list[Any] = [rec.run_id]
-            for col, values in (("kind", event), ("key", key), ("step", step)):
-                if values is not None:
-                    sql += f" AND {col} IN ({','.join('?' * len(values))})"
-                    args.extend(values)
-            conn = open_file(path)
-            try:
-                for row in conn.execute(sql + " ORDER BY seq", args):
-                    ev = decode_event(row, f.file_id, f.node)
-                    value = ev.value if ev.kind == "metric" else ev.payload
-                    yield (rec.project, rec.number, ev.kind, ev.ts_ms, ev.node, ev.step, ev.key,
-                           value, rec.run_id)
-            finally:
-                conn.close()
+            for ev in select_events(f, rec.run_id, event, key, step):
+                value = ev.value if ev.kind == "metric" else ev.payload
+                yield (rec.project, rec.number, ev.kind, ev.ts_ms, ev.node, ev.step, ev.key,
+                       value, rec.run_id)
         if rec.end_ms is not None and (event is None or "stop" in event):
             yield (rec.project, rec.number, "stop", rec.end_ms, "", None, None, rec.status,
                    rec.run_id)

@@ -17,6 +17,7 @@ from bridge import lifecycle
 from bridge.config import Settings, load, with_file_options
 from bridge.errors import BridgeWarning, ConfigError, RunStateError, Terminated
 from bridge.spool import blobs
+from bridge.spool.events import Kind, artifact_payload
 from bridge.spool.reader import find_run, max_step
 from bridge.spool.writer import SpoolWriter
 from bridge.values import (MAX_TIMESTAMP_MS, Problem, check_key, clean_text, report, to_float,
@@ -131,7 +132,7 @@ class _Summary(_Logged):
     _what = "summary"
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._run._record("summary", "run.summary", key, value, store=self._data)
+        self._run._record(Kind.SUMMARY, "run.summary", key, value, store=self._data)
 
     def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
         for k, v in {**dict(other), **kw}.items():
@@ -307,7 +308,7 @@ class Run:
 
     def log_param(self, key: str, value: Any) -> None:
         """Log a parameter; a dict value is nested config and stays nested in the spool."""
-        self._record("param", "log_param", key, value, store=self.config._data)
+        self._record(Kind.PARAM, "log_param", key, value, store=self.config._data)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         try:
@@ -316,13 +317,13 @@ class Run:
             self._problem("log_params", f"expected a dict, got {type(params).__name__}")
             return
         for k, v in items:
-            self._record("param", "log_params", k, v, store=self.config._data)
+            self._record(Kind.PARAM, "log_params", k, v, store=self.config._data)
 
     def set_tag(self, key: str, value: Any) -> None:
         """Set a tag; the value is stored as a string (as MLflow and Neptune do)."""
         if not isinstance(value, str):
             value = str(value)
-        self._record("tag", "set_tag", key, value, store=self.tags)
+        self._record(Kind.TAG, "set_tag", key, value, store=self.tags)
 
     def set_tags(self, tags: Mapping[str, Any] | Sequence[str]) -> None:
         """Set tags from a dict, or plain labels (W&B style) from a list: ``label -> ""``."""
@@ -341,19 +342,19 @@ class Run:
             self._problem("log_text", f"text must be a string, got {type(text).__name__}; "
                           "stored as str()")
             text = str(text)
-        self._record("text", "log_text", name, text)
+        self._record(Kind.TEXT, "log_text", name, text)
 
     def log_dict(self, dictionary: Any, name: str) -> None:
         """Record a JSON-serializable object as a file (e.g. ``"eval/report.json"``)."""
-        self._record("dict", "log_dict", name, dictionary)
+        self._record(Kind.DICT, "log_dict", name, dictionary)
 
     def log_event(self, name: str, payload: Any = None) -> None:
         """Record a free-form event (omega-ml's ``log_event``), e.g. ``("epoch_end", {...})``."""
-        self._record("event", "log_event", name, payload, step=self._step)
+        self._record(Kind.EVENT, "log_event", name, payload, step=self._step)
 
     def log_features(self, names: Sequence[str]) -> None:
         """Record the model's input feature names (Lab's ``log_features``)."""
-        self._record("event", "log_features", "features", list(names))
+        self._record(Kind.EVENT, "log_features", "features", list(names))
 
     # -- artifacts -------------------------------------------------------------------------
 
@@ -382,9 +383,9 @@ class Run:
             self._problem("log_artifact", f"{exc}; artifact not recorded")
             return
         art_name = name or src.name
-        self._record("artifact", "log_artifact", art_name,
-                     {"name": art_name, "type": type, "is_dir": src.is_dir(),
-                      "source": str(src.resolve()), "files": files})
+        self._record(Kind.ARTIFACT, "log_artifact", art_name,
+                     artifact_payload(art_name, files, type=type, is_dir=src.is_dir(),
+                                      source=str(src.resolve())))
 
     def log_model(self, model: Any, name: str) -> None:
         """Pickle a model into an artifact of type ``model`` (Lab's ``log_model``)."""
@@ -403,10 +404,10 @@ class Run:
             self._problem("log_model", f"{exc}; model not recorded")
             return
         self._writer.put_blob(sha, size)
-        self._record("artifact", "log_model", name,
-                     {"name": name, "type": "model", "is_dir": False, "source": None,
-                      "format": "pickle", "files": [{"path": f"{name}.pkl", "sha256": sha,
-                                                    "size": size}]})
+        self._record(Kind.ARTIFACT, "log_model", name,
+                     artifact_payload(name, [{"path": f"{name}.pkl", "sha256": sha,
+                                              "size": size}],
+                                      type="model", is_dir=False, format="pickle"))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -542,7 +543,7 @@ def init(
               start_step=start_step, resumed=existing is not None, node=node)
     lifecycle.register(run)
     if notes is not None:
-        run._record("note", "init", "notes", notes)
+        run._record(Kind.NOTE, "init", "notes", notes)
     if config:
         try:
             run.log_params(dict(config))

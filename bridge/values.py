@@ -18,7 +18,6 @@ Documented normalizations (each visible as a warning, except the lossless ones):
 from __future__ import annotations
 
 import json
-import math
 import re
 import warnings
 from typing import Any, Callable
@@ -33,8 +32,6 @@ __all__ = [
     "check_key",
     "to_float",
     "to_json",
-    "encode_float",
-    "decode_float",
 ]
 
 MAX_KEY_LENGTH = 250
@@ -132,27 +129,6 @@ def to_json(value: Any, on_problem: Callable[[str], None]) -> str:
     if changed:
         on_problem("text is not valid Unicode (lone surrogates); each replaced by U+FFFD")
     return text
-
-
-def encode_float(value: float) -> tuple[float | None, str | None]:
-    """SQLite turns NaN into NULL: keep non-finite values in the payload column."""
-    if math.isfinite(value):
-        return value, None
-    if math.isnan(value):
-        return None, "NaN"
-    return None, "Infinity" if value > 0 else "-Infinity"
-
-
-_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def decode_float(value: float | None, payload: str | None) -> float | None:
-    """Inverse of :func:`encode_float`."""
-    if value is not None:
-        return value
-    if payload is None:
-        return None
-    return _NONFINITE.get(payload)
 
 
 def report(call: str, problem: str, strict: bool, stacklevel: int = 4) -> None:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from bridge.cli.common import DirOption, console, err_console, find_one_run, fmt_ms, resolve_dir
 from bridge.redact import redact_argv, redact_json, redact_text
-from bridge.spool.reader import decode_event, list_runs, open_file
+from bridge.spool.reader import list_runs, select_events
 
 __all__ = ["register"]
 
@@ -80,30 +80,23 @@ def show_cmd(
     artifacts: list = []
     metrics: dict[str, dict] = {}
     for f in rec.files:
-        conn = open_file(f.path)
-        try:
-            for row in conn.execute(
-                "SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events "
-                "WHERE run_id=? ORDER BY seq", (rec.run_id,)):
-                ev = decode_event(row, f.file_id, f.node)
-                if ev.kind == "metric":
-                    m = metrics.setdefault(ev.key or "", {"n": 0, "last": None, "step": None,
-                                                          "min": math.inf, "max": -math.inf})
-                    m["n"] += 1
-                    m["last"], m["step"] = ev.value, ev.step
-                    if ev.value is not None and not math.isnan(ev.value):
-                        m["min"] = min(m["min"], ev.value)
-                        m["max"] = max(m["max"], ev.value)
-                elif ev.kind == "param":
-                    params[ev.key] = ev.payload
-                elif ev.kind == "tag":
-                    tags[ev.key] = ev.payload
-                elif ev.kind == "summary":
-                    summary[ev.key] = ev.payload
-                elif ev.kind == "artifact":
-                    artifacts.append(ev.payload)
-        finally:
-            conn.close()
+        for ev in select_events(f, rec.run_id):
+            if ev.kind == "metric":
+                m = metrics.setdefault(ev.key or "", {"n": 0, "last": None, "step": None,
+                                                      "min": math.inf, "max": -math.inf})
+                m["n"] += 1
+                m["last"], m["step"] = ev.value, ev.step
+                if ev.value is not None and not math.isnan(ev.value):
+                    m["min"] = min(m["min"], ev.value)
+                    m["max"] = max(m["max"], ev.value)
+            elif ev.kind == "param":
+                params[ev.key] = ev.payload
+            elif ev.kind == "tag":
+                tags[ev.key] = ev.payload
+            elif ev.kind == "summary":
+                summary[ev.key] = ev.payload
+            elif ev.kind == "artifact":
+                artifacts.append(ev.payload)
     for title, values in (("params", params), ("tags", tags), ("summary", summary)):
         if values:
             t = Table(title=title, show_header=False)

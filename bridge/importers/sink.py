@@ -1,31 +1,25 @@
 """Writing imported runs into the spool: one file per run, complete or absent.
 
-Each run is written to ``spool/import-<source>-<run id>.db.partial`` and renamed to ``.db``
-only when every event is in, so readers and the agent never see half a run. An interrupted
-import leaves a ``.partial`` that the next import deletes and redoes; a run whose file exists
-is skipped. Memory stays bounded: events are inserted in chunks as the importer streams them.
+Each run is written by the spool's :class:`~bridge.spool.imported.ImportedRunWriter` to
+``spool/import-<source>-<run id>.db.partial`` and renamed to ``.db`` only when every event is
+in, so readers and the agent never see half a run. An interrupted import leaves a
+``.partial`` that the next import deletes and redoes; a run whose file exists is skipped.
+Memory stays bounded: events are inserted in chunks as the importer streams them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from bridge.importers.base import ImportEvent, Importer, SourceRun
-from bridge.spool import blobs
-from bridge.spool.schema import create_schema
-from bridge.values import encode_float
+from bridge.importers.base import Importer, SourceRun
+from bridge.spool.events import Kind
+from bridge.spool.imported import ImportedRunWriter
 
 __all__ = ["ImportedRun", "import_file", "import_runs"]
 
-_INSERT = ("INSERT INTO events (run_id, kind, key, step, ts_ms, value, payload) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)")
-_STATUSES = {"RUNNING", "FINISHED", "FAILED", "KILLED"}
 
 ProgressFn = Callable[[SourceRun, int], None]
 
@@ -47,48 +41,14 @@ def import_file(spool_dir: Path, run: SourceRun) -> Path:
     return Path(spool_dir) / "spool" / f"import-{run.source}-{run.run_id}.db"
 
 
-def _row(run_id: str, ev: ImportEvent, spool_dir: Path, source: str) -> tuple:
-    if ev.kind == "metric":
-        value = float(ev.value) if ev.value is not None else float("nan")
-        v, marker = encode_float(value)
-        return (run_id, "metric", ev.key, ev.step, int(ev.ts_ms), v, marker)
-    if ev.kind == "artifact":
-        files = []
-        for rel, local in ev.files:
-            sha, size = blobs.store_file(spool_dir, local)
-            files.append({"path": rel, "sha256": sha, "size": size})
-        payload = {"name": ev.key, "type": ev.artifact_type, "is_dir": len(files) > 1,
-                   "source": source, "files": files}
-        return (run_id, "artifact", ev.key, ev.step, int(ev.ts_ms), None, json.dumps(payload))
-    return (run_id, ev.kind, ev.key, ev.step, int(ev.ts_ms), None,
-            json.dumps(ev.payload, ensure_ascii=False, default=str))
-
-
 def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[dict],
            target: Path, progress: ProgressFn | None, chunk: int) -> ImportedRun:
-    partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
-    old = os.umask(0o077)
-    try:
-        conn = sqlite3.connect(partial, isolation_level=None)
-    finally:
-        os.umask(old)
     result = ImportedRun(run.run_id, run.source, run.source_id, run.project, run.name, target)
-    try:
-        conn.execute("PRAGMA journal_mode=DELETE")
-        conn.execute("PRAGMA synchronous=OFF")  # the rename below is the commit point
-        create_schema(conn, {"file_id": target.stem, "node": f"import:{run.source}",
-                             "host": os.uname().nodename, "pid": str(os.getpid()),
-                             "created_ms": str(int(time.time() * 1000)), "journal": "delete",
-                             "import_source": run.source, "source_id": run.source_id})
-        status = run.status if run.status in _STATUSES else "FINISHED"
-        conn.execute(
-            "INSERT INTO runs (run_id, project, name, notes, group_name, backends, start_ms, "
-            "end_ms, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run.run_id, run.project, run.name, run.notes, run.group, json.dumps(backends),
-             int(run.start_ms), run.end_ms, status),
-        )
-        rows: list[tuple] = []
+    meta = {"node": f"import:{run.source}", "import_source": run.source,
+            "source_id": run.source_id}
+    with ImportedRunWriter(spool_dir, target, meta, chunk) as out:
+        out.run_row(run.run_id, run.project, run.name, run.notes, run.group,
+                    json.dumps(backends), int(run.start_ms), run.end_ms, run.status)
         start = int(run.start_ms)
         provenance = dict(run.extra_tags)
         if run.run_id != run.source_id:
@@ -99,37 +59,27 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
 
             provenance.setdefault("bridge.parent_run_id", bridge_run_id(run.source, run.parent_id))
         for key, value in provenance.items():
-            rows.append((run.run_id, "tag", key, None, start, None, json.dumps(str(value))))
+            out.event(run.run_id, Kind.TAG, key, None, start, str(value))
         if run.notes:
-            rows.append((run.run_id, "note", "notes", None, start, None, json.dumps(run.notes)))
-        conn.execute("BEGIN")
-        n = 0
+            out.event(run.run_id, Kind.NOTE, "notes", None, start, run.notes)
+        source = f"{run.source}:{run.source_id}"
+        reported = 0
         for ev in importer.events(run):
-            rows.append(_row(run.run_id, ev, spool_dir, f"{run.source}:{run.source_id}"))
-            result.counts[ev.kind] = result.counts.get(ev.kind, 0) + 1
-            if ev.kind == "metric":
+            if ev.kind == Kind.METRIC:
+                out.metric(run.run_id, ev.key or "", ev.step, ev.ts_ms, ev.value)
                 result.points[ev.key or ""] = result.points.get(ev.key or "", 0) + 1
-            if len(rows) >= chunk:
-                conn.executemany(_INSERT, rows)
-                n += len(rows)
-                rows.clear()
-                if progress is not None:
-                    progress(run, n)
-        if rows:
-            conn.executemany(_INSERT, rows)
-            n += len(rows)
-        conn.execute("COMMIT")
-        if progress is not None:
-            progress(run, n)
-    except BaseException:
-        conn.close()
-        partial.unlink(missing_ok=True)
-        raise
-    conn.close()
-    with open(partial, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.chmod(partial, 0o600)
-    os.replace(partial, target)
+            elif ev.kind == Kind.ARTIFACT:
+                out.artifact(run.run_id, ev.key or "", ev.step, ev.ts_ms, ev.files,
+                             ev.artifact_type, source)
+            else:
+                out.event(run.run_id, ev.kind, ev.key, ev.step, ev.ts_ms, ev.payload)
+            result.counts[ev.kind] = result.counts.get(ev.kind, 0) + 1
+            if progress is not None and out.written > reported:
+                reported = out.written
+                progress(run, reported)
+        out.commit()
+    if progress is not None:
+        progress(run, out.written)
     return result
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from bridge.errors import SpoolError
+from bridge.spool.events import SELECT_EVENTS, Event, Kind, decode_row
 from bridge.spool.schema import check_version
-from bridge.values import decode_float
 
 __all__ = [
     "FileInfo",
     "RunRecord",
-    "SpoolEvent",
-    "decode_event",
+    "events_by_seq",
+    "file_counts",
     "find_run",
     "iter_events",
     "list_runs",
@@ -30,22 +30,9 @@ __all__ = [
     "max_step",
     "count_after",
     "open_file",
+    "select_events",
     "spool_files",
 ]
-
-
-@dataclass(frozen=True)
-class SpoolEvent:
-    file_id: str
-    seq: int
-    run_id: str
-    kind: str
-    key: str | None
-    step: int | None
-    ts_ms: int
-    value: float | None
-    payload: Any
-    node: str
 
 
 @dataclass
@@ -168,16 +155,6 @@ def find_run(spool_dir: Path, run_id: str) -> RunRecord | None:
     return None
 
 
-def decode_event(row: tuple, file_id: str, node: str) -> SpoolEvent:
-    seq, run_id, kind, key, step, ts_ms, value, payload = row
-    if kind == "metric":
-        value = decode_float(value, payload)
-        decoded = None
-    else:
-        decoded = json.loads(payload) if payload is not None else None
-    return SpoolEvent(file_id, seq, run_id, kind, key, step, ts_ms, value, decoded, node)
-
-
 def _file_stream(path: Path, info: FileInfo, run_id: str, after: int, chunk: int,
                  upto: int | None) -> Iterator[tuple]:
     conn = open_file(path)
@@ -186,20 +163,18 @@ def _file_stream(path: Path, info: FileInfo, run_id: str, after: int, chunk: int
         while True:
             if upto is not None:
                 rows = conn.execute(
-                    "SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events "
-                    "WHERE run_id=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+                    SELECT_EVENTS + " WHERE run_id=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
                     (run_id, last, upto, chunk),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events "
-                    "WHERE run_id=? AND seq>? ORDER BY seq LIMIT ?",
+                    SELECT_EVENTS + " WHERE run_id=? AND seq>? ORDER BY seq LIMIT ?",
                     (run_id, last, chunk),
                 ).fetchall()
             if not rows:
                 return
             for row in rows:
-                ev = decode_event(row, info.file_id, info.node)
+                ev = decode_row(row, info.file_id, info.node)
                 yield (ev.ts_ms, ev.file_id, ev.seq, ev)
             last = rows[-1][0]
             if len(rows) < chunk:
@@ -214,7 +189,7 @@ def iter_events(
     after: Mapping[str, int] | None = None,
     chunk: int = 5000,
     upto: Mapping[str, int] | None = None,
-) -> Iterator[SpoolEvent]:
+) -> Iterator[Event]:
     """The run's events after the per-file cursors, merged in (ts_ms, file_id, seq) order.
 
     ``upto`` bounds each file to a snapshot taken before reading, so a live writer's new
@@ -264,10 +239,75 @@ def max_step(files: list[FileInfo], run_id: str) -> int:
         conn = open_file(f.path)
         try:
             row = conn.execute(
-                "SELECT max(step) FROM events WHERE run_id=? AND kind='metric'", (run_id,)
+                "SELECT max(step) FROM events WHERE run_id=? AND kind=?", (run_id, Kind.METRIC.value)
             ).fetchone()
         finally:
             conn.close()
         if row[0] is not None and row[0] > best:
             best = row[0]
     return best
+
+
+def select_events(f: FileInfo, run_id: str, kinds: list | None = None,
+                  keys: list | None = None, steps: list | None = None) -> Iterator[Event]:
+    """The run's events in one file, in seq order, optionally only these kinds/keys/steps."""
+    sql = SELECT_EVENTS + " WHERE run_id=?"
+    args: list[Any] = [run_id]
+    for column, values in (("kind", kinds), ("key", keys), ("step", steps)):
+        if values is not None:
+            sql += f" AND {column} IN ({','.join('?' * len(values))})"
+            args.extend(str(v) if column == "kind" else v for v in values)
+    conn = open_file(f.path)
+    try:
+        for row in conn.execute(sql + " ORDER BY seq", args):
+            yield decode_row(row, f.file_id, f.node)
+    finally:
+        conn.close()
+
+
+def events_by_seq(f: FileInfo, seqs: list[int]) -> list[Event]:
+    """Events of one file by seq (those that exist), e.g. dead letters to deliver again."""
+    conn = open_file(f.path)
+    try:
+        out = []
+        for seq in seqs:
+            row = conn.execute(SELECT_EVENTS + " WHERE seq=?", (seq,)).fetchone()
+            if row is not None:
+                out.append(decode_row(row, f.file_id, f.node))
+        return out
+    finally:
+        conn.close()
+
+
+def file_counts(f: FileInfo, run_id: str, cursors: list[int]) -> tuple[int, list[int]]:
+    """The run's events in one file, and how many lie after each of ``cursors``.
+
+    One read transaction per file, so the figures agree with each other while a writer
+    appends. A file that holds this run alone (the common case: one run per writer process)
+    is counted with a bare ``count(*)``, which SQLite answers from the b-tree's page counts
+    instead of comparing every index entry; events after a cursor are a range of the
+    ``(run_id, seq)`` index, so a mostly delivered backlog costs little.
+    """
+    conn = open_file(f.path)
+    try:
+        conn.execute("BEGIN")
+        lo = conn.execute("SELECT min(run_id) FROM events").fetchone()[0]
+        hi = conn.execute("SELECT max(run_id) FROM events").fetchone()[0]
+        if lo is None:
+            return 0, [0 for _ in cursors]
+        if lo == hi == run_id:
+            total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        else:
+            total = conn.execute("SELECT count(*) FROM events WHERE run_id=?",
+                                 (run_id,)).fetchone()[0]
+        after = []
+        for cursor in cursors:
+            if cursor <= 0:
+                after.append(total)
+            else:
+                after.append(conn.execute(
+                    "SELECT count(*) FROM events WHERE run_id=? AND seq>?", (run_id, cursor)
+                ).fetchone()[0])
+        return total, after
+    finally:
+        conn.close()

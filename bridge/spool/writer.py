@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bridge.errors import BridgeWarning, ConfigError
+from bridge.spool.events import EVENT_COLUMNS, Kind, encode_float
 from bridge.spool.schema import connect, create_schema, is_network_fs
 from bridge.threads import start_thread
-from bridge.values import encode_float
 
 __all__ = ["DURABILITY", "SpoolWriter", "defer_if_committing"]
 
@@ -65,7 +65,7 @@ _FINISH = 3  # (_FINISH, run_id, end_ms, status, error)
 _COUNT = 4  # (_COUNT, run_id, column, n) — warnings / dropped counters
 _BLOB = 5  # (_BLOB, sha256, size)
 
-_COLS = "(run_id, kind, key, step, ts_ms, value, payload)"
+_COLS = f"({', '.join(EVENT_COLUMNS)})"
 # Rows per statement: SQLite before 3.32 allows only 999 bound values per statement.
 _CHUNKS = ((4096, 1024, 256, 64, 16, 4, 1) if sqlite3.sqlite_version_info >= (3, 32, 0)
            else (128, 32, 8, 2, 1))
@@ -74,7 +74,7 @@ _SQL = {
 }
 # Finite metrics, the bulk of the traffic: five bound values per row instead of seven.
 _METRIC_SQL = {
-    n: f"INSERT INTO events {_COLS} VALUES " + ",".join(["(?,'metric',?,?,?,?,NULL)"] * n)
+    n: f"INSERT INTO events {_COLS} VALUES " + ",".join([f"(?,'{Kind.METRIC.value}',?,?,?,?,NULL)"] * n)
     for n in _CHUNKS
 }
 
@@ -297,7 +297,7 @@ class SpoolWriter:
                             metric_rows = []
                             extend = metric_rows.extend
                         v, p = encode_float(val)
-                        segments.append((False, [run_id, "metric", key, step, ts, v, p]))
+                        segments.append((False, [run_id, Kind.METRIC.value, key, step, ts, v, p]))
             elif tag == _EVENT:
                 if metric_rows:
                     segments.append((True, metric_rows))

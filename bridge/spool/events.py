@@ -1,0 +1,142 @@
+"""The event model: the one definition of what a spool event is.
+
+Everything that writes or reads events — the spool writer, the reader, the writer of
+imported runs, the agent, the adapters, the importers, the queries — uses this module's
+:class:`Kind`, :class:`Event`, payload shapes and codecs, so a change here is a change
+everywhere and nothing disagrees silently.
+
+A row of the ``events`` table is ``(seq, run_id, kind, key, step, ts_ms, value, payload)``:
+``value`` holds a finite metric value; ``payload`` holds JSON for every other kind and,
+for a metric, the marker of a non-finite value (SQLite turns NaN into NULL).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "INSERT_EVENT",
+    "SELECT_EVENTS",
+    "Event",
+    "Kind",
+    "artifact_payload",
+    "decode_float",
+    "decode_row",
+    "encode_float",
+    "encode_payload",
+    "metric_row",
+]
+
+
+class Kind(str, enum.Enum):
+    """Event kinds, as stored in ``events.kind`` (compare and store as plain strings)."""
+
+    METRIC = "metric"  # key, step, ts_ms, value (float; NaN/±inf kept)
+    PARAM = "param"  # key, payload: any JSON value (nested config stays nested)
+    TAG = "tag"  # key, payload: str
+    SUMMARY = "summary"  # key, payload: any JSON value
+    ARTIFACT = "artifact"  # key: name, payload: artifact_payload()
+    TEXT = "text"  # key: file name, payload: str
+    DICT = "dict"  # key: file name, payload: JSON value
+    EVENT = "event"  # key: event name, payload: JSON value (omega-ml's log_event)
+    SYSTEM = "system"  # key: "system", payload: dict of platform facts
+    NOTE = "note"  # key: "notes", payload: str (the run description, may change)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Event:
+    """One spool event, decoded: what the reader yields, the agent batches and adapters get.
+
+    ``(file_id, seq)`` is the event's global identity. ``payload`` is decoded JSON (None for
+    metrics). For artifacts it is :func:`artifact_payload`'s dict, whose files' bytes are in
+    the blob store by sha256.
+    """
+
+    file_id: str
+    seq: int
+    run_id: str
+    kind: str
+    key: str | None
+    step: int | None
+    ts_ms: int
+    value: float | None = None
+    payload: Any = None
+    node: str = ""
+
+    @property
+    def uid(self) -> tuple[str, int]:
+        return (self.file_id, self.seq)
+
+
+# -- SQL: the columns and the statements every reader and writer of events uses ------------
+
+EVENT_COLUMNS = ("run_id", "kind", "key", "step", "ts_ms", "value", "payload")
+INSERT_EVENT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})")
+SELECT_EVENTS = "SELECT seq, run_id, kind, key, step, ts_ms, value, payload FROM events"
+
+
+# -- codecs ---------------------------------------------------------------------------------
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def encode_float(value: float) -> tuple[float | None, str | None]:
+    """SQLite turns NaN into NULL: a non-finite value goes to the payload column as a marker."""
+    if math.isfinite(value):
+        return value, None
+    if math.isnan(value):
+        return None, "NaN"
+    return None, "Infinity" if value > 0 else "-Infinity"
+
+
+def decode_float(value: float | None, payload: str | None) -> float | None:
+    """Inverse of :func:`encode_float`."""
+    if value is not None:
+        return value
+    if payload is None:
+        return None
+    return _NONFINITE.get(payload)
+
+
+def encode_payload(value: Any) -> str:
+    """JSON for the payload column (text kept as text, not \\u escapes)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def metric_row(run_id: str, key: str, step: int | None, ts_ms: int, value: float) -> tuple:
+    """A metric as an ``EVENT_COLUMNS`` row."""
+    v, marker = encode_float(value)
+    return (run_id, Kind.METRIC.value, key, step, ts_ms, v, marker)
+
+
+def decode_row(row: tuple, file_id: str, node: str) -> Event:
+    """A ``SELECT_EVENTS`` row of file ``file_id`` as an :class:`Event`."""
+    seq, run_id, kind, key, step, ts_ms, value, payload = row
+    if kind == Kind.METRIC:
+        return Event(file_id, seq, run_id, kind, key, step, ts_ms,
+                     decode_float(value, payload), None, node)
+    decoded = json.loads(payload) if payload is not None else None
+    return Event(file_id, seq, run_id, kind, key, step, ts_ms, value, decoded, node)
+
+
+# -- payload shapes -------------------------------------------------------------------------
+
+
+def artifact_payload(name: str, files: Iterable[Mapping[str, Any]], *, type: str = "file",
+                     is_dir: bool | None = None, source: str | None = None,
+                     **extra: Any) -> dict[str, Any]:
+    """An artifact event's payload: ``files`` are ``{"path", "sha256", "size"}`` (bytes in
+    the blob store); ``extra`` carries optional fields such as ``format``."""
+    entries = [{"path": f["path"], "sha256": f["sha256"], "size": f["size"]} for f in files]
+    return {"name": name, "type": type,
+            "is_dir": len(entries) > 1 if is_dir is None else bool(is_dir),
+            "source": source, "files": entries, **extra}
