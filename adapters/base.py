@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
+from bridge.errors import AdapterError, MissingDependency, RemoteRunLost, TransientError
 from bridge.spool.events import Event, Kind
 
 __all__ = [
@@ -129,40 +130,6 @@ class Limits:
     max_params: int = 100
     max_tags: int = 100
     max_key_length: int = 250
-
-
-class AdapterError(Exception):
-    """An adapter could not be found, loaded or configured."""
-
-
-class TransientError(AdapterError):
-    """A failure that may pass (server down, rate limit): the agent retries the call.
-
-    Raise it from ``open_run``/``close_run``; ``export`` returns ``ExportResult.retry``.
-    Any other exception from an adapter is treated the same way; :class:`AdapterError`
-    itself (bad configuration, missing SDK) is not retried.
-    """
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class RemoteRunLost(AdapterError):
-    """The remote run this bridge run was delivered to is gone (or is not this run's).
-
-    Raised by ``open_run``, ``export``, ``close_run`` or ``check_remote`` when the remote id
-    the agent mapped (``RunInfo.remote_id`` / ``RunInfo.state``) no longer exists on the
-    backend: its database was wiped or replaced, the run was purged, the tracking URI now
-    points at another server. Delivered data may be missing there, so the agent forgets
-    the mapping, the cursors, the adapter's state and the dead letters of that (backend,
-    run) and delivers the whole run again from its first event, into a run found by tag or
-    a new one. The adapter forgets its own caches for the run before raising.
-    """
-
-
-class MissingDependency(AdapterError):
-    """A vendor SDK needed by an adapter is not installed."""
 
 
 @runtime_checkable

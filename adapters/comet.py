@@ -9,6 +9,9 @@ nothing. Each archive is opened with Comet's ``get_or_create`` resume strategy, 
 others to it. Each archive also carries ``bridge-ledger.json`` (ignored by Comet's
 uploader) naming the spool events it holds: a sync killed after the archive was written
 but before the agent saved its cursor recognises them on the next run and skips them.
+The last batch of a run that has ended carries the closing status in its archive, so
+``close_run`` writes no archive of its own; in-process background sync delivers offline
+only every ``agent.session_interval`` while the run trains (``session_per_export``).
 
 Online (``mode="online"``) streams one experiment per sync session through Comet's
 ``get_or_create`` start and confirms a batch when ``Experiment.flush()`` says the data
@@ -26,6 +29,7 @@ import math
 import os
 import re
 import sys
+import time
 import uuid
 import zipfile
 from collections import Counter
@@ -433,6 +437,10 @@ class CometAdapter:
         if self.mode == "online" and not os.environ.get("COMET_API_KEY"):
             raise AdapterError("comet: online mode reads the API key from COMET_API_KEY, which is not set")
         self._runs: dict[str, _RunCtx] = {}
+        # Offline, each export writes one archive: in-process background sync delivers this
+        # backend only every ``agent.session_interval`` while the run runs. Online, one
+        # experiment stays open across exports (confirmed by ``flush()``): every pass.
+        self.session_per_export = self.mode == "offline"
 
     # -- contract --------------------------------------------------------------------------
 
@@ -455,10 +463,16 @@ class CometAdapter:
         rejected = {ev.uid: r for ev in fresh if (r := _refusal(ev, run)) is not None}
         todo = [ev for ev in fresh if ev.uid not in rejected]
         epochs = _metric_epochs(todo, self.epoch_metric, run.state.get("epoch_at_step"))
+        # Offline, the run has ended and this is the pass's last batch (the agent sends full
+        # batches before it): its archive also carries the closing status, so close_run
+        # writes no archive of its own.
+        closing = (self.mode == "offline" and bool(todo) and run.status != "RUNNING"
+                   and len(batch) < self.limits.max_events)
         if todo:
             try:
                 if self.mode == "offline":
-                    outcome = self._write_archive(run, ctx, todo, epochs)
+                    extra = [_closing_event(run, run.status, run.end_ms)] if closing else []
+                    outcome = self._write_archive(run, ctx, [*todo, *extra], epochs)
                 else:
                     outcome = self._stream(run, ctx, todo, epochs)
             except Exception as exc:  # the SDK raised: nothing of this batch is confirmed
@@ -469,6 +483,10 @@ class CometAdapter:
             stepped = [e.step for e in todo if e.step is not None and e.step in epochs]
             if stepped:
                 run.state["epoch_at_step"] = [max(stepped), epochs[max(stepped)]]
+            if closing:
+                run.state["closed_as"] = run.status
+            else:
+                run.state.pop("closed_as", None)
         ctx.replay.confirm(again)
         run.state["next_archive"] = ctx.replay.watermark(ctx.next_seq)
         return ExportResult.success(rejected)
@@ -481,8 +499,10 @@ class CometAdapter:
                 exp.log_other("bridge_status", status)
                 exp.end()
             return
-        closing = Event(_CLOSE, 0, run.run_id, SUMMARY, "bridge_status", None, end_time_ms, payload=status)
-        outcome = self._write_archive(run, ctx, [closing], {})
+        if run.state.get("closed_as") == status:  # the last export's archive carries it
+            run.state["next_archive"] = ctx.replay.watermark(ctx.next_seq)
+            return
+        outcome = self._write_archive(run, ctx, [_closing_event(run, status, end_time_ms)], {})
         if isinstance(outcome, str):
             raise AdapterError(f"comet: could not write the closing archive: {outcome}")
         run.state["next_archive"] = ctx.replay.watermark(ctx.next_seq)
@@ -597,6 +617,12 @@ class CometAdapter:
         if not online and run.start_ms:
             exp.start_time = run.start_ms  # experiment.json's start_time (used on creation)
         return exp
+
+
+def _closing_event(run: RunInfo, status: str, end_time_ms: int | None) -> Event:
+    """The run's final status as Comet's ``bridge_status`` other (not a spool event)."""
+    end = end_time_ms if end_time_ms is not None else int(time.time() * 1000)
+    return Event(_CLOSE, 0, run.run_id, SUMMARY, "bridge_status", None, end, payload=status)
 
 
 def _hush(exp: Any, offline: bool) -> None:

@@ -35,6 +35,8 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
+from bridge.errors import VendorFormatError
+
 __all__ = ["Metric", "MlflowRestClient", "MlflowRestError", "Param", "RunTag", "ViewType"]
 
 API = "/api/2.0/mlflow"
@@ -114,7 +116,7 @@ class Experiment:
     lifecycle_stage: str
 
 
-class MlflowRestError(Exception):
+class MlflowRestError(VendorFormatError):
     """An error answer from the server, with MLflow's ``error_code`` and the HTTP status."""
 
     def __init__(self, message: str, error_code: str, http_status: int,

@@ -7,7 +7,10 @@ Why it is shaped this way (see docs/backends/wandb.md for the user-facing page):
   after ``run.log`` returned loses those rows. ``finish()`` is the one flush wandb
   offers. Every ``export`` therefore writes its batch as one W&B *session* of the run
   (``resume="allow"``; offline: one ``offline-run-*-<id>`` fragment) and finishes it
-  before answering SUCCESS; the offline fragment is fsynced as well.
+  before answering SUCCESS; the offline fragment is fsynced as well. The last batch of a
+  run that has ended finishes its session with the run's exit code, so ``close_run`` adds
+  no session; in-process background sync delivers this backend only every
+  ``agent.session_interval`` while the run trains (``session_per_export``).
 * A sync killed after ``finish()`` but before the agent saved its cursor replays the
   batch. ``open_run`` reads the fragments written since the last confirmed one with
   bridge's own ``.wandb`` reader: metric points already there are skipped, fragments
@@ -126,9 +129,16 @@ class WandbAdapter:
     """Delivers bridge runs to W&B; one finished W&B session per confirmed batch."""
 
     name: ClassVar[str] = "wandb"
+    # One batch is one session: 20,000 events keep background sync at one session per
+    # ``agent.session_interval`` (300 s) up to ~65 events a second of training.
     limits: ClassVar[Limits] = Limits(
-        max_events=5000, max_metrics=5000, max_params=1000, max_tags=1000, max_key_length=250
+        max_events=20_000, max_metrics=20_000, max_params=1000, max_tags=1000,
+        max_key_length=250,
     )
+    # Each export is one W&B session (init … finish), online and offline: in-process
+    # background sync delivers this backend only every ``agent.session_interval`` while the
+    # run runs (see bridge.agent.background).
+    session_per_export: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - _OPTIONS
@@ -202,18 +212,28 @@ class WandbAdapter:
         if plan.adds_nothing_to(st):  # e.g. a replay W&B already holds entirely
             st["auto_step"] = plan.auto_step
             return ExportResult.success(rejected)
+        # The run has ended and this is the pass's last batch (the agent sends full batches
+        # before it): this session also closes the run, and close_run needs none of its own.
+        closing = run.status != "RUNNING" and len(batch) < self.limits.max_events
+        code = _EXIT_CODES.get(run.status, 1) if closing else 0
         try:
-            fragment = self._session(run, rid, plan, exit_code=0, final=False)
+            fragment = self._session(run, rid, plan, exit_code=code, final=closing)
         except Exception as exc:  # the SDK raises many types; nothing was confirmed
             return ExportResult.retry(f"wandb: {type(exc).__name__}: {exc}")
         st["tags"], st["config"], st["summary"] = plan.tags, plan.config, plan.summary
         st["auto_step"], st["notes"], st["last"] = plan.auto_step, plan.notes, plan.last
+        if closing:
+            st["closed_as"] = run.status
+        else:
+            st.pop("closed_as", None)
         if fragment:
             st["last_fragment"] = fragment
         return ExportResult.success(rejected)
 
     def close_run(self, run: RunInfo, status: str, end_time_ms: int) -> None:
         """Finish the W&B run with bridge's status as exit code (the end time is W&B's)."""
+        if run.state.get("closed_as") == status:
+            return  # the last export's session already finished the run with this status
         rid = _remote_id(run.run_id)
         plan = _Plan.from_state(run.state)
         fragment = self._session(

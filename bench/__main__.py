@@ -33,6 +33,7 @@ MODULES = (
     "bench_writers",       # 1-32 writer processes (~45 s)
     "bench_sync_mlflow",   # sync to a real MLflow server (~1.5 min)
     "bench_sync_offline",  # sync into W&B, Neptune, Comet offline files (~30 s)
+    "bench_sessions",      # W&B sessions / Comet archives per hour of background sync (~2 min)
     "bench_scale",         # 1M / 10M-event backlog: status latency, sync memory (~20 s)
     "bench_crash",         # events lost to SIGKILL per durability setting (~30 s)
 )

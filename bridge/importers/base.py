@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
 
+from bridge.errors import ImportSourceError
+
 __all__ = [
     "ImportEvent",
     "Importer",
@@ -36,8 +38,8 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAMESPACE = uuid.UUID("6f1c2a8e-5b7d-4e3a-9c1f-0b2d4e6a8c10")
 
 
-class ImportError_(Exception):
-    """A source cannot be read (bad path, missing SDK, unknown run)."""
+# The import error of bridge's tree; the historical name stays for existing code.
+ImportError_ = ImportSourceError
 
 
 @dataclass

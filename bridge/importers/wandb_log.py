@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from bridge.errors import VendorFormatError
+
 __all__ = [
     "BLOCK_SIZE",
     "CorruptLogError",
@@ -59,7 +61,7 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 _CHUNK = struct.Struct("<IHB")
 
 
-class WandbLogError(Exception):
+class WandbLogError(VendorFormatError):
     """A ``.wandb`` file cannot be read (bad header, not a file)."""
 
 

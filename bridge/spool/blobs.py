@@ -21,6 +21,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from bridge.errors import UnsafeBlobStore
+
 __all__ = ["UnsafeBlobStore", "blob_path", "store_bytes", "store_file"]
 
 _CHUNK = 1 << 20
@@ -28,8 +30,6 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class UnsafeBlobStore(OSError):
-    """A blob store directory is a symlink or not a directory: nothing is written there."""
 
 
 def blob_path(spool_dir: Path, sha256: str) -> Path:
