@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import os
 import math
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -38,6 +39,7 @@ __all__ = [
     "TransientError",
     "available_adapters",
     "flatten",
+    "keep_private",
     "load_adapter",
     "require",
 ]
@@ -229,3 +231,27 @@ def flatten(value: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
 
 def is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+def keep_private(path: Path) -> None:
+    """Vendor output bridge wrote (an offline run directory, an archive) readable by its
+    owner only, as the spool is: files 0600, directories 0700. The vendors' SDKs write with
+    the process umask (often 0644), and a library must not change the umask of its host."""
+    try:
+        if path.is_symlink():
+            return
+        if path.is_dir():
+            os.chmod(path, 0o700)
+            for root, dirs, files in os.walk(path):
+                for name in dirs:
+                    p = os.path.join(root, name)
+                    if not os.path.islink(p):
+                        os.chmod(p, 0o700)
+                for name in files:
+                    p = os.path.join(root, name)
+                    if not os.path.islink(p):
+                        os.chmod(p, 0o600)
+        elif path.exists():
+            os.chmod(path, 0o600)
+    except OSError:
+        pass  # a file removed meanwhile; never fail a confirmed delivery over modes

@@ -50,6 +50,7 @@ from bridge.adapters.base import (
     TAG,
     TEXT,
     AdapterError,
+    keep_private,
     Event,
     ExportResult,
     Limits,
@@ -573,6 +574,7 @@ class CometAdapter:
         if problem:
             _quarantine(written[0])
             return problem
+        keep_private(written[0])
         ctx.next_seq += 1
         return writer.refused
 

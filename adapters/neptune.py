@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
-from bridge.adapters.base import AdapterError, Event, ExportResult, Limits, RunInfo, require
+from bridge.adapters.base import (AdapterError, Event, ExportResult, Limits, RunInfo, keep_private,
+                                  require)
 from bridge.adapters.neptune_paths import PathRefused, Paths, collisions, empty_segments
 
 __all__ = ["NeptuneAdapter", "OpLogHistory", "read_history"]
@@ -341,6 +342,7 @@ class NeptuneAdapter:
             return ExportResult.retry(f"neptune: {type(exc).__name__}: {exc}")
         if session.run_dir is not None:
             _fsync(sorted(session.run_dir.glob("data-*.log")) + [session.run_dir / "last_put_version"])
+            keep_private(session.run_dir)
         for key, s in session.series.items():
             if s.last_step is not None:
                 run.state["series"][key] = s.to_state()
@@ -355,6 +357,7 @@ class NeptuneAdapter:
         handle.stop()
         if session.run_dir is not None:
             _fsync(sorted(session.run_dir.glob("data-*.log")))
+            keep_private(session.run_dir)
         del self._sessions[run.run_id]
 
     def shutdown(self) -> None:

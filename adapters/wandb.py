@@ -38,6 +38,7 @@ from bridge.adapters.base import (
     ExportResult,
     Limits,
     RunInfo,
+    keep_private,
     require,
 )
 
@@ -385,6 +386,7 @@ class WandbAdapter:
             return None
         sync_file = Path(wb.settings.sync_file)
         _fsync(sync_file)
+        keep_private(sync_file.parent)
         return sync_file.parent.name
 
     def _write_files(self, wb: Any, plan: "_Plan") -> None:

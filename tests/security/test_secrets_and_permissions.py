@@ -4,6 +4,7 @@ loopback; SQL takes parameters."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -201,3 +202,38 @@ def test_sql_is_parameterized():
             if re.search(r"\{(?!" + allowed + ")", snippet.split(")")[0]):
                 offenders.append(f"{path.relative_to(root)}:{line}")
     assert not offenders, offenders
+
+
+def test_vendor_offline_output_is_private(tmp_path):
+    """What the vendors' SDKs write through bridge outside the spool (W&B fragments, Comet
+    archives, Neptune offline runs) is made owner-only, as the spool is, whatever the umask."""
+    pytest.importorskip("wandb")
+    pytest.importorskip("comet_ml")
+    pytest.importorskip("neptune")
+    import bridge
+    from bridge.agent.sync import Syncer
+
+    out = tmp_path / "vendors"
+    backends = [{"name": "wandb", "mode": "offline", "dir": str(out / "wandb")},
+                {"name": "comet", "mode": "offline", "offline_directory": str(out / "comet")},
+                {"name": "neptune", "mode": "offline", "data_dir": str(out / "neptune")}]
+    spool = tmp_path / "spool"
+    old = os.umask(0o022)  # a common default: the SDKs would leave 0644 files behind
+    try:
+        with bridge.init(project="perm", dir=spool, sync="offline", backends=backends) as run:
+            for i in range(5):
+                run.log({"loss": 1.0 / (i + 1)}, step=i)
+            run.log_text("notes", "notes.txt")
+        summary = Syncer(spool).run_once()
+    finally:
+        os.umask(old)
+    assert summary.complete, summary
+    written = {"wandb": list((out / "wandb").rglob("*.wandb")),
+               "comet": list((out / "comet").glob("*.zip")),
+               "neptune": list((out / "neptune").rglob("data-*.log"))}
+    assert all(written.values()), written
+    for vendor, files in written.items():
+        for f in files:
+            assert f.stat().st_mode & 0o777 == 0o600, (f, oct(f.stat().st_mode))
+            if vendor != "comet":  # an archive's directory is the user's offline_directory
+                assert f.parent.stat().st_mode & 0o777 == 0o700, f.parent
