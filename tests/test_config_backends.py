@@ -37,8 +37,12 @@ def test_sync_backend_uses_the_config_files_backend_table(tmp_path, config_file)
     assert out.exit_code == 0, out.output
     zips = list(archives.glob("*.zip"))
     assert zips, "the offline options of [backends.comet] were not used"
-    with zipfile.ZipFile(zips[0]) as z:
-        assert any("loss" in z.read(n).decode("utf-8", "replace") for n in z.namelist())
+    texts = []
+    for path in zips:
+        with zipfile.ZipFile(path) as z:
+            texts += [z.read(n).decode("utf-8", "replace") for n in z.namelist()]
+    assert any('"loss"' in t for t in texts)
+    assert any('"vision"' in t for t in texts)  # the table's project
 
 
 def test_init_options_win_over_the_file(tmp_path, config_file):
