@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from bridge import errors
 from bridge.errors import BridgeError, BridgeWarning
-from bridge.lifecycle import current
+from bridge.registry import current
 from bridge.run import Run, init
 
 __all__ = [

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
+from bridge import registry
 from bridge.errors import Terminated
 
 __all__ = ["DisabledRun", "init"]
@@ -153,9 +154,7 @@ class DisabledRun:
             return
         self._finished = True
         self.status = status
-        from bridge import lifecycle
-
-        lifecycle.forget(self)  # type: ignore[arg-type]
+        registry.forget(self)
 
     def __enter__(self) -> "DisabledRun":
         return self
@@ -182,8 +181,6 @@ class DisabledRun:
 
 def init(**kwargs: Any) -> DisabledRun:
     """A disabled run that is also the current run, so ``bridge.log(...)`` is a no-op too."""
-    from bridge import lifecycle
-
     run = DisabledRun(**kwargs)
-    lifecycle.register(run)  # type: ignore[arg-type]
+    registry.register(run)
     return run

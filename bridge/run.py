@@ -13,13 +13,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
-from bridge import lifecycle
+from bridge import exit_hooks, registry, writer_pool
 from bridge.config import Settings, load, with_file_options
 from bridge.errors import BridgeWarning, ConfigError, RunStateError, Terminated
 from bridge.spool import blobs
 from bridge.spool.events import Kind, artifact_payload
 from bridge.spool.reader import find_run, max_step
 from bridge.spool.writer import SpoolWriter
+from bridge.system_info import record_system_info
 from bridge.values import (MAX_TIMESTAMP_MS, Problem, check_key, clean_text, report, to_float,
                            to_json)
 
@@ -170,6 +171,18 @@ class Run:
         self._sync = None  # background sync handle (bridge.agent.background)
         self._system_metrics = None  # bridge.system_metrics sampler, stopped by finish()
         self._writer.put_run(self._row())
+
+    # -- for the writer pool (bridge.writer_pool): the run changes its own writer ----------
+
+    def _use_writer(self, writer: SpoolWriter) -> None:
+        """Write to ``writer`` from now on (a forked child's own), recording the run there."""
+        self._writer = writer
+        writer.put_run(self._row())
+
+    def _detach_after_fork(self, placeholder: Any) -> None:
+        """In a forked child: the parent's writer and background sync are the parent's."""
+        self._writer = placeholder
+        self._sync = None
 
     # -- identity ------------------------------------------------------------------------
 
@@ -438,7 +451,7 @@ class Run:
                 "memory, retried until the process exits")
             warnings.warn(f"bridge: run {self.id} finished with {self.dropped} events dropped "
                           f"(counted as 'dropped'){left}", BridgeWarning, stacklevel=2)
-        lifecycle.forget(self)
+        registry.forget(self)
         if self._sync is not None:
             wait = self.settings.finish_timeout if timeout is None else timeout
             self._sync.finish(wait)
@@ -535,13 +548,14 @@ def init(
     project, name, notes, group, node = (
         _identity_text(field, value, s.strict) for field, value in
         (("project", project), ("name", name), ("notes", notes), ("group", group), ("node", node)))
-    writer = lifecycle.writer_for(s, node)
+    writer = writer_pool.writer_for(s, node)
     import uuid
 
     run = Run(run_id=run_id or uuid.uuid4().hex, project=project or "default", name=name,
               notes=notes, group=group, backends=specs, settings=s, writer=writer,
               start_step=start_step, resumed=existing is not None, node=node)
-    lifecycle.register(run)
+    registry.register(run)
+    exit_hooks.install()
     if notes is not None:
         run._record(Kind.NOTE, "init", "notes", notes)
     if config:
@@ -551,7 +565,7 @@ def init(
             run._problem("init", f"config must be a dict, got {type(config).__name__}")
     if tags:
         run.set_tags(tags)
-    lifecycle.record_system_info(run)
+    run._system_thread = record_system_info(writer, run.id, run.start_ms)
     if sample_every is not None:
         from bridge.system_metrics import SystemMetricsSampler
 

@@ -313,7 +313,7 @@ def test_system_event_has_no_secrets(tmp_path, monkeypatch):
 def test_many_directories_keep_threads_bounded_and_one_directory_one_file(tmp_path):
     import threading
 
-    from bridge import lifecycle
+    from bridge import writer_pool
 
     def writer_threads() -> int:
         return sum(t.name == "bridge-spool-writer" for t in threading.enumerate())
@@ -322,7 +322,7 @@ def test_many_directories_keep_threads_bounded_and_one_directory_one_file(tmp_pa
     for i in range(12):  # a trial per directory
         with bridge.init(project="p", dir=tmp_path / f"trial{i}", sync="offline") as run:
             run.log({"x": float(i)}, step=0)
-        assert writer_threads() - before <= lifecycle.IDLE_WRITERS_KEPT + 1
+        assert writer_threads() - before <= writer_pool.IDLE_WRITERS_KEPT + 1
     for i in range(12):
         [rec] = list_runs(tmp_path / f"trial{i}")
         assert rec.status == "FINISHED"

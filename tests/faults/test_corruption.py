@@ -36,7 +36,7 @@ def _spool(tmp_path, n=20_000):
     for i in range(n):
         run.log({"x": float(i), "y": float(i) * 2}, step=i)
     run.finish()
-    bridge.lifecycle._close_writers()  # checkpoint the WAL into the main file
+    bridge.writer_pool.close_all()  # checkpoint the WAL into the main file
     [path] = spool_files(spool)
     return spool, run.id, path
 

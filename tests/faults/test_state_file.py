@@ -39,7 +39,7 @@ def _log(spool: Path, n: int, run_id: str | None = None) -> str:
     for i in range(n):
         run.log({"x": float(i)})
     run.finish()
-    bridge.lifecycle._close_writers()
+    bridge.writer_pool.close_all()
     return run.id
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.lifecycle import scrub_argv
+from bridge.system_info import scrub_argv
 from bridge.redact import (MASK, is_secret_name, redact_argv, redact_json, redact_text,
                            redact_url, url_has_credentials)
 
