@@ -40,3 +40,32 @@ def test_readme_test_command_is_the_one_ci_runs():
     command = line.split("=", 1)[1].strip('"')
     assert command in readme
     assert command + " -rs" in ci or command in ci
+
+
+def test_migration_fidelity_tables_match_the_tests_expectations():
+    """docs/migration-fidelity.md's figures are the ones tests/test_fidelity_matrix.py
+    asserts (footnote marks aside), so a changed expectation cannot leave the page stale."""
+    import importlib
+
+    import pytest
+
+    matrix = pytest.importorskip("test_fidelity_matrix")
+    importlib.reload(matrix)
+    doc = (ROOT / "docs" / "migration-fidelity.md").read_text(encoding="utf-8")
+
+    def plain(line: str) -> str:
+        line = re.sub(r"[\u02b0-\u02ff\u1d2c-\u1dbf\u2070-\u209f\u00b9\u00b2\u00b3*]", "", line)
+        return re.sub(r"\s+", " ", line).strip()
+
+    doc_lines = {plain(line) for line in doc.splitlines() if line.startswith("| ")}
+    checked = 0
+    for field in (*matrix.FIELDS, "start", "id"):  # the tables the page shows
+        for line in matrix._table(matrix.EXPECTED, field).splitlines()[2:]:
+            if plain(line) in doc_lines:
+                checked += 1
+                continue
+            source = line.split("|")[1].strip()
+            candidates = [d for d in doc_lines if d.startswith(f"| {source} |")]
+            raise AssertionError(f"{field}: docs/migration-fidelity.md lacks {line!r}; "
+                                 f"rows of that source there: {candidates}")
+    assert checked >= 6 * 5
