@@ -27,6 +27,8 @@ from bridge.spool.events import Event, Kind
 
 __all__ = [
     "Adapter",
+    "AdapterState",
+    "BaseAdapter",
     "AdapterError",
     "Event",
     "ExportResult",
@@ -38,6 +40,7 @@ __all__ = [
     "RemoteRunLost",
     "TransientError",
     "available_adapters",
+    "capability",
     "flatten",
     "keep_private",
     "load_adapter",
@@ -67,6 +70,17 @@ class Outcome(enum.Enum):
     PERMANENT = "permanent"
 
 
+class AdapterState(dict):
+    """The adapter's own memory for one (backend, run), e.g. the last step delivered per
+    series: **mutable by design**, the one thing an adapter changes in what it is given.
+
+    JSON-serializable. The agent hands it over in ``RunInfo.state``, saves it in the same
+    transaction as the cursor after every SUCCESS (so it always describes what the backend
+    confirmed), and hands it back on the next sync session; it is forgotten with the
+    cursors when the remote run is lost.
+    """
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """What the agent knows about a run when it talks to a backend."""
@@ -82,10 +96,8 @@ class RunInfo:
     options: Mapping[str, Any] = field(default_factory=dict)  # this backend's options
     blob_root: Path | None = None
     remote_id: str | None = None  # from run_map, when a previous sync opened it
-    # The adapter's own memory for this (backend, run), e.g. the last step delivered per
-    # series. JSON-serializable; the agent saves it in the same transaction as the
-    # cursor after every SUCCESS, and hands it back on the next sync session.
-    state: dict[str, Any] = field(default_factory=dict)
+    # The adapter's own memory for this (backend, run): see AdapterState.
+    state: "AdapterState" = field(default_factory=lambda: AdapterState())
 
     def blob_path(self, sha256: str) -> Path:
         """Where the spool keeps the bytes of a content-addressed artifact file."""
@@ -125,13 +137,12 @@ class ExportResult:
 
 @dataclass(frozen=True)
 class Limits:
-    """What a backend accepts per request; the agent sizes batches to it."""
+    """What the agent needs to know of a backend: how many events one export may carry.
+
+    A vendor's own limits (entities per request, key lengths) live in its names module and
+    are enforced by its adapter, which splits or refuses within a batch."""
 
     max_events: int = 1000  # events per export call
-    max_metrics: int = 1000
-    max_params: int = 100
-    max_tags: int = 100
-    max_key_length: int = 250
 
 
 @runtime_checkable
@@ -158,6 +169,43 @@ class Adapter(Protocol):
 
     def shutdown(self) -> None:
         """Release everything the adapter holds (clients, files, SDK processes)."""
+
+
+class BaseAdapter:
+    """Base class of bridge's adapters; third-party adapters may subclass it too.
+
+    It declares the optional capabilities with their defaults, so the agent reads them as
+    attributes instead of probing for them; an adapter that does not subclass it gets these
+    defaults.
+    """
+
+    name: ClassVar[str]
+    limits: ClassVar[Limits] = Limits()
+    #: Runs of this backend the agent may sync at once, each through its own instance.
+    concurrent_runs: ClassVar[int] = 1
+    #: Each export opens and closes a vendor session (W&B, Comet offline): background sync
+    #: delivers such a backend every ``agent.session_interval`` while the run trains.
+    session_per_export: ClassVar[bool] = False
+    #: ``check_remote`` does something (one request): the agent calls it for a (backend,
+    #: run) with nothing left to deliver, so a wiped backend is noticed.
+    checks_remote: ClassVar[bool] = False
+
+    def run_url(self, run: RunInfo, remote_id: str) -> str | None:
+        """Where a person sees the run (shown by `bridge status`), or None."""
+        return None
+
+    def check_remote(self, run: RunInfo) -> None:
+        """Raise :class:`RemoteRunLost` when the mapped remote run no longer exists."""
+        return None
+
+    def shutdown(self) -> None:
+        """Release everything the adapter holds (clients, files, SDK processes)."""
+        return None
+
+
+def capability(adapter: Any, name: str) -> Any:
+    """``adapter``'s declared capability ``name``, or :class:`BaseAdapter`'s default."""
+    return getattr(adapter, name, getattr(BaseAdapter, name))
 
 
 _REQUIRED = ("open_run", "export", "close_run", "shutdown")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, ClassVar, Sequence
 
-from bridge.adapters.base import Event, ExportResult, Limits, RunInfo
+from bridge.adapters.base import BaseAdapter, Event, ExportResult, Limits, RunInfo
 
 __all__ = ["ExportResult", "MemoryAdapter", "STORE"]
 
@@ -18,7 +18,7 @@ __all__ = ["ExportResult", "MemoryAdapter", "STORE"]
 STORE: dict[str, dict[str, Any]] = defaultdict(dict)
 
 
-class MemoryAdapter:
+class MemoryAdapter(BaseAdapter):
     """Records runs and events per ``options["store"]`` (default ``"default"``)."""
 
     name: ClassVar[str] = "memory"

@@ -26,6 +26,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Callable
 
+from bridge.adapters.base import capability
 from bridge.agent.sync import Syncer, SyncSummary, backend_label
 from bridge.errors import BridgeWarning
 from bridge.threads import start_thread
@@ -78,7 +79,7 @@ class BackgroundSync:
             try:
                 # The Syncer caches the adapter: the passes use this same instance.
                 adapter = self._syncer._adapter(label, spec, 0)
-                per_export = bool(getattr(adapter, "session_per_export", False))
+                per_export = bool(capability(adapter, "session_per_export"))
             except Exception:  # cannot load: every pass reports why, as before
                 per_export = False
             target = paced if per_export and self.session_interval > 0 else eager

@@ -22,12 +22,15 @@ from typing import Any, Callable, Iterable
 
 from bridge.adapters.base import (
     AdapterError,
+    AdapterState,
+    BaseAdapter,
     Event,
     ExportResult,
     Outcome,
     RemoteRunLost,
     RunInfo,
     TransientError,
+    capability,
     load_adapter,
 )
 from bridge.agent.retry import RetryPolicy, Stopped, TransientFailure, call_with_retries
@@ -228,7 +231,7 @@ class Syncer:
             if not self.dry_run and len(items) > 1:
                 try:
                     first = self._adapter(label, items[0][0], 0)
-                    streams = max(1, min(len(items), int(getattr(first, "concurrent_runs", 1))))
+                    streams = max(1, min(len(items), int(capability(first, "concurrent_runs"))))
                 except AdapterError:
                     streams = 1  # _deliver reports the error per run
             paused: list = []  # shared by the label's streams: one failure pauses them all
@@ -314,7 +317,7 @@ class Syncer:
             group=rec.group, start_ms=rec.start_ms, end_ms=rec.end_ms, status=rec.status,
             options={k: v for k, v in spec.items() if k not in ("name", "id")},
             blob_root=self.spool_dir / "blobs", remote_id=remote_id,
-            state=store.adapter_state(label, rec.run_id),
+            state=AdapterState(store.adapter_state(label, rec.run_id)),
         )
         done = 0
         lost: RemoteRunLost | None = None
@@ -379,7 +382,7 @@ class Syncer:
         if last is not None and time.monotonic() - last < self.CHECK_INTERVAL_S:
             return False
         try:
-            return callable(getattr(load_adapter(spec["name"]), "check_remote", None))
+            return bool(capability(load_adapter(spec["name"]), "checks_remote"))
         except AdapterError:
             return False
 
@@ -516,10 +519,9 @@ def _with_remote(info: RunInfo, remote_id: str) -> RunInfo:
 
 
 def _url(adapter: Any, info: RunInfo, remote_id: str) -> str | None:
-    fn = getattr(adapter, "run_url", None)
-    if callable(fn):
-        try:
-            return fn(info, remote_id)
-        except Exception:
-            return None
-    return None
+    if not isinstance(adapter, BaseAdapter) and not hasattr(adapter, "run_url"):
+        return None  # a third-party adapter without the base class or the method
+    try:
+        return adapter.run_url(info, remote_id)
+    except Exception:  # a URL is a courtesy: never fail a delivery over it
+        return None

@@ -49,7 +49,7 @@ def _spec(vendor: str, out: Path) -> dict:
 def _on_disk(vendor: str, out: Path, run_id: str) -> dict:
     """Sessions written so far, their bytes, and the metric points complete ones hold."""
     if vendor == "wandb":
-        from bridge.importers.wandb_log import WandbLogError, iter_history
+        from bridge.adapters.wandb.log import WandbLogError, iter_history
 
         root = out / "wandb"
         dirs = [d for d in root.iterdir() if d.is_dir() and (d.name.endswith(run_id)
@@ -65,7 +65,7 @@ def _on_disk(vendor: str, out: Path, run_id: str) -> dict:
                 pass
         size = sum(f.stat().st_size for d in dirs for f in d.rglob("*") if f.is_file())
         return {"sessions": len(dirs), "bytes": size, "points": points}
-    from bridge.adapters.comet import _read_archive
+    from bridge.adapters.comet.adapter import _read_archive
 
     files = sorted(out.glob(f"{run_id}-*.zip*")) if out.is_dir() else []
     points = 0

@@ -112,21 +112,22 @@ def _sha(path: Path) -> str:
 
 
 def _importer_for(spool_dir: Path, rec: RunRecord, spec: dict):
-    from bridge.importers import make_importer
+    """The importer that reads back what the backend's adapter wrote: where and how is the
+    vendor's own knowledge (``bridge.adapters.<vendor>.names.readback_source``)."""
+    import importlib
+
+    from bridge.importers import SOURCES, make_importer
 
     name = spec["name"]
-    if name == "mlflow":
-        uri = spec.get("tracking_uri") or f"sqlite:///{Path(spool_dir) / 'mlflow.db'}"
-        return make_importer("mlflow", uri, experiments=[spec.get("experiment") or rec.project],
-                             filter=f"tags.`bridge.run_id` = '{rec.run_id}'")
-    if name == "wandb":
-        return make_importer("wandb", str(spec.get("dir") or Path(spool_dir) / "wandb-out"))
-    if name == "neptune":
-        return make_importer("neptune", str(spec.get("data_dir") or Path(spool_dir) / "neptune"))
-    if name == "comet":
-        return make_importer("comet", str(spec.get("offline_directory")
-                                          or Path(spool_dir) / "comet"))
-    raise ValueError(f"bridge verify cannot read back backend {name!r}")
+    if name not in SOURCES:
+        raise ValueError(f"bridge verify cannot read back backend {name!r}")
+    names = importlib.import_module(f"bridge.adapters.{name}.names")
+    if not hasattr(names, "readback_source"):  # a source only (TensorBoard), not a destination
+        raise ValueError(f"bridge verify cannot read back backend {name!r}")
+    options = {k: v for k, v in spec.items() if k not in ("name", "id")}
+    location, importer_options = names.readback_source(Path(spool_dir), rec.project, rec.run_id,
+                                                       options)
+    return make_importer(name, str(location), **importer_options)
 
 
 def destination_snapshot(spool_dir: Path, rec: RunRecord, spec: dict) -> Snapshot | None:

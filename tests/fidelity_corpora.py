@@ -309,7 +309,7 @@ def build_neptune_parquet(work: Path) -> Corpus:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from bridge.importers.neptune import sanitize_path_part
+    from bridge.adapters.neptune.importer import sanitize_path_part
 
     schema = _parquet_schema()
     project, run = "ws/fidelity", "FID-1"

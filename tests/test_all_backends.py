@@ -218,7 +218,7 @@ def test_sync_killed_at_random_points_then_rerun(tmp_path):
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
-    final = subprocess.run(sync, capture_output=True, text=True, timeout=600)
+    final = subprocess.run(sync + ["--json"], capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, f"seed {seed}: {final.stdout}{final.stderr}"
     assert kills >= 1, f"seed {seed}: no sync was killed mid-way"
     expected = _expected(spool, run.id)

@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 
+from bridge.adapters.mlflow.names import embedded_tracking_uri
 from bridge.cli.common import DirOption, console, resolve_dir
 
 __all__ = ["register", "train"]
@@ -97,7 +98,7 @@ def demo_cmd(
     if not summary.complete:
         console.print("[red]sync incomplete; see `bridge status`[/red]")
         raise typer.Exit(1)
-    console.print(f"embedded MLflow store: sqlite:///{spool / 'mlflow.db'}")
+    console.print(f"embedded MLflow store: {embedded_tracking_uri(spool)}")
     console.print(f"look at it with: bridge ui --dir {spool}   (then open http://127.0.0.1:5000)")
 
 

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from bridge.adapters.mlflow.names import embedded_artifacts, embedded_db, sqlite_uri
 from bridge.cli.common import DirOption, err_console, resolve_dir
 
 __all__ = ["register", "ui_command"]
@@ -18,8 +19,8 @@ __all__ = ["register", "ui_command"]
 def ui_command(spool: Path, port: int) -> list[str]:
     """The command line that serves the embedded store (listening on loopback only)."""
     return [sys.executable, "-m", "mlflow", "ui",
-            "--backend-store-uri", f"sqlite:///{spool / 'mlflow.db'}",
-            "--default-artifact-root", str(spool / "mlartifacts"),
+            "--backend-store-uri", sqlite_uri(embedded_db(spool)),
+            "--default-artifact-root", str(embedded_artifacts(spool)),
             "--host", "127.0.0.1", "--port", str(port)]
 
 
@@ -34,11 +35,11 @@ def ui_cmd(
         err_console.print("bridge ui needs MLflow: pip install 'tracking-bridge[mlflow]'")
         raise typer.Exit(2)
     spool = resolve_dir(dir)
-    if not (spool / "mlflow.db").exists():
+    if not embedded_db(spool).exists():
         err_console.print(f"no embedded MLflow store in {spool} yet: run `bridge demo` or "
                           "`bridge sync --backend mlflow` first")
         raise typer.Exit(2)
-    err_console.print(f"serving {spool / 'mlflow.db'} at http://127.0.0.1:{port} (Ctrl-C stops)")
+    err_console.print(f"serving {embedded_db(spool)} at http://127.0.0.1:{port} (Ctrl-C stops)")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     raise typer.Exit(subprocess.call(ui_command(spool, port), env=env))
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from bridge.adapters.mlflow.names import BRIDGE_PARENT_TAG
+from bridge.adapters.mlflow.names import MLFLOW_PARENT_TAG as PARENT_TAG
 from bridge.errors import BridgeWarning, RunStateError, Terminated
 
 __all__ = [
@@ -34,9 +36,6 @@ __all__ = [
     "log_param", "log_params", "log_text", "set_experiment", "set_tag", "set_tags",
     "set_tracking_uri", "start_run",
 ]  # fmt: skip
-
-PARENT_TAG = "mlflow.parentRunId"
-BRIDGE_PARENT_TAG = "bridge.parent_run_id"
 
 
 @dataclass

@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
+from bridge.adapters.wandb.names import COMPAT_ID_TAG, COMPAT_JOB_TYPE_TAG, MODE_ENV
 from bridge.errors import BridgeWarning
 
 __all__ = [
@@ -302,7 +303,7 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
         resume = "allow"
     elif resume is False:
         resume = None
-    mode = mode or os.environ.get("WANDB_MODE") or None
+    mode = mode or os.environ.get(MODE_ENV) or None
     cfg = _as_config(config)
     kwargs: dict[str, Any] = dict(project=project, name=name, notes=notes, group=group,
                                   config=cfg, tags=list(tags) if tags else None, **bridge_kwargs)
@@ -323,9 +324,9 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
 
         brun = bridge.init(**kwargs)
         if id is not None and kwargs["run_id"] != id:
-            brun.set_tag("wandb.id", str(id))
+            brun.set_tag(COMPAT_ID_TAG, str(id))
         if job_type:
-            brun.set_tag("wandb.job_type", job_type)
+            brun.set_tag(COMPAT_JOB_TYPE_TAG, job_type)
     _set_current(Run(brun, str(id) if id is not None else None))
     assert run is not None
     return run

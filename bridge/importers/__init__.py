@@ -10,17 +10,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bridge.adapters.mlflow import names as mlflow_names
+from bridge.adapters.tensorboard import names as tensorboard_names
 from bridge.importers.base import ImportError_, ImportEvent, Importer, SourceRun
 
 __all__ = ["ImportError_", "ImportEvent", "Importer", "SOURCES", "SourceRun", "make_importer",
            "recognise"]
 
 SOURCES = {
-    "mlflow": "bridge.importers.mlflow:MlflowImporter",
-    "wandb": "bridge.importers.wandb:WandbImporter",
-    "neptune": "bridge.importers.neptune:NeptuneImporter",
-    "comet": "bridge.importers.comet:CometImporter",
-    "tensorboard": "bridge.importers.tensorboard:TensorboardImporter",
+    "mlflow": "bridge.adapters.mlflow.importer:MlflowImporter",
+    "wandb": "bridge.adapters.wandb.importer:WandbImporter",
+    "neptune": "bridge.adapters.neptune.importer:NeptuneImporter",
+    "comet": "bridge.adapters.comet.importer:CometImporter",
+    "tensorboard": "bridge.adapters.tensorboard.importer:TensorboardImporter",
 }
 
 
@@ -42,9 +44,10 @@ _SIGNS = (
     ("run_operations.sqlite3", "neptune-scale (Neptune 3.x) offline files, which bridge "
                                "cannot import yet"),
     (".wandb", "W&B offline runs (source 'wandb')"),
-    ("events.out.tfevents.", "TensorBoard event files (source 'tensorboard')"),
+    (tensorboard_names.EVENT_FILE_PREFIX, "TensorBoard event files (source 'tensorboard')"),
     ("meta.yaml", "an MLflow file store (source 'mlflow')"),
-    ("mlflow.db", "an MLflow SQLite store (source 'mlflow', as sqlite:///path/mlflow.db)"),
+    (mlflow_names.EMBEDDED_DB, "an MLflow SQLite store (source 'mlflow', as sqlite:///path/"
+                               f"{mlflow_names.EMBEDDED_DB})"),
     (".parquet", "Parquet files (source 'neptune' reads the Neptune exporter's)"),
     ("data-1.log", "Neptune 1.x offline logs (source 'neptune')"),
     (".zip", "zip archives (source 'comet' reads Comet offline archives)"),

@@ -324,7 +324,7 @@ def test_a_session_that_lost_its_state_still_skips_what_an_archive_holds(tmp_pat
 def test_a_failure_mid_batch_leaves_no_half_archive_and_the_retry_delivers_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bridge.adapters.comet as mod
+    import bridge.adapters.comet.adapter as mod
 
     ev = Events()
     batch = ev.metrics("loss", range(6))
@@ -355,7 +355,7 @@ def test_an_archive_left_by_a_killed_sync_is_set_aside(tmp_path: Path) -> None:
         import os, signal
         from pathlib import Path
         from bridge.adapters.base import Event, RunInfo
-        from bridge.adapters.comet import CometAdapter, _RunCtx
+        from bridge.adapters.comet.adapter import CometAdapter, _RunCtx
         run = RunInfo(run_id={RUN_ID!r}, project="vision")
         a = CometAdapter(mode="offline", offline_directory={str(tmp_path / 'comet')!r}, spool_dir=".")
         exp = a._start(run, _RunCtx(key={RUN_ID!r}), online=False)

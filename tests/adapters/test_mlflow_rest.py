@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from bridge.adapters.mlflow_rest import MlflowRestClient, MlflowRestError
+from bridge.adapters.mlflow.rest import MlflowRestClient, MlflowRestError
 
 
 class _Recorder(http.server.ThreadingHTTPServer):
@@ -121,7 +121,7 @@ def test_no_server_is_an_io_error() -> None:
 
 
 def test_non_finite_values_use_protobuf_names(recorder: _Recorder) -> None:
-    from bridge.adapters.mlflow_rest import Metric
+    from bridge.adapters.mlflow.rest import Metric
 
     recorder.answer = (200, {}, b"{}")
     MlflowRestClient(recorder.url).log_batch(

@@ -21,7 +21,7 @@ from bridge.adapters.base import AdapterError, Event, Outcome, RunInfo
 pytest.importorskip("wandb")
 
 from bridge.adapters.wandb import WandbAdapter  # noqa: E402
-from bridge.importers.wandb_log import read_run, session_dirs  # noqa: E402
+from bridge.adapters.wandb.log import read_run, session_dirs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from wandb_readback import read_back  # noqa: E402

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.importers.wandb_log import RunLog, read_run
+from bridge.adapters.wandb.log import RunLog, read_run
+from bridge.adapters.wandb.names import RESERVED_KEYS
 
 __all__ = ["ReadBack", "fragments", "read_back"]
-
-_WANDB_KEYS = {"_step", "_runtime", "_timestamp", "_wandb"}
 
 
 @dataclass
@@ -45,7 +44,7 @@ class ReadBack:
 
 def fragments(out_dir: str | Path, run_id: str) -> list[Path]:
     """The adapter's complete fragment dirs for ``run_id``, oldest first."""
-    from bridge.importers.wandb_log import find_run_logs
+    from bridge.adapters.wandb.log import find_run_logs
 
     return [p.parent for p in find_run_logs(Path(out_dir) / "wandb", run_id)]
 
@@ -62,7 +61,7 @@ def read_back(out_dir: str | Path, run_id: str) -> ReadBack:
             {k: v for k, v in row.items() if k not in ("_step", "_runtime")}
             for row in log.history
         )
-        out.summary = {k: v for k, v in log.summary.items() if k not in _WANDB_KEYS}
+        out.summary = {k: v for k, v in log.summary.items() if k not in RESERVED_KEYS}
         out.exit_code = log.exit_code
         files_dir = log.path.parent / "files"
         for rel in log.files:

@@ -27,7 +27,7 @@ pytest.importorskip("comet_ml")
 
 from bridge.importers import make_importer  # noqa: E402
 from bridge.importers.base import ImportError_, ImportEvent, SourceRun  # noqa: E402
-from bridge.importers.comet import CometImporter  # noqa: E402
+from bridge.adapters.comet.importer import CometImporter  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 
 API_KEY = "dummy-comet-key-0123456789"

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("mlflow")
 
 from bridge.importers.base import ImportEvent, SourceRun  # noqa: E402
-from bridge.importers.mlflow import MlflowImporter  # noqa: E402
+from bridge.adapters.mlflow.importer import MlflowImporter  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 from bridge.spool import blobs  # noqa: E402
 from bridge.spool.reader import find_run, iter_events, list_runs  # noqa: E402
@@ -410,7 +410,7 @@ LARGE_WRITER = textwrap.dedent(
 LARGE_READER = textwrap.dedent(
     """
     import json, resource, sys
-    from bridge.importers.mlflow import MlflowImporter
+    from bridge.adapters.mlflow.importer import MlflowImporter
     from bridge.importers.sink import import_runs
     import mlflow  # loaded before the baseline: the SDK's own footprint is not the import's
     importer = MlflowImporter(sys.argv[1])

@@ -16,7 +16,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from bridge.importers.base import ImportError_, ImportEvent, bridge_run_id  # noqa: E402
-from bridge.importers.neptune import NeptuneImporter, sanitize_path_part  # noqa: E402
+from bridge.adapters.neptune.importer import NeptuneImporter, sanitize_path_part  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 
 T0 = 1_700_000_000_000
@@ -272,7 +272,7 @@ def test_native_run_exports_back_to_the_same_fields(tmp_path: Path, monkeypatch:
     neptune = pytest.importorskip("neptune")
     from bridge.adapters.base import Event, RunInfo
     from bridge.adapters.neptune import NeptuneAdapter
-    from bridge.importers.neptune_offline import find_run_dirs, scan, series_points
+    from bridge.adapters.neptune.offline import find_run_dirs, scan, series_points
 
     monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
     monkeypatch.delenv("NEPTUNE_PROJECT", raising=False)

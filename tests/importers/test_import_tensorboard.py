@@ -21,7 +21,7 @@ pytest.importorskip("tensorboard")
 
 from bridge.importers.base import ImportError_  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
-from bridge.importers.tensorboard import TensorboardImporter, last_record  # noqa: E402
+from bridge.adapters.tensorboard.importer import TensorboardImporter, last_record  # noqa: E402
 from bridge.spool.reader import find_run, iter_events, list_runs  # noqa: E402
 
 W0 = 1_700_000_000.0  # wall times in seconds, as TensorBoard stores them

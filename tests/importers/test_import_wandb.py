@@ -21,7 +21,7 @@ from bridge.adapters.base import Event, RunInfo  # noqa: E402
 from bridge.importers import make_importer  # noqa: E402
 from bridge.importers.base import ImportEvent, bridge_run_id  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
-from bridge.importers.wandb import WandbImporter, status_of_exit  # noqa: E402
+from bridge.adapters.wandb.importer import WandbImporter, status_of_exit  # noqa: E402
 
 T0 = 1_700_000_000_000
 RID = "0123456789abcdef0123456789abcdef"
@@ -144,7 +144,7 @@ def test_native_run_through_the_sink(native_dir: Path, tmp_path: Path) -> None:
 def test_truncated_log_keeps_complete_records(native_dir: Path, tmp_path: Path) -> None:
     import shutil
 
-    from bridge.importers.wandb_log import find_run_logs
+    from bridge.adapters.wandb.log import find_run_logs
 
     first = find_run_logs(native_dir / "wandb", "nat12345")[0]
     copy = tmp_path / "wandb" / first.parent.name

@@ -29,7 +29,7 @@ wandb = pytest.importorskip("wandb")
 from bridge.importers import make_importer  # noqa: E402
 from bridge.importers.base import ImportEvent, SourceRun  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
-from bridge.importers.wandb import WandbImporter  # noqa: E402
+from bridge.adapters.wandb.importer import WandbImporter  # noqa: E402
 
 ENTITY, PROJECT = "ent", "proj"
 CREATED_1 = "2024-01-02T03:04:05Z"  # 1704164645000 ms

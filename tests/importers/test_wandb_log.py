@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.importers.wandb_log import (
+from bridge.adapters.wandb.log import (
     BLOCK_SIZE,
     CorruptLogError,
     WandbLog,

@@ -108,7 +108,7 @@ def _wandb_offline(out: Path, decoy: Path) -> None:
 
 def test_hostile_wandb_directory_reads_nothing_outside(tmp_path: Path) -> None:
     pytest.importorskip("wandb")
-    from bridge.importers.wandb import WandbImporter
+    from bridge.adapters.wandb.importer import WandbImporter
 
     outside = _outside(tmp_path)
     decoy = outside / "model.bin"
@@ -145,7 +145,7 @@ def test_wandb_staging_copy_outside_the_root_is_proven_by_its_digest(tmp_path: P
     """W&B keeps artifact files in its staging dir, outside the run dir; such a file is
     read because its bytes match the manifest's MD5 (the W&B finding's legitimate twin)."""
     pytest.importorskip("wandb")
-    from bridge.importers.wandb import WandbImporter
+    from bridge.adapters.wandb.importer import WandbImporter
 
     outside = _outside(tmp_path)
     decoy = outside / "model.bin"
@@ -168,7 +168,7 @@ def test_hostile_mlflow_file_store_reads_nothing_outside(tmp_path: Path,
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow import MlflowClient
 
-    from bridge.importers.mlflow import MlflowImporter
+    from bridge.adapters.mlflow.importer import MlflowImporter
 
     outside = _outside(tmp_path)
     store = tmp_path / "mlruns"
@@ -215,7 +215,7 @@ def test_neptune_upload_outside_the_root_is_refused(tmp_path: Path,
     """A Neptune offline upload records the file's absolute path; one outside the import
     root is refused unless the user names its directory in ``trusted_roots``."""
     neptune = pytest.importorskip("neptune")
-    from bridge.importers.neptune import NeptuneImporter
+    from bridge.adapters.neptune import NeptuneImporter
 
     outside = _outside(tmp_path)
     decoy = outside / "data.bin"
@@ -247,7 +247,7 @@ def test_neptune_upload_outside_the_root_is_refused(tmp_path: Path,
 def test_neptune_parquet_symlinked_files_root_is_refused(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    from bridge.importers.neptune import NeptuneImporter, sanitize_path_part
+    from bridge.adapters.neptune.importer import NeptuneImporter, sanitize_path_part
 
     outside = _outside(tmp_path)
     project = "ws/proj"
@@ -280,7 +280,7 @@ def test_tensorboard_event_file_symlinked_out_is_refused(tmp_path: Path) -> None
     pytest.importorskip("tensorboard")
     from tb_events import LegacyWriter
 
-    from bridge.importers.tensorboard import TensorboardImporter
+    from bridge.adapters.tensorboard.importer import TensorboardImporter
 
     secret_tag = SECRET.decode()
     elsewhere = tmp_path / "outside-logs"
@@ -303,7 +303,7 @@ def test_tensorboard_event_file_symlinked_out_is_refused(tmp_path: Path) -> None
 
 
 def test_comet_archive_symlinked_out_is_refused(tmp_path: Path) -> None:
-    from bridge.importers.comet import CometImporter
+    from bridge.adapters.comet.importer import CometImporter
 
     def archive(path: Path, key: str, metric: str) -> None:
         msg = {"type": "metric_msg", "payload": {"local_timestamp": 1_700_000_000_000,

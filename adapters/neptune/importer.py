@@ -7,15 +7,14 @@
   file_value{path}, histogram_value``). Files live under the exporter's files root
   (``--files-path``), in ``<sanitized project>/<file_value.path>``. Read with pyarrow in
   record batches, twice per run (description, then events), so memory stays bounded.
-* **Offline**: ``.neptune/offline/run__*`` operation logs (:mod:`.neptune_offline`).
+* **Offline**: ``.neptune/offline/run__*`` operation logs (:mod:`.offline`).
 
-Both are mapped the same way; bridge's own Neptune layout (``parameters/``, ``summary/``,
-``bridge/run_id``, ``bridge/tags/``, ``files/``, ``artifacts/``, ``environment/``) is
-recognised so a run bridge wrote reads back as the events it came from.
+Both are mapped the same way; bridge's own Neptune layout (:mod:`.names`: the run's
+``bridge`` fields and the namespaces of params, summaries, files, artifacts, events and
+system facts) is recognised so a run bridge wrote reads back as the events it came from.
 
-Neptune steps are decimals. A run whose steps all are integers keeps them; otherwise every
-step is multiplied by ``10**k`` with the smallest ``k`` that makes them integers (or by the
-``step_multiplier`` option) and the run gets the tag ``bridge.step_multiplier``.
+Neptune steps are decimals: see the step convention in :mod:`.names` (the
+``step_multiplier`` option overrides the multiplier it picks).
 """
 
 from __future__ import annotations
@@ -23,14 +22,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+from bridge.adapters.neptune import names as N
+from bridge.adapters.neptune.offline import (
+    OfflineRun,
+    bridge_run_id_of,
+    find_run_dirs,
+    scan,
+    series_points,
+)
 from bridge.importers.base import (
     ImportError_,
     ImportEvent,
@@ -39,23 +45,14 @@ from bridge.importers.base import (
     blob_digest,
     resolve_source,
 )
-from bridge.importers.neptune_offline import (
-    OfflineRun,
-    bridge_run_id_of,
-    find_run_dirs,
-    scan,
-    series_points,
-)
 
 __all__ = ["NeptuneImporter", "sanitize_path_part"]
 
-log = logging.getLogger("bridge.importers.neptune")
+log = logging.getLogger("bridge.importers.neptune")  # the logger name users may filter on
 
 _OPTIONS = {"files_path", "batch_rows", "trusted_roots"}
 _ATOM_TYPES = {"float", "int", "string", "bool", "datetime", "string_set"}
 _FILE_TYPES = {"file", "file_set", "file_series", "artifact"}
-_BRIDGE_HEAD = ("bridge/run_id", "bridge/project", "bridge/group", "bridge/start_time",
-                "bridge/end_time", "bridge/status")
 _READ_COLUMNS = ["project_id", "run_id", "attribute_path", "attribute_type", "step",
                  "timestamp", "int_value", "float_value", "string_value", "bool_value",
                  "datetime_value", "string_set_value", "file_value"]
@@ -82,7 +79,7 @@ class _Desc:
 
     @property
     def bridge_written(self) -> bool:
-        return "bridge/run_id" in self.atoms
+        return N.RUN_ID in self.atoms
 
     def value(self, path: str, default: Any = None) -> Any:
         item = self.atoms.get(path)
@@ -134,22 +131,22 @@ class NeptuneImporter:
             yield self._source_run(self._describe_offline(rid, scan(dirs)), ("offline", dirs))
 
     def _source_run(self, desc: _Desc, where: tuple[str, Any]) -> SourceRun:
-        mult = self.step_multiplier or 10 ** desc.places
-        extra = {"bridge.step_multiplier": str(mult)} if mult != 1 else {}
-        status = desc.value("bridge/status")
-        if status not in ("RUNNING", "FINISHED", "FAILED", "KILLED"):
-            status = "FAILED" if desc.value("sys/failed") is True else "FINISHED"
-        start = _ms(desc.value("bridge/start_time")) or _ms(desc.value("sys/creation_time")) \
+        mult = self.step_multiplier or N.step_multiplier(desc.places)
+        extra = {N.STEP_MULTIPLIER_TAG: str(mult)} if mult != 1 else {}
+        status = desc.value(N.STATUS)
+        if status not in N.STATUSES:
+            status = "FAILED" if desc.value(N.SYS_FAILED) is True else "FINISHED"
+        start = N.ms_of(desc.value(N.START_TIME)) or N.ms_of(desc.value(N.SYS_CREATION_TIME)) \
             or desc.created_ms
-        end = _ms(desc.value("bridge/end_time")) or _ms(desc.value("sys/modification_time")) \
+        end = N.ms_of(desc.value(N.END_TIME)) or N.ms_of(desc.value(N.SYS_MODIFICATION_TIME)) \
             or (desc.last_ts_ms or None)
-        sid = desc.value("bridge/run_id") or desc.source_id
-        parent = desc.value("sys/forking/parent")
+        sid = desc.value(N.RUN_ID) or desc.source_id
+        parent = desc.value(N.SYS_FORKING_PARENT)
         return SourceRun(
             source="neptune", source_id=str(sid),
-            project=self.project or desc.value("bridge/project") or desc.project or "neptune",
-            name=desc.value("sys/name") or None, notes=desc.value("sys/description") or None,
-            group=desc.value("bridge/group"), start_ms=start or 0, end_ms=end, status=status,
+            project=self.project or desc.value(N.PROJECT) or desc.project or "neptune",
+            name=desc.value(N.SYS_NAME) or None, notes=desc.value(N.SYS_DESCRIPTION) or None,
+            group=desc.value(N.GROUP), start_ms=start or 0, end_ms=end, status=status,
             parent_id=str(parent) if parent else None, handle=(where, desc, mult),
             extra_tags=extra,
         )
@@ -158,7 +155,7 @@ class NeptuneImporter:
         """An offline run dir and its operation logs must really be inside the roots: a
         symlinked one would import another run's history from anywhere on the disk."""
         try:
-            for path in (run_dir, *run_dir.glob("data-*.log")):
+            for path in (run_dir, *run_dir.glob(N.OP_LOG_GLOB)):
                 resolve_source(path, self.roots)
         except ImportError_ as exc:
             self._warn(f"run directory {run_dir.name} refused: {exc}")
@@ -172,9 +169,9 @@ class NeptuneImporter:
                      last_ts_ms=run.last_ts_ms, places=run.step_places, tags=list(run.tags))
         for path, (kind, value) in run.fields.items():
             if kind == "datetime" and isinstance(value, (int, float)):
-                value = datetime.fromtimestamp(value / 1000, timezone.utc)
+                value = N.time_value(value)
             desc.atoms[path] = (kind, value)
-        custom = desc.value("sys/custom_run_id")
+        custom = desc.value(N.SYS_CUSTOM_RUN_ID)
         if custom and not desc.bridge_written:
             desc.source_id = str(custom)
         for path, up in run.uploads.items():
@@ -208,7 +205,7 @@ class NeptuneImporter:
                 kind, path = row["attribute_type"], row["attribute_path"]
                 if kind in _ATOM_TYPES:
                     value = row.get(f"{kind}_value")
-                    if path == "sys/tags" and kind == "string_set":
+                    if path == N.SYS_TAGS and kind == "string_set":
                         desc.tags = list(value or [])
                     else:
                         desc.atoms[path] = (kind, value)
@@ -216,7 +213,7 @@ class NeptuneImporter:
                     rel = (row.get("file_value") or {}).get("path")
                     if rel:
                         desc.files.append((path, kind, rel, None))
-        custom = desc.value("sys/custom_run_id")
+        custom = desc.value(N.SYS_CUSTOM_RUN_ID)
         if custom:
             desc.source_id = str(custom)
         return desc
@@ -261,8 +258,8 @@ class NeptuneImporter:
                                          ts[i] or 0, mult)
 
     def _file_events(self, desc: _Desc, ts: int, tmp: Path, parquet: bool) -> Iterator[ImportEvent]:
-        manifests = {p[len("bridge/artifacts/"):]: v for p, (_, v) in desc.atoms.items()
-                     if p.startswith("bridge/artifacts/")}
+        manifests = {name: v for p, (_, v) in desc.atoms.items()
+                     if (name := N.relative(N.MANIFESTS, p)) is not None}
         grouped: dict[str, list[tuple[str, Path]]] = {}
         for n, (path, kind, ref, step) in enumerate(desc.files):
             try:
@@ -274,10 +271,11 @@ class NeptuneImporter:
                 self._warn(f"file {path!r}: {ref!r} is missing")
                 continue
             try:
-                if desc.bridge_written and path.startswith("files/"):
-                    yield _text_or_dict(path[len("files/"):], local, ts)
-                elif desc.bridge_written and path.startswith("artifacts/"):
-                    name, rel = _artifact_member(path[len("artifacts/"):], manifests)
+                in_files, in_artifacts = N.relative(N.FILES, path), N.relative(N.ARTIFACTS, path)
+                if desc.bridge_written and in_files is not None:
+                    yield _text_or_dict(in_files, local, ts)
+                elif desc.bridge_written and in_artifacts is not None:
+                    name, rel = _artifact_member(in_artifacts, manifests)
                     grouped.setdefault(name, []).append((rel, local))
                 elif local.is_dir():  # a file set / artifact directory: members stay in it
                     members = [(str(p.relative_to(local)), resolve_source(p, [local]))
@@ -288,7 +286,7 @@ class NeptuneImporter:
             except ImportError_ as exc:
                 self._warn(f"file {path!r} refused: {exc}")
         for name, members in grouped.items():
-            manifest = _json(manifests.get(name)) or {}
+            manifest = N.decode_manifest(manifests.get(name))
             try:
                 yield artifact_event(name, members, ts, manifest.get("type") or "file")
             except ImportError_ as exc:
@@ -309,7 +307,7 @@ class NeptuneImporter:
         roots = [self.files_path] if self.files_path else []
         base = self.location if self.location.is_dir() else self.location.parent
         for up in (base, *base.parents[:2]):
-            roots.append(up / "files")
+            roots.append(up / N.EXPORTER_FILES_DIR)
         for root in roots:
             for r in (root / sanitize_path_part(desc.project), root):
                 candidate = r / str(ref)
@@ -353,23 +351,14 @@ def _batches(files: list[Path], rows: int) -> Iterator[Any]:
 
 
 def _places_needed(steps: Any) -> int:
+    """:func:`names.decimal_places` of a whole array of steps at once."""
     import numpy as np
 
-    for k in range(7):
+    for k in range(N.MAX_STEP_PLACES + 1):
         scaled = steps * 10 ** k
         if np.all(np.abs(scaled - np.round(scaled)) < 1e-6):
             return k
-    return 6
-
-
-def _ms(value: Any) -> int | None:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return int(round(value.timestamp() * 1000))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    return None
+    return N.MAX_STEP_PLACES
 
 
 def _plain(kind: str, value: Any) -> Any:
@@ -390,15 +379,6 @@ def _nest(target: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _json(text: Any) -> Any:
-    if not isinstance(text, str):
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
 def _atom_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
     """``parameters/a/b`` -> param ``a`` = ``{"b": ...}``; ``summary/...`` likewise;
     ``environment/...`` of a bridge run -> one system event; other non-``sys`` atoms ->
@@ -409,13 +389,14 @@ def _atom_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
     for path, (kind, value) in desc.atoms.items():
         value = _plain(kind, value)
         parts = path.split("/")
-        if parts[0] == "sys" or path in _BRIDGE_HEAD or path.startswith(("bridge/tags/", "bridge/artifacts/")):
+        if parts[0] == N.SYS or path in N.HEAD_FIELDS or N.relative(N.TAGS, path) is not None \
+                or N.relative(N.MANIFESTS, path) is not None:
             continue
-        if parts[0] == "parameters" and len(parts) > 1:
+        if parts[0] == N.PARAMETERS and len(parts) > 1:
             _nest(params, parts[1:], value)
-        elif parts[0] == "summary" and len(parts) > 1 and desc.bridge_written:
+        elif parts[0] == N.SUMMARY and len(parts) > 1 and desc.bridge_written:
             _nest(summary, parts[1:], value)
-        elif parts[0] == "environment" and len(parts) > 1 and desc.bridge_written:
+        elif parts[0] == N.ENVIRONMENT and len(parts) > 1 and desc.bridge_written:
             _nest(system, parts[1:], value)
         else:
             summary[path] = value
@@ -428,9 +409,9 @@ def _atom_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
 
 
 def _tag_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
-    valued = {p[len("bridge/tags/"):]: str(v) for p, (_, v) in desc.atoms.items()
-              if p.startswith("bridge/tags/")}
-    labels_of = {(k if v == "" else f"{k}:{v}") for k, v in valued.items()}
+    valued = {key: str(v) for p, (_, v) in desc.atoms.items()
+              if (key := N.relative(N.TAGS, p)) is not None}
+    labels_of = {N.tag_label(k, v) for k, v in valued.items()}
     for key, value in valued.items():
         yield ImportEvent("tag", key, ts, payload=value)
     for label in desc.tags:
@@ -440,15 +421,13 @@ def _tag_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
 
 def _point_events(desc: _Desc, path: str, kind: str, step: float | None, value: Any,
                   ts_ms: int, mult: int) -> Iterator[ImportEvent]:
-    istep = None if step is None or (isinstance(step, float) and math.isnan(step)) \
-        else int(round(step * mult))
+    istep = N.decode_step(step, mult)
+    in_events = N.relative(N.EVENTS, path)
     if kind == "float":
         yield ImportEvent("metric", path, ts_ms, step=istep,
                           value=float("nan") if value is None else float(value))
-    elif desc.bridge_written and path.startswith("events/"):
-        payload = _json(value)
-        yield ImportEvent("event", path[len("events/"):], ts_ms, step=istep,
-                          payload=payload if payload is not None or value == "null" else value)
+    elif desc.bridge_written and in_events is not None:
+        yield ImportEvent("event", in_events, ts_ms, step=istep, payload=N.decode_event(value))
     else:
         yield ImportEvent("event", path, ts_ms, step=istep, payload=value)
 
@@ -456,7 +435,7 @@ def _point_events(desc: _Desc, path: str, kind: str, step: float | None, value: 
 def _artifact_member(rest: str, manifests: dict[str, Any]) -> tuple[str, str]:
     """Which artifact an ``artifacts/...`` file belongs to, and its path inside it."""
     for name in sorted(manifests, key=len, reverse=True):
-        manifest = _json(manifests[name]) or {}
+        manifest = N.decode_manifest(manifests[name])
         files = manifest.get("files") or []
         if rest == name and len(files) == 1 and not manifest.get("is_dir"):
             return name, files[0]["path"]

@@ -1,12 +1,13 @@
 """Import W&B runs: offline run directories (``.wandb`` logs) or, online, the public API.
 
-Offline is read with bridge's own ``.wandb`` reader (:mod:`bridge.importers.wandb_log`):
+Offline is read with bridge's own ``.wandb`` reader (:mod:`bridge.adapters.wandb.log`):
 every session directory of one run id (``offline-run-<time>-<id>[-n]``, several when a
 run was resumed or written by bridge's adapter, one per confirmed batch) is merged in
 start order. History is streamed row by row, so a run of millions of points imports in
 bounded memory. Runs that bridge's W&B adapter wrote are recognised (``bridge/step`` as
 step, ``key:value`` labels as tags, ``bridge/system.json`` and ``bridge/events/*`` files
-back into system facts and events), so ``bridge verify`` reads them back faithfully.
+back into system facts and events), so ``bridge verify`` reads them back faithfully; those
+names are the adapter's own, from :mod:`bridge.adapters.wandb.names`.
 
 ``location = "wandb://entity/project"`` reads the public API (``wandb.Api().runs`` and
 ``run.scan_history``) instead; that path needs credentials and is tested against recorded
@@ -26,6 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+from bridge.adapters.wandb import names
+from bridge.adapters.wandb.names import (
+    API_STATES,
+    HISTORY_SKIP_KEYS,
+    INTERNAL_FILES,
+    STEP_KEY,
+    session_key,
+    status_of_exit,
+)
 from bridge.importers.base import (
     ImportError_,
     ImportEvent,
@@ -39,23 +49,7 @@ __all__ = ["WandbImporter", "status_of_exit"]
 
 log = logging.getLogger("bridge.importers.wandb")
 
-STEP_KEY = "bridge/step"
-_SKIP_HISTORY = {"_runtime", "_step", "_timestamp", "_wandb", STEP_KEY}
-_INTERNAL_FILES = {"wandb-summary.json", "config.yaml", "wandb-metadata.json",
-                   "requirements.txt", "conda-environment.yaml"}
 _OPTIONS = {"skip_corrupt", "entity", "per_page", "trusted_roots"}
-
-
-def status_of_exit(exit_code: int | None) -> str:
-    """Bridge status of a W&B exit code. No exit record (``None``): the process never
-    called ``finish()`` — crashed, killed or still writing — imported as KILLED."""
-    if exit_code is None:
-        return "KILLED"
-    if exit_code == 0:
-        return "FINISHED"
-    if exit_code in (137, -9):
-        return "KILLED"
-    return "FAILED"
 
 
 @dataclass
@@ -114,7 +108,7 @@ class WandbImporter:
         return True
 
     def _describe(self, frags: _Fragments) -> SourceRun | None:
-        from bridge.importers.wandb_log import WandbLogError, read_run_info
+        from bridge.adapters.wandb.log import WandbLogError, read_run_info
 
         infos = []
         for d in frags.dirs:
@@ -150,7 +144,7 @@ class WandbImporter:
         if self.location.startswith("wandb://"):
             yield from self._api_events(run)
             return
-        from bridge.importers.wandb_log import iter_history
+        from bridge.adapters.wandb.log import iter_history
 
         dirs, infos, bridge_written = run.handle
         t0 = run.start_ms
@@ -168,7 +162,7 @@ class WandbImporter:
             for row in iter_history(d, skip_corrupt=self.skip_corrupt):
                 yield from _row_events(row, bridge_written, t0, series)
         for key, value in summary.items():
-            if key.startswith("_") or key in _SKIP_HISTORY or series.is_auto_summary(key, value):
+            if key.startswith("_") or key in HISTORY_SKIP_KEYS or series.is_auto_summary(key, value):
                 continue
             yield ImportEvent("summary", key, t0, payload=value)
         with tempfile.TemporaryDirectory(prefix="bridge-wandb-") as tmp:
@@ -201,12 +195,12 @@ class WandbImporter:
             if not local.is_file():
                 self._warn(f"file {rel!r} of {info.path.parent.name} is not a regular file")
                 continue
-            if rel == "wandb-metadata.json":
+            if rel == names.METADATA_FILE:
                 facts = _read_json(local)
                 if isinstance(facts, dict):
                     yield ImportEvent("system", "system", ts, payload=facts)
                 continue
-            if rel in _INTERNAL_FILES:
+            if rel in INTERNAL_FILES:
                 continue
             if bridge_written:
                 yield from _bridge_file(safe, local, ts)
@@ -246,7 +240,7 @@ class WandbImporter:
         api = wandb.Api(timeout=60)
         for r in api.runs(f"{entity}/{project}", per_page=self.per_page):
             start_ms = _iso_ms(getattr(r, "created_at", None))
-            status = _API_STATES.get(str(getattr(r, "state", "") or "").lower(), "FINISHED")
+            status = API_STATES.get(str(getattr(r, "state", "") or "").lower(), "FINISHED")
             yield SourceRun(source="wandb", source_id=r.id, project=self.project or project,
                             name=r.name, notes=getattr(r, "notes", None) or None,
                             group=getattr(r, "group", None) or None, start_ms=start_ms,
@@ -277,7 +271,7 @@ class WandbImporter:
         # ``summary_metrics`` is the plain JSON dict; ``r.summary`` would wrap it and may
         # download the deep-summary file for media values.
         for key, value in dict(r.summary_metrics or {}).items():
-            if key.startswith("_") or key in _SKIP_HISTORY or series.is_auto_summary(key, value):
+            if key.startswith("_") or key in HISTORY_SKIP_KEYS or series.is_auto_summary(key, value):
                 continue
             yield ImportEvent("summary", key, t0, payload=value)
 
@@ -291,12 +285,10 @@ class WandbImporter:
 
 def _find_fragments(root: Path) -> dict[str, _Fragments]:
     """Session dirs under ``root`` (a run dir, a ``wandb/`` dir or its parent), by run id."""
-    from bridge.importers.wandb_log import session_key
-
     candidates: list[Path] = []
     if session_key(root.name) and root.is_dir():
         candidates.append(root)
-    for base in (root, root / "wandb"):
+    for base in (root, root / names.WANDB_SUBDIR):
         if base.is_dir():
             candidates.extend(d for d in sorted(base.iterdir()) if d.is_dir())
     found: dict[str, list[tuple[tuple[str, int], Path]]] = {}
@@ -310,11 +302,8 @@ def _find_fragments(root: Path) -> dict[str, _Fragments]:
 
 def _tags(labels: list[str], bridge_written: bool, ts: int) -> Iterator[ImportEvent]:
     for label in labels:
-        if bridge_written and ":" in label:
-            key, _, value = label.partition(":")
-            yield ImportEvent("tag", key, ts, payload=value)
-        else:
-            yield ImportEvent("tag", label, ts, payload="")
+        key, value = names.parse_label(label, bridge_written)
+        yield ImportEvent("tag", key, ts, payload=value)
 
 
 class _LastValues:
@@ -353,12 +342,12 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
                 series: _LastValues) -> Iterator[ImportEvent]:
-    step = row.get(STEP_KEY) if STEP_KEY in row else row.get("_step")
+    step = names.row_step(row)
     step = int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
-    ts = row.get("_timestamp")
-    ts_ms = int(round(float(ts) * 1000)) if isinstance(ts, (int, float)) else t0
+    ts_ms = names.row_ts_ms(row)
+    ts_ms = t0 if ts_ms is None else ts_ms
     for key, value in _flatten(row).items():
-        if key in _SKIP_HISTORY or key.startswith("_wandb"):
+        if key in HISTORY_SKIP_KEYS or key.startswith(names.INTERNAL_KEY):
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             series.add(key, float(value))
@@ -367,17 +356,12 @@ def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
             yield ImportEvent("event", key, ts_ms, step=step, payload={"value": value})
 
 
-_API_STATES = {"finished": "FINISHED", "failed": "FAILED", "crashed": "KILLED",
-               "killed": "KILLED", "preempted": "KILLED", "running": "RUNNING",
-               "pending": "RUNNING", "preempting": "RUNNING"}
-
-
 def _api_end_ms(r: Any, start_ms: int, status: str) -> int | None:
     """End of an API run: start + ``_runtime`` (seconds) of its summary, else its last
     heartbeat; a running run has none."""
     if status == "RUNNING":
         return None
-    runtime = dict(getattr(r, "summary_metrics", None) or {}).get("_runtime")
+    runtime = dict(getattr(r, "summary_metrics", None) or {}).get(names.RUNTIME_KEY)
     if isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
         return start_ms + int(round(float(runtime) * 1000))
     heartbeat = getattr(r, "heartbeat_at", None)
@@ -413,11 +397,11 @@ def _read_json(path: Path) -> Any:
 
 def _bridge_file(rel: str, local: Path, ts: int) -> Iterator[ImportEvent]:
     """Files bridge's adapter wrote: system facts, events, and text/dict events."""
-    if rel == "bridge/system.json":
+    if rel == names.SYSTEM_FILE:
         facts = _read_json(local)
         yield ImportEvent("system", "system", ts, payload=facts if isinstance(facts, dict) else {})
         return
-    if rel.startswith("bridge/events/") and rel.endswith(".jsonl"):
+    if names.is_events_file(rel):
         with open(local, encoding="utf-8") as fh:
             for line in fh:
                 if not line.strip():

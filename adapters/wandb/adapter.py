@@ -18,22 +18,26 @@ Why it is shaped this way (see docs/backends/wandb.md for the user-facing page):
   ``wandb sync`` never uploads them.
 * Rows are logged against ``bridge/step`` (``define_metric("*", step_metric=...)``),
   so out-of-order steps and late DDP ranks are kept; W&B's ``_step`` only counts rows.
+  Every name and format both directions share is in :mod:`bridge.adapters.wandb.names`.
+* In-process background sync shares the process with the user's own ``wandb``: quiet,
+  no code and no git capture are ``wandb.Settings`` of each session, never environment
+  variables; only offline wandb's directories, which it reads from the environment alone,
+  are set for the length of one session and removed after it (``_offline_home``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import shutil
-import uuid
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 from bridge.adapters.base import (
     AdapterError,
+    BaseAdapter,
     Event,
     ExportResult,
     Limits,
@@ -41,15 +45,26 @@ from bridge.adapters.base import (
     keep_private,
     require,
 )
+from bridge.adapters.wandb import names
+from bridge.adapters.wandb.names import (
+    MAX_METRIC_KEY,
+    HISTORY_SKIP_KEYS,
+    LONG_TAGS_CONFIG,
+    MAX_TAG_LENGTH,
+    STEP_KEY,
+    check_artifact_name,
+    check_tag,
+    exit_code_of,
+    remote_run_id,
+    wandb_project,
+)
+from bridge.adapters.wandb.plan import SessionPlan, points, value_id
 
 __all__ = ["WandbAdapter", "check_artifact_name", "check_metric_key", "check_tag"]
 
-STEP_KEY = "bridge/step"
 _OPTIONS = {"project", "entity", "mode", "dir", "group", "job_type", "spool_dir"}
-_RUN_ID_FORBIDDEN = set(":;,#?/'")
-_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_RESERVED_KEYS = {"_step", "_runtime", "_timestamp", "_wandb", STEP_KEY}
-_EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 137}
+# What keeps the SDK quiet and off the user's files, as run settings: nothing of it
+# reaches the process environment or the host program's own W&B runs.
 _QUIET = dict(
     silent=True,
     console="off",
@@ -67,51 +82,17 @@ _QUIET = dict(
 # -- limits W&B enforces only when it uploads ---------------------------------------
 
 
-def wandb_project(project: str) -> str:
-    """W&B project names allow no '/' (a Neptune ``workspace/project``): use '-' instead."""
-    return project.replace("/", "-") if project else project
-
-
-MAX_TAG_LENGTH = 64
-# Config key holding the tags too long for a W&B label: {key: value}.
-LONG_TAGS_CONFIG = "bridge.tags"
-
-
-def check_tag(tag: str) -> str | None:
-    """Why W&B would refuse this tag, or None."""
-    if not tag or not tag.strip():
-        return "W&B tags must not be empty"
-    if len(tag) > MAX_TAG_LENGTH:
-        return f"W&B tags are at most {MAX_TAG_LENGTH} characters (got {len(tag)})"
-    return None
-
-
-def check_artifact_name(name: str) -> str | None:
-    """Why W&B would refuse this artifact name, or None."""
-    if not name or len(name) > 128:
-        return f"W&B artifact names are 1-128 characters (got {len(name or '')})"
-    if not _ARTIFACT_NAME.match(name):
-        return "W&B artifact names may only contain letters, digits, '-', '_' and '.'"
-    return None
-
-
 def check_metric_key(key: str | None) -> str | None:
     """Why W&B would refuse (or silently mangle) this history key, or None."""
     if not key or not key.strip():
         return "W&B metric keys must not be empty"
-    if key in _RESERVED_KEYS or key.startswith("_"):
+    if key in HISTORY_SKIP_KEYS or key.startswith("_"):
         return f"W&B reserves keys starting with '_' and {STEP_KEY!r}"
-    if len(key) > Limits().max_key_length:
-        return f"W&B metric keys are at most {Limits().max_key_length} characters"
+    if len(key) > MAX_METRIC_KEY:
+        return f"W&B metric keys are at most {MAX_METRIC_KEY} characters"
     if any(c in key for c in "\n\r\t"):
         return "W&B metric keys must not contain control characters"
     return None
-
-
-def _remote_id(run_id: str) -> str:
-    if run_id and len(run_id) <= 64 and not (_RUN_ID_FORBIDDEN & set(run_id)):
-        return run_id
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"bridge:{run_id}").hex
 
 
 def _safe_relpath(name: str | None) -> str | None:
@@ -126,16 +107,13 @@ def _safe_relpath(name: str | None) -> str | None:
 # -- the adapter --------------------------------------------------------------------
 
 
-class WandbAdapter:
+class WandbAdapter(BaseAdapter):
     """Delivers bridge runs to W&B; one finished W&B session per confirmed batch."""
 
     name: ClassVar[str] = "wandb"
     # One batch is one session: 20,000 events keep background sync at one session per
     # ``agent.session_interval`` (300 s) up to ~65 events a second of training.
-    limits: ClassVar[Limits] = Limits(
-        max_events=20_000, max_metrics=20_000, max_params=1000, max_tags=1000,
-        max_key_length=250,
-    )
+    limits: ClassVar[Limits] = Limits(max_events=20_000)
     # Each export is one W&B session (init … finish), online and offline: in-process
     # background sync delivers this backend only every ``agent.session_interval`` while the
     # run runs (see bridge.agent.background).
@@ -146,46 +124,52 @@ class WandbAdapter:
         if unknown:
             raise AdapterError(f"wandb: unknown option(s) {', '.join(sorted(unknown))}")
         self.mode = options.get("mode", "online")
-        if self.mode not in ("online", "offline"):
+        if self.mode not in names.MODES:
             raise AdapterError(f"wandb: mode must be 'online' or 'offline', not {self.mode!r}")
         self.project = options.get("project")
         self.entity = options.get("entity")
         self.group = options.get("group")
         self.job_type = options.get("job_type")
-        spool = options.get("spool_dir")
-        default_dir = Path(spool) / "wandb-out" if spool else Path.cwd()
-        self.dir = Path(options.get("dir") or default_dir).absolute()
-        self._isolate()
+        self.dir = Path(options.get("dir") or names.default_dir(options.get("spool_dir")))
+        self.dir = self.dir.absolute()
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.wandb = require("wandb", "wandb")
         self._seen: dict[str, Counter] = {}  # run id -> metric points already in W&B
 
     # -- environment ------------------------------------------------------------
 
-    def _isolate(self) -> None:
-        """Keep wandb quiet and, offline, keep every file it writes under ``dir``."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_SILENT", "true")
-        os.environ.setdefault("WANDB_DISABLE_CODE", "true")
-        os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+    @contextmanager
+    def _offline_home(self) -> Iterator[None]:
+        """Offline, keep wandb's own files (the wandb-core log, artifact staging) under
+        ``dir`` for one session.
+
+        Quiet, no code and no git capture are run settings (``_QUIET``). wandb reads its
+        config, cache, data and artifact directories only from the environment (``wandb.env``;
+        wandb-core inherits it when the service starts): those variables the user has not
+        set point into ``<dir>/.wandb-home/`` during the session and are removed after it,
+        unless someone else changed one meanwhile. Online nothing is set."""
+        added: dict[str, str] = {}
         if self.mode == "offline":
-            home = self.dir / ".wandb-home"
-            for var, sub in (
-                ("WANDB_CONFIG_DIR", "config"),
-                ("WANDB_CACHE_DIR", "cache"),
-                ("WANDB_DATA_DIR", "data"),
-                ("WANDB_ARTIFACT_DIR", "artifacts"),
-            ):
-                os.environ.setdefault(var, str(home / sub))
+            home = self.dir / names.OFFLINE_HOME
+            for var, sub in names.OFFLINE_HOME_DIRS.items():
+                if var not in os.environ:
+                    added[var] = os.environ[var] = str(home / sub)
+        try:
+            yield
+        finally:
+            for var, value in added.items():
+                if os.environ.get(var) == value:
+                    del os.environ[var]
 
     @property
     def wandb_dir(self) -> Path:
-        return self.dir / "wandb"
+        return self.dir / names.WANDB_SUBDIR
 
     # -- contract ---------------------------------------------------------------
 
     def open_run(self, run: RunInfo) -> str:
         """No W&B call: reconcile with fragments a killed session left behind."""
-        rid = _remote_id(run.run_id)
+        rid = remote_run_id(run.run_id)
         st = run.state
         st.setdefault("tags", [])
         st.setdefault("config", {})
@@ -198,12 +182,12 @@ class WandbAdapter:
         return rid
 
     def export(self, run: RunInfo, batch: Sequence[Event]) -> ExportResult:
-        rid = _remote_id(run.run_id)
+        rid = remote_run_id(run.run_id)
         if rid not in self._seen:
             self.open_run(run)
         st = run.state
         rejected: dict[tuple[str, int], str] = {}
-        plan = _Plan()
+        plan = SessionPlan()
         for ev in batch:
             reason = self._plan_event(run, st, plan, ev)
             if reason:
@@ -216,7 +200,7 @@ class WandbAdapter:
         # The run has ended and this is the pass's last batch (the agent sends full batches
         # before it): this session also closes the run, and close_run needs none of its own.
         closing = run.status != "RUNNING" and len(batch) < self.limits.max_events
-        code = _EXIT_CODES.get(run.status, 1) if closing else 0
+        code = exit_code_of(run.status) if closing else 0
         try:
             fragment = self._session(run, rid, plan, exit_code=code, final=closing)
         except Exception as exc:  # the SDK raises many types; nothing was confirmed
@@ -235,10 +219,10 @@ class WandbAdapter:
         """Finish the W&B run with bridge's status as exit code (the end time is W&B's)."""
         if run.state.get("closed_as") == status:
             return  # the last export's session already finished the run with this status
-        rid = _remote_id(run.run_id)
-        plan = _Plan.from_state(run.state)
+        rid = remote_run_id(run.run_id)
+        plan = SessionPlan.from_state(run.state)
         fragment = self._session(
-            run, rid, plan, exit_code=_EXIT_CODES.get(status, 1), final=True
+            run, rid, plan, exit_code=exit_code_of(status), final=True
         )
         if fragment:
             run.state["last_fragment"] = fragment
@@ -250,7 +234,7 @@ class WandbAdapter:
 
     # -- planning: events -> rows, config, files --------------------------------
 
-    def _plan_event(self, run: RunInfo, st: dict, plan: "_Plan", ev: Event) -> str | None:
+    def _plan_event(self, run: RunInfo, st: dict, plan: "SessionPlan", ev: Event) -> str | None:
         if not plan.initialized:
             plan.load(st)
         kind, key = ev.kind, ev.key
@@ -262,8 +246,8 @@ class WandbAdapter:
             if step is None:  # a series without steps: number its points 0, 1, 2 ...
                 step = plan.auto_step.get(key, 0)
                 plan.auto_step[key] = step + 1
-            point = (key, int(step), int(ev.ts_ms), _value_id(ev.value))
-            seen = self._seen.get(_remote_id(run.run_id))
+            point = (key, int(step), int(ev.ts_ms), value_id(ev.value))
+            seen = self._seen.get(remote_run_id(run.run_id))
             if seen and seen[point] > 0:
                 seen[point] -= 1  # delivered by a session whose SUCCESS was lost
                 return None
@@ -274,8 +258,8 @@ class WandbAdapter:
                 return "W&B config keys must be non-empty and not start with '_'"
             plan.config[key] = ev.payload
         elif kind == "tag":
-            plain = ev.payload in (None, "", key, True)
-            tag = key if plain else f"{key}:{ev.payload}"
+            tag = names.tag_label(key, ev.payload)
+            plain = tag == key
             reason = check_tag(tag)
             if reason and key and key.strip() and len(tag) > MAX_TAG_LENGTH:
                 # Too long for a W&B label (a path, a commit hash with its key): keep it,
@@ -301,20 +285,20 @@ class WandbAdapter:
             data = ev.payload if kind == "text" else json.dumps(ev.payload, indent=2)
             plan.files[rel] = str(data if data is not None else "")
         elif kind == "system":
-            plan.files["bridge/system.json"] = json.dumps(ev.payload, indent=2, default=str)
+            plan.files[names.SYSTEM_FILE] = json.dumps(ev.payload, indent=2, default=str)
         elif kind == "event":
             plan.events.append(
                 {"name": key, "ts_ms": ev.ts_ms, "step": ev.step, "node": ev.node,
                  "payload": ev.payload}
             )
-            plan.events_name = plan.events_name or f"bridge/events/{ev.file_id}-{ev.seq}.jsonl"
+            plan.events_name = plan.events_name or names.events_file(ev.file_id, ev.seq)
         elif kind == "artifact":
             return self._plan_artifact(run, plan, ev)
         else:
             return f"the wandb backend does not know event kind {kind!r}"
         return None
 
-    def _plan_artifact(self, run: RunInfo, plan: "_Plan", ev: Event) -> str | None:
+    def _plan_artifact(self, run: RunInfo, plan: "SessionPlan", ev: Event) -> str | None:
         payload = ev.payload or {}
         # W&B artifact names allow no '/': a path-like name (``data/weights``, as Neptune and
         # MLflow name files) becomes ``data-weights``; the logged name stays in the metadata.
@@ -342,11 +326,17 @@ class WandbAdapter:
     # -- one W&B session --------------------------------------------------------
 
     def _session(
-        self, run: RunInfo, rid: str, plan: "_Plan", *, exit_code: int, final: bool
+        self, run: RunInfo, rid: str, plan: "SessionPlan", *, exit_code: int, final: bool
     ) -> str | None:
         """Start a W&B session of the run, write ``plan``, finish it; return the fragment."""
         if not plan.initialized:
             plan.load(run.state)
+        with self._offline_home():
+            return self._write_session(run, rid, plan, exit_code=exit_code, final=final)
+
+    def _write_session(
+        self, run: RunInfo, rid: str, plan: "SessionPlan", *, exit_code: int, final: bool
+    ) -> str | None:
         wandb = self.wandb
         settings = wandb.Settings(x_update_finish_state=final, **_QUIET)
         wb = wandb.init(
@@ -389,7 +379,7 @@ class WandbAdapter:
         keep_private(sync_file.parent)
         return sync_file.parent.name
 
-    def _write_files(self, wb: Any, plan: "_Plan") -> None:
+    def _write_files(self, wb: Any, plan: "SessionPlan") -> None:
         files = dict(plan.files)
         if plan.events:
             files[plan.events_name] = "".join(
@@ -419,7 +409,8 @@ class WandbAdapter:
 
     def _reconcile(self, rid: str, last_confirmed: str | None) -> Counter:
         """Metric points in fragments newer than the last confirmed one; drop broken ones."""
-        from bridge.importers.wandb_log import WandbLogError, read_run, session_dirs, session_key
+        from bridge.adapters.wandb.log import WandbLogError, read_run, session_dirs
+        from bridge.adapters.wandb.names import session_key
 
         seen: Counter = Counter()
         done = session_key(last_confirmed) if last_confirmed else None
@@ -427,7 +418,7 @@ class WandbAdapter:
             key = session_key(frag_dir.name)
             if done and key and (key[0], key[2]) <= (done[0], done[2]):
                 continue
-            path = frag_dir / f"run-{rid}.wandb"
+            path = frag_dir / names.log_file_name(rid)
             try:
                 log = read_run(path)
             except (OSError, WandbLogError):
@@ -436,96 +427,22 @@ class WandbAdapter:
                 self._discard(frag_dir)
                 continue
             for row in log.history:
-                seen.update(_points(row))
+                seen.update(points(row))
         return seen
 
     def _discard(self, fragment_dir: Path) -> None:
         """Rename a half-written fragment so ``wandb sync`` never uploads it."""
         if self.mode != "offline" or not fragment_dir.exists():
             return
-        target = fragment_dir.with_name(f"discarded-{fragment_dir.name}")
-        n = 1
+        n = 0
+        target = fragment_dir.with_name(names.discarded_name(fragment_dir.name, n))
         while target.exists():
-            target = fragment_dir.with_name(f"discarded{n}-{fragment_dir.name}")
             n += 1
+            target = fragment_dir.with_name(names.discarded_name(fragment_dir.name, n))
         fragment_dir.rename(target)
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-class _Plan:
-    """What one W&B session will write, built from a batch and the carried state."""
-
-    def __init__(self) -> None:
-        self.initialized = False
-        self.tags: list[str] = []
-        self.config: dict[str, Any] = {}
-        self.summary: dict[str, Any] = {}
-        self.auto_step: dict[str, int] = {}
-        self.last: dict[str, float] = {}  # latest value per metric, for W&B's summary
-        self.notes: str | None = None
-        self.rows: list[dict[str, Any]] = []
-        self.files: dict[str, str] = {}
-        self.events: list[dict[str, Any]] = []
-        self.events_name = ""
-        self.artifacts: list[dict[str, Any]] = []
-        self._row_key: tuple[int, int] | None = None
-
-    @classmethod
-    def from_state(cls, state: dict) -> "_Plan":
-        plan = cls()
-        plan.load(state)
-        return plan
-
-    def load(self, state: dict) -> None:
-        """Every session carries the whole run's config, tags and summary: an offline
-        fragment cannot read the server, and the last uploaded one wins."""
-        self.initialized = True
-        self.tags = list(state.get("tags", []))
-        self.config = json.loads(json.dumps(state.get("config", {})))
-        self.summary = dict(state.get("summary", {}))
-        self.auto_step = dict(state.get("auto_step", {}))
-        self.notes = state.get("notes")
-        self.last = dict(state.get("last", {}))
-
-    def adds_nothing_to(self, state: dict) -> bool:
-        """True when this session would only repeat what W&B already has."""
-        return not (self.rows or self.files or self.events or self.artifacts) and (
-            self.tags == list(state.get("tags", []))
-            and self.config == state.get("config", {})
-            and self.summary == state.get("summary", {})
-            and self.notes == state.get("notes")
-        )
-
-    def add_metric(self, key: str, step: int, ts_ms: int, value: float | None) -> None:
-        # One row per (step, time): the values of one log() call share a row; a key
-        # seen twice (another DDP rank, a repeat) starts a new row, nothing is merged.
-        row = self.rows[-1] if self.rows else None
-        if row is None or self._row_key != (step, ts_ms) or key in row:
-            row = {STEP_KEY: step, "_timestamp": ts_ms / 1000.0}
-            self.rows.append(row)
-            self._row_key = (step, ts_ms)
-        value = float("nan") if value is None else float(value)
-        row[key] = value
-        if math.isfinite(value):
-            self.last[key] = value
-
-
-def _value_id(value: float | None) -> str:
-    return repr(float("nan") if value is None else float(value))
-
-
-def _points(row: dict[str, Any]) -> Iterable[tuple[str, int, int, str]]:
-    step, ts = row.get(STEP_KEY), row.get("_timestamp")
-    if step is None or ts is None:
-        return []
-    ts_ms = int(round(float(ts) * 1000))
-    return [
-        (k, int(step), ts_ms, _value_id(v))
-        for k, v in row.items()
-        if not k.startswith("_") and k != STEP_KEY and isinstance(v, (int, float))
-    ]
 
 
 def _fsync(path: Path) -> None:

@@ -5,7 +5,16 @@ process's active run. Metric histories are read one key at a time, page by page,
 with millions of points imports in bounded memory. The same reader serves ``bridge verify``
 for runs bridge's MLflow adapter wrote: it recognizes that adapter's bookkeeping
 (``summary.<k>`` tags, ``bridge.group``, ``bridge/events.jsonl``) and gives back the original
-events. The mapping is documented in ``docs/importers.md``.
+events. The mapping is documented in ``docs/importers.md``; the names and formats are the
+adapter's own (``names``).
+
+No process-wide setting is changed: MLflow opens a file store only when
+``MLFLOW_ALLOW_FILE_STORE`` is true and draws a progress bar per downloaded file unless
+``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is false, and reads both only from the
+environment; every call this importer makes to ``MlflowClient`` runs inside
+``sdk_env.scoped_env``, which sets them when the user has not and removes them again when the
+call returns. An import is the job of the process that asks for it, so the scope applies
+even beside an in-process background sync.
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from bridge.adapters.mlflow import names
+from bridge.adapters.mlflow.names import GROUP_TAG, MLFLOW_PARENT_TAG, NOTE_TAG, RUN_NAME_TAG
+from bridge.adapters.mlflow.sdk_env import ScopedClient, scoped_env
 from bridge.importers.base import (
     ImportError_,
     ImportEvent,
@@ -30,16 +42,11 @@ from bridge.importers.base import (
 
 __all__ = ["MlflowImporter", "tracking_uri"]
 
-NOTE_TAG = "mlflow.note.content"
-PARENT_TAG = "mlflow.parentRunId"
-GROUP_TAG = "bridge.group"
-SUMMARY_PREFIX = "summary."
-EVENTS_FILE = "bridge/events.jsonl"
-
-_STATUS = {"FINISHED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED",
-           "RUNNING": "RUNNING", "SCHEDULED": "RUNNING"}
 _RUN_PAGE = 1000  # runs per search_runs request (MLflow's server caps pages at 1000 here)
 _EXPERIMENT_PAGE = 1000
+# MLflow settings read from the environment only, given to each call (see the docstring).
+_FILE_STORE_ENV = {"MLFLOW_ALLOW_FILE_STORE": "true"}  # reading one to move away from it
+_QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # one bar per file otherwise
 
 log = logging.getLogger("bridge.importers.mlflow")
 
@@ -75,14 +82,6 @@ def _local_path(uri: str) -> Path | None:
     return Path(urllib.request.url2pathname(parts.path))
 
 
-def _summary_value(text: str) -> Any:
-    """The adapter writes strings as is and other values as JSON: decode what is JSON."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 class MlflowImporter:
     """Runs of an MLflow tracking store, with every metric point, param, tag and artifact.
 
@@ -101,13 +100,13 @@ class MlflowImporter:
                  artifacts: bool = True, trusted_roots: Iterable[str | Path] = ()) -> None:
         mlflow = _mlflow()
         self.uri = tracking_uri(location)
-        if self.uri.startswith("file:"):
-            # MLflow 3 refuses to open a file store unless allowed; reading one to move
-            # away from it is what an import is for. Only set when the user has not.
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        # One tqdm bar per downloaded file would bury the import's own progress display.
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+        # MLflow 3 refuses to open a file store unless allowed; reading one to move away
+        # from it is what an import is for. One tqdm bar per downloaded file would bury the
+        # import's own progress display.
+        self._env = {**(_FILE_STORE_ENV if self.uri.startswith("file:") else {}), **_QUIET_ENV}
+        uri = self.uri
+        self.client = ScopedClient.create(lambda: mlflow.MlflowClient(tracking_uri=uri),
+                                          self._env, force=True)
         self._view = importlib.import_module("mlflow.entities").ViewType
         if isinstance(experiments, str):
             experiments = [experiments]  # one name, not its characters
@@ -165,13 +164,13 @@ class MlflowImporter:
             source=self.name,
             source_id=info.run_id,
             project=experiment,
-            name=info.run_name or tags.get("mlflow.runName"),
+            name=info.run_name or tags.get(RUN_NAME_TAG),
             notes=tags.get(NOTE_TAG) or None,
             group=tags.get(GROUP_TAG) or None,
             start_ms=int(info.start_time or 0),
             end_ms=int(info.end_time) if info.end_time else None,
-            status=_STATUS.get(str(info.status), "FINISHED"),
-            parent_id=tags.get(PARENT_TAG) or None,
+            status=names.import_status(info.status),
+            parent_id=tags.get(MLFLOW_PARENT_TAG) or None,
             handle=run,
         )
 
@@ -185,9 +184,9 @@ class MlflowImporter:
         for key, value in sorted(mrun.data.tags.items()):
             if key in (NOTE_TAG, GROUP_TAG):
                 continue  # carried by the run's notes and group
-            if key.startswith(SUMMARY_PREFIX) and len(key) > len(SUMMARY_PREFIX):
-                yield ImportEvent("summary", key[len(SUMMARY_PREFIX):], at,
-                                  payload=_summary_value(value))
+            summary = names.summary_key(key)
+            if summary is not None:
+                yield ImportEvent("summary", summary, at, payload=names.decode_summary(value))
             else:
                 yield ImportEvent("tag", key, at, payload=value)
         for key in sorted(mrun.data.metrics):
@@ -202,14 +201,16 @@ class MlflowImporter:
 
     def _history(self, run_id: str, key: str) -> Iterator[Any]:
         """One key's points, a page at a time where the store paginates (all three do)."""
-        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        with scoped_env(self._env, force=True):
+            store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
         if store is None or not hasattr(store, "get_metric_history"):
             yield from self.client.get_metric_history(run_id, key)
             return
         token = None
         while True:
-            page = store.get_metric_history(run_id, key, max_results=self.page_size,
-                                            page_token=token)
+            with scoped_env(self._env, force=True):
+                page = store.get_metric_history(run_id, key, max_results=self.page_size,
+                                                page_token=token)
             yield from page
             token = getattr(page, "token", None)
             if not token:
@@ -277,7 +278,7 @@ class MlflowImporter:
                     except ImportError_ as exc:
                         self._warn(f"run {rid}: artifact {info.path!r} refused: {exc}")
                         continue
-                    if top.is_dir and info.path == EVENTS_FILE:
+                    if top.is_dir and info.path == names.EVENTS_FILE:
                         yield from _logged_events(local)
                         continue
                     rel = info.path[len(top.path) + 1:] if top.is_dir else info.path

@@ -1,14 +1,20 @@
 """MLflow backend: a tracking server (``http://…``) or an embedded sqlite store.
 
 The adapter speaks to a tracking server through bridge's own REST client
-(``mlflow_rest``: no MLflow import in the sync process) and to any other store through
+(``rest``: no MLflow import in the sync process) and to any other store through
 ``mlflow.MlflowClient``; both are used the same way, and neither through MLflow's fluent
 API (no process-wide active run). Each export turns the batch into as few ``log_batch`` requests
 as MLflow's limits allow, then uploads files. Replays are harmless: MLflow's SQL store
 ignores a metric point identical in (key, value, step, timestamp), an identical param,
 and a tag or artifact written again with the same content; so at-least-once delivery
 from the agent is exactly-once in effect. The mapping is documented in
-``docs/backends/mlflow.md``.
+``docs/backends/mlflow.md``; the names and formats are in ``names``.
+
+No process-wide setting is changed: the REST client is given its timeout (and never
+retries by itself); ``MlflowClient`` over HTTP, which reads its retry count and timeout only
+from environment variables, gets them for each call through ``sdk_env.ScopedClient`` (set
+when unset, removed after the call, and not at all in a user's process running an
+in-process background sync); the embedded store makes no HTTP request and needs neither.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, ClassVar, Iterator, Mapping, NoReturn, Sequence
 
 from bridge.adapters.base import (
     AdapterError,
+    BaseAdapter,
     Event,
     ExportResult,
     Limits,
@@ -35,18 +42,17 @@ from bridge.adapters.base import (
     flatten,
     require,
 )
+from bridge.adapters.mlflow import names
+from bridge.adapters.mlflow.names import (
+    GROUP_TAG,
+    MLFLOW_PARENT_TAG,
+    NOTE_TAG,
+    PARENT_TAGS,
+    RUN_ID_TAG,
+    RUN_STATUSES,
+)
 
 __all__ = ["MlflowAdapter", "RetryableError"]
-
-RUN_ID_TAG = "bridge.run_id"
-MLFLOW_PARENT_TAG = "mlflow.parentRunId"
-# Tags that name a parent run by its bridge id (imports, the mlflow compat shim).
-PARENT_TAGS = ("bridge.parent_run_id", MLFLOW_PARENT_TAG)
-GROUP_TAG = "bridge.group"
-NOTE_TAG = "mlflow.note.content"
-SUMMARY_PREFIX = "summary."
-SYSTEM_PREFIX = "bridge.system."
-EVENTS_FILE = "bridge/events.jsonl"
 
 # MLflow's own limits (mlflow/utils/validation.py).
 MAX_ENTITIES_PER_REQUEST = 1000
@@ -56,7 +62,11 @@ MAX_REASON = 2000  # MLflow's messages can quote a whole 6000-char param value
 MAX_SYSTEM_TAGS = 20
 
 DEFAULT_HTTP_TIMEOUT_S = "30"
-RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+# What ``MlflowClient`` over HTTP is given for each call (unless the user set them): the
+# agent owns retries, and MLflow's own (up to 7, with backoff) would block a sync for
+# minutes while a server is down, and hide the outage from the agent.
+SDK_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": DEFAULT_HTTP_TIMEOUT_S}
 
 # Error codes that say "try again later" (the data itself is fine). Authentication and
 # unknown endpoints are configuration problems: retrying keeps the data until they are
@@ -228,16 +238,16 @@ def _artifact_name(path: Any, *, file: bool) -> str | None:
     return "/".join(parts)
 
 
+# A text event's payload as a file: the summary's encoding (strings as is, else JSON).
+_json_text = names.encode_summary
+
+
 def _stringify(value: Any) -> str:
     """Param and tag values as ``mlflow.log_param`` stores them (``str()``)."""
     return value if isinstance(value, str) else str(value)
 
 
-def _json_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-
-
-class MlflowAdapter:
+class MlflowAdapter(BaseAdapter):
     """Deliver bridge runs to MLflow through ``MlflowClient``.
 
     Options: ``tracking_uri`` (default: an embedded store ``sqlite:///<spool_dir>/mlflow.db``
@@ -248,9 +258,8 @@ class MlflowAdapter:
     """
 
     name: ClassVar[str] = "mlflow"
-    limits: ClassVar[Limits] = Limits(
-        max_events=1000, max_metrics=1000, max_params=100, max_tags=100, max_key_length=250
-    )
+    checks_remote: ClassVar[bool] = True  # one runs/get per delivered run (check_remote)
+    limits: ClassVar[Limits] = Limits(max_events=MAX_ENTITIES_PER_REQUEST)
     OPTIONS: ClassVar[frozenset[str]] = frozenset(
         {"tracking_uri", "experiment", "spool_dir", "client"})
 
@@ -270,7 +279,7 @@ class MlflowAdapter:
             if self.spool_dir is None:
                 raise AdapterError("mlflow: set tracking_uri, or spool_dir for the embedded store")
             self.spool_dir.mkdir(parents=True, exist_ok=True)
-            tracking_uri = f"sqlite:///{self.spool_dir.resolve() / 'mlflow.db'}"
+            tracking_uri = names.embedded_tracking_uri(self.spool_dir)
         self.tracking_uri: str = tracking_uri
         # Runs synced at once by the agent (one client each): a server handles requests in
         # parallel, a SQLite store serializes its writers.
@@ -283,24 +292,26 @@ class MlflowAdapter:
             raise AdapterError(f"mlflow: client='rest' needs an http(s) tracking_uri, not {tracking_uri!r}")
         if http:
             self.concurrent_runs = 4
-            # The agent owns retries: MLflow's own (up to 7, with backoff) would block a
-            # sync for minutes while a server is down, and hide the outage from the agent.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", DEFAULT_HTTP_TIMEOUT_S)
         self.client_kind = "rest" if http and client != "mlflow" else "mlflow"
         self.client: Any
         if self.client_kind == "rest":
             # A server speaks REST: no MLflow import (about 230 MB and a second of start-up).
-            from bridge.adapters import mlflow_rest
+            from bridge.adapters.mlflow import rest
 
-            self._exc_type: type[BaseException] = mlflow_rest.MlflowRestError
-            self._entities: Any = mlflow_rest
-            self.client = mlflow_rest.MlflowRestClient(tracking_uri)
+            timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", DEFAULT_HTTP_TIMEOUT_S))
+            self._exc_type: type[BaseException] = rest.MlflowRestError
+            self._entities: Any = rest
+            self.client = rest.MlflowRestClient(tracking_uri, timeout=timeout,
+                                                sdk_env=SDK_HTTP_ENV)
         else:
             self._mlflow = require("mlflow", "mlflow")
             self._exc_type = require("mlflow.exceptions", "mlflow").MlflowException
             self._entities = require("mlflow.entities", "mlflow")
             self.client = self._mlflow.MlflowClient(tracking_uri=tracking_uri)
+            if http:
+                from bridge.adapters.mlflow.sdk_env import ScopedClient
+
+                self.client = ScopedClient(self.client, SDK_HTTP_ENV)
         self._experiments: dict[str, str] = {}
         self._remote: dict[str, str] = {}
         self._parents: dict[str, str] = {}  # parent's bridge id -> its MLflow run id
@@ -417,7 +428,7 @@ class MlflowAdapter:
         if exp is None:
             location = None
             if self.embedded and self.spool_dir is not None:
-                location = (self.spool_dir.resolve() / "mlartifacts").as_uri()
+                location = names.embedded_artifacts(self.spool_dir.resolve()).as_uri()
             try:
                 exp_id = self.client.create_experiment(name, artifact_location=location)
             except self._exc_type as exc:
@@ -495,7 +506,7 @@ class MlflowAdapter:
             return self._parents[bridge_id]
         try:
             runs = self.client.search_runs(
-                [self._experiment_id(run)], filter_string=f"tags.`{RUN_ID_TAG}` = '{bridge_id}'",
+                [self._experiment_id(run)], filter_string=names.run_filter(bridge_id),
                 max_results=1)
         except self._exc_type:
             return None
@@ -508,7 +519,7 @@ class MlflowAdapter:
         view_all = self._entities.ViewType.ALL
         runs = self.client.search_runs(
             [exp_id],
-            filter_string=f"tags.`{RUN_ID_TAG}` = '{run.run_id}'",
+            filter_string=names.run_filter(run.run_id),
             run_view_type=view_all,
             max_results=50,
         )
@@ -595,14 +606,14 @@ class MlflowAdapter:
             elif kind == "note":
                 tag(NOTE_TAG, ev.payload or "", ev)
             elif kind == "summary":
-                tag(SUMMARY_PREFIX + (ev.key or ""), _json_text(ev.payload), ev)
+                tag(names.summary_tag(ev.key or ""), names.encode_summary(ev.payload), ev)
             elif kind == "system":
                 facts = ev.payload if isinstance(ev.payload, Mapping) else {"value": ev.payload}
-                name = f"bridge/system/{ev.node}.json" if ev.node else "bridge/system.json"
+                name = names.system_file(ev.node)
                 ops.append(_FileOp([ev.uid], "dict", name, dict(facts)))
                 scalars = [(k, v) for k, v in facts.items() if isinstance(v, _SCALARS)]
                 for k, v in scalars[:MAX_SYSTEM_TAGS]:
-                    tag(SYSTEM_PREFIX + str(k), v, ev)
+                    tag(names.system_tag(str(k)), v, ev)
             elif kind == "text":
                 ops.append(_FileOp([ev.uid], "text", ev.key or "text.txt", _json_text(ev.payload)))
             elif kind == "dict":
@@ -615,7 +626,7 @@ class MlflowAdapter:
                 rejected[ev.uid] = f"mlflow: event kind {kind!r} has no MLflow mapping"
         items.extend(tags.values())
         if events:
-            ops.append(_FileOp([e.uid for e in events], "events", EVENTS_FILE, events))
+            ops.append(_FileOp([e.uid for e in events], "events", names.EVENTS_FILE, events))
         return items, ops
 
     def _send(self, remote: str, chunk: list[_Item], rejected: dict[tuple[str, int], str]) -> None:
@@ -647,10 +658,10 @@ class MlflowAdapter:
             limit = {"param": MAX_PARAM_VALUE, "tag": MAX_TAG_VALUE}.get(item.kind)
             if limit is None or len(item.value) <= limit or any(u in rejected for u in item.uids):
                 continue
-            path = f"bridge/{item.kind}s/{item.key}.txt"
+            path = names.long_value_file(item.kind, item.key)
             yield _FileOp(list(item.uids), "text", path, item.value)
             note = f"{len(item.value)} characters, truncated to {limit}; full value in {path}"
-            marker = f"bridge.{item.kind}_truncated.{item.key}"
+            marker = names.truncated_tag(item.kind, item.key)
             yield _FileOp(list(item.uids), "tag", marker, note)
 
     def _write_files(
@@ -711,10 +722,10 @@ class MlflowAdapter:
     def _merged_events(self, remote: str, events: list[Event], tmp: Path) -> str:
         """``bridge/events.jsonl`` as stored plus these events, once each, in time order."""
         lines: dict[tuple[str, int], dict[str, Any]] = {}
-        listed = self.client.list_artifacts(remote, "bridge")
-        if any(f.path == EVENTS_FILE for f in listed):
+        listed = self.client.list_artifacts(remote, names.ARTIFACT_FOLDER)
+        if any(f.path == names.EVENTS_FILE for f in listed):
             tmp.mkdir(parents=True, exist_ok=True)
-            local = self.client.download_artifacts(remote, EVENTS_FILE, str(tmp))
+            local = self.client.download_artifacts(remote, names.EVENTS_FILE, str(tmp))
             for line in Path(local).read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     rec = json.loads(line)

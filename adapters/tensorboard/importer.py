@@ -19,14 +19,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
+from bridge.adapters.tensorboard.names import (
+    EVENT_MARK,
+    HPARAMS_START,
+    LOGDIR_TAG,
+    PLUGIN_HPARAMS,
+    PLUGIN_SCALARS,
+    PLUGIN_TEXT,
+    SKIPPED_TAG,
+)
 from bridge.importers.base import ImportError_, ImportEvent, SourceRun, resolve_source
 
-__all__ = ["TensorboardImporter", "event_files", "find_runs"]
-
-EVENT_MARK = "tfevents"  # TensorBoard's own test for an event file name
-SKIPPED_TAG = "tensorboard.skipped"
-LOGDIR_TAG = "tensorboard.logdir"
-HPARAMS_START = "_hparams_/session_start_info"
+__all__ = ["TensorboardImporter", "event_files", "find_runs", "last_record"]
 
 log = logging.getLogger("bridge.importers.tensorboard")
 
@@ -188,16 +192,16 @@ class TensorboardImporter:
         kind = value.WhichOneof("value")
         if kind == "simple_value":
             yield ImportEvent("metric", tag, ts, step=step, value=float(value.simple_value))
-        elif plugin == "scalars" and kind == "tensor":
+        elif plugin == PLUGIN_SCALARS and kind == "tensor":
             array = self._tensor_util.make_ndarray(value.tensor)
             if array.size == 1:
                 yield ImportEvent("metric", tag, ts, step=step, value=float(array.reshape(-1)[0]))
             else:
                 skipped["scalars(non-scalar)"] += 1
-        elif plugin == "text" and kind == "tensor":
+        elif plugin == PLUGIN_TEXT and kind == "tensor":
             array = self._tensor_util.make_ndarray(value.tensor)
             yield ImportEvent("text", f"{tag}/{step}.txt", ts, step=step, payload=_text(array))
-        elif plugin == "hparams":
+        elif plugin == PLUGIN_HPARAMS:
             if tag == HPARAMS_START:
                 yield from self._hparams(value.metadata.plugin_data.content, ts)
         else:

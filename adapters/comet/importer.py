@@ -1,11 +1,12 @@
 """Import Comet experiments from offline archives (``comet upload``'s input) or, for a
 ``comet://workspace/project`` location, from Comet's REST API v2 through ``comet_ml.API``.
 
-Every archive of one experiment key is merged, in write order: bridge's archives carry
-``bridge-ledger.json`` with ``archive_seq``; Comet's own are ordered by their
-``start_time``, then file time. Archives bridge's Comet adapter wrote are recognised
-(ledger ``run_id`` as the source id, others ``group``/``notes``/``bridge_status``,
-assets tagged ``bridge_artifact``/``bridge_event``), so ``bridge verify`` reads them back.
+Every archive of one experiment key is merged, in write order: bridge's archives carry a
+ledger with their write order; Comet's own are ordered by their ``start_time``, then file
+time. Archives bridge's Comet adapter wrote are recognised by the names both sides take from
+:mod:`bridge.adapters.comet.names` (the ledger's run id as the source id, bridge's others for
+group, notes and status, bridge's asset metadata for artifacts and events), so
+``bridge verify`` reads them back.
 The REST path turns the API's answers into the archive message shapes and maps them with
 the same code, so both paths make the same decisions (REST param values are strings, and
 system details are not read).
@@ -21,14 +22,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from bridge.importers.base import (
-    ImportError_,
-    ImportEvent,
-    SourceRun,
-    artifact_event,
-    resolve_source,
-)
-from bridge.importers.comet_offline import (
+from bridge.adapters.comet import names as N
+from bridge.adapters.comet.offline import (
     ArchiveHead,
     copy_member,
     decode_value,
@@ -36,17 +31,20 @@ from bridge.importers.comet_offline import (
     iter_messages,
     read_head,
 )
+from bridge.adapters.comet.sdk import load_comet_ml
+from bridge.importers.base import (
+    ImportError_,
+    ImportEvent,
+    SourceRun,
+    artifact_event,
+    resolve_source,
+)
 
 __all__ = ["CometImporter"]
 
 log = logging.getLogger("bridge.importers.comet")
 
 _OPTIONS = {"project"}
-_COMET_OTHERS = {"offline_experiment", "Name", "hasNestedParams"}
-_BRIDGE_OTHERS = {"bridge_run_id", "group", "notes", "bridge_status"}
-_AUTO_PARAMS = {"curr_step", "curr_epoch"}
-_AUTO_METRICS = {"process duration"}
-_IMPORT_ENV = {"COMET_ERROR_TRACKING_ENABLE": "false", "COMET_DISABLE_AUTO_LOGGING": "1"}
 
 
 class CometImporter:
@@ -100,22 +98,22 @@ class CometImporter:
         for h in heads:
             with zipfile.ZipFile(h.path) as zf:
                 for msg in iter_messages(zf):
-                    if msg.get("type") == "log_other":
+                    if msg.get("type") == N.MSG_OTHER:
                         others[msg["payload"].get("key")] = msg["payload"].get("value")
-        ledger_id = next((h.ledger.get("run_id") for h in heads if h.ledger), None)
-        source_id = ledger_id or (others.get("bridge_run_id") if bridge_written else None) or key
-        status = others.get("bridge_status") if bridge_written else None
+        ledger_id = next((h.ledger.get(N.LEDGER_RUN_ID) for h in heads if h.ledger), None)
+        source_id = ledger_id or (others.get(N.OTHER_RUN_ID) if bridge_written else None) or key
+        status = others.get(N.OTHER_STATUS) if bridge_written else None
         starts = [int(h.meta["start_time"]) for h in heads if h.meta.get("start_time")]
         stops = [int(h.meta["stop_time"]) for h in heads if h.meta.get("stop_time")]
-        notes = others.get("notes") if bridge_written else None
+        notes = others.get(N.OTHER_NOTES) if bridge_written else None
         return SourceRun(
             source="comet", source_id=str(source_id),
             project=self.project or heads[-1].meta.get("project_name") or "comet",
-            name=others.get("Name"), notes=notes if isinstance(notes, str) else None,
-            group=others.get("group") if bridge_written else None,
+            name=others.get(N.OTHER_NAME), notes=notes if isinstance(notes, str) else None,
+            group=others.get(N.OTHER_GROUP) if bridge_written else None,
             start_ms=min(starts, default=0), end_ms=max(stops, default=None),
-            status=status if status in ("FINISHED", "FAILED", "KILLED") else "FINISHED",
-            handle=(heads, bridge_written, bool(others.get("hasNestedParams"))),
+            status=status if status in N.FINAL_STATUSES else "FINISHED",
+            handle=(heads, bridge_written, bool(others.get(N.OTHER_NESTED))),
         )
 
     # -- events -------------------------------------------------------------------
@@ -141,23 +139,23 @@ class CometImporter:
                 with zipfile.ZipFile(head.path) as zf:
                     for msg in iter_messages(zf):
                         kind, p = msg.get("type"), msg["payload"]
-                        if kind == "metric_msg":
+                        if kind == N.MSG_METRIC:
                             m = p.get("metric") or {}
-                            if m.get("metricName") in _AUTO_METRICS:
+                            if m.get("metricName") in N.AUTO_METRICS:
                                 continue
                             value = decode_value(m.get("metricValue"))
                             yield ImportEvent(
                                 "metric", m.get("metricName"), int(p.get("local_timestamp") or t0),
                                 step=m.get("step"),
                                 value=float("nan") if value is None else float(value))
-                        elif kind == "parameter_msg":
+                        elif kind == N.MSG_PARAM:
                             _param(params, p, nested)
-                        elif kind == "log_other":
+                        elif kind == N.MSG_OTHER:
                             _other(summary, p, bridge_written)
-                        elif kind == "system_info":
+                        elif kind == N.MSG_SYSTEM:
                             info = p.get("system_info") or {}
                             system[str(info.get("key"))] = info.get("value")
-                        elif kind == "file_upload":
+                        elif kind == N.MSG_UPLOAD:
                             n += 1
                             local = Path(tmp) / f"member-{n}"
                             if not copy_member(zf, str(p.get("file_path")), local):
@@ -188,30 +186,31 @@ class CometImporter:
         step = extra.get("step")
         ts = int(p.get("local_timestamp") or t0)
         upload_type = p.get("upload_type")
-        if upload_type == "text-sample":
+        if upload_type == N.UPLOAD_TEXT:
             text = local.read_text(encoding="utf-8", errors="replace")
-            if bridge_written and "bridge_event" in meta:
+            if bridge_written and N.META_EVENT in meta:
                 try:
                     payload = json.loads(text)
                 except ValueError:
                     payload = text
-                yield ImportEvent("event", meta["bridge_event"], int(meta.get("ts_ms") or ts),
+                yield ImportEvent("event", meta[N.META_EVENT], int(meta.get(N.META_EVENT_TS) or ts),
                                   step=step, payload=payload)
             else:
                 yield ImportEvent("event", "text", ts, step=step,
                                   payload={"text": text, "metadata": meta})
             return
-        if bridge_written and meta.get("bridge_kind") == "other":
-            if meta.get("key") not in _BRIDGE_OTHERS:  # long notes: not a summary
-                summary[str(meta.get("key"))] = _maybe_json(local.read_text(encoding="utf-8"))
+        if bridge_written and meta.get(N.META_KIND) == N.KIND_OTHER:
+            if meta.get(N.META_OTHER_KEY) not in N.BRIDGE_OTHERS:  # long notes: not a summary
+                text = local.read_text(encoding="utf-8")
+                summary[str(meta.get(N.META_OTHER_KEY))] = _maybe_json(text)
             return
-        if bridge_written and "bridge_artifact" in meta:
-            art = str(meta["bridge_artifact"])
+        if bridge_written and N.META_ARTIFACT in meta:
+            art = str(meta[N.META_ARTIFACT])
             rel = name[len(art) + 1:] if name.startswith(art + "/") else name
-            entry = grouped.setdefault(art, (str(meta.get("artifact_type") or "file"), []))
+            entry = grouped.setdefault(art, (str(meta.get(N.META_ARTIFACT_TYPE) or "file"), []))
             entry[1].append((rel, local))
             return
-        if bridge_written and upload_type == "asset":
+        if bridge_written and upload_type == N.UPLOAD_ASSET:
             try:
                 text = local.read_text(encoding="utf-8")
             except UnicodeDecodeError:
@@ -225,7 +224,7 @@ class CometImporter:
                         pass
                 yield ImportEvent("text", name, ts, step=step, payload=text)
                 return
-        atype = "model" if upload_type == "model-element" else "file"
+        atype = "model" if upload_type == N.UPLOAD_MODEL else "file"
         art_name = str(extra.get("groupingName") or name) if atype == "model" else name
         try:
             yield artifact_event(art_name, [(name, local)], ts, atype, step=step)
@@ -250,26 +249,26 @@ class CometImporter:
         meta = exp.get_metadata() or {}
         others = {str(o.get("name")): o.get("valueCurrent")
                   for o in exp.get_others_summary() or []}
-        bridge_written = "bridge_run_id" in others
+        bridge_written = N.OTHER_RUN_ID in others
         key = str(meta.get("experimentKey") or exp.id)
-        source_id = (others.get("bridge_run_id") if bridge_written else None) or key
-        status = others.get("bridge_status") if bridge_written else None
-        if status not in ("FINISHED", "FAILED", "KILLED"):
+        source_id = (others.get(N.OTHER_RUN_ID) if bridge_written else None) or key
+        status = others.get(N.OTHER_STATUS) if bridge_written else None
+        if status not in N.FINAL_STATUSES:
             status = ("RUNNING" if meta.get("running")
                       else "FAILED" if meta.get("hasCrashed") else "FINISHED")
-        notes = others.get("notes") if bridge_written else None
+        notes = others.get(N.OTHER_NOTES) if bridge_written else None
         end = meta.get("endTimeMillis")
         return SourceRun(
             source="comet", source_id=str(source_id),
             project=self.project or meta.get("projectName") or project,
-            name=others.get("Name") or meta.get("experimentName"),
+            name=others.get(N.OTHER_NAME) or meta.get("experimentName"),
             notes=notes if isinstance(notes, str) else None,
-            group=others.get("group") if bridge_written else None,
+            group=others.get(N.OTHER_GROUP) if bridge_written else None,
             start_ms=int(meta.get("startTimeMillis") or 0),
             end_ms=None if status == "RUNNING" or end is None else int(end),
             status=status,
             handle=_RestHandle(exp, others, bridge_written,
-                               str(others.get("hasNestedParams")).lower() == "true"),
+                               str(others.get(N.OTHER_NESTED)).lower() == "true"),
         )
 
     def _rest_events(self, run: SourceRun) -> Iterator[ImportEvent]:
@@ -313,7 +312,7 @@ class CometImporter:
         series in one response, so memory is bounded by the longest series, not the run."""
         names = dict.fromkeys(str(m.get("name")) for m in exp.get_metrics_summary() or [])
         for name in names:
-            if name in _AUTO_METRICS:
+            if name in N.AUTO_METRICS:
                 continue
             for m in exp.get_metrics(name) or []:
                 value = decode_value(m.get("metricValue"))
@@ -342,19 +341,10 @@ class _RestHandle:
 
 def _rest_api() -> Any:
     """``comet_ml.API`` with the key from ``COMET_API_KEY`` only (never a config file)."""
-    key = os.environ.get("COMET_API_KEY")
+    key = os.environ.get(N.API_KEY_ENV)
     if not key:
-        raise ImportError_("comet: set COMET_API_KEY to read comet://workspace/project")
-    from bridge.adapters.base import require
-
-    added = [k for k in _IMPORT_ENV if k not in os.environ]
-    os.environ.update({k: _IMPORT_ENV[k] for k in added})
-    try:  # comet_ml reads these once, at import; a user's own setting wins
-        comet_ml = require("comet_ml", "comet")
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
-    return comet_ml.API(api_key=key, cache=False)
+        raise ImportError_(f"comet: set {N.API_KEY_ENV} to read comet://workspace/project")
+    return load_comet_ml().API(api_key=key, cache=False)
 
 
 def _upload_message(asset: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +358,7 @@ def _upload_message(asset: dict[str, Any]) -> dict[str, Any]:
             meta = {"metadata": meta}
     extra: dict[str, Any] = {"fileName": asset.get("fileName"), "step": asset.get("step")}
     folder = str(asset.get("dir") or "")
-    if asset.get("type") == "model-element" and folder.startswith("models/"):
+    if asset.get("type") == N.UPLOAD_MODEL and folder.startswith("models/"):
         extra["groupingName"] = folder[len("models/"):]
     return {"additional_params": extra, "metadata": meta if isinstance(meta, dict) else {},
             "upload_type": asset.get("type"), "local_timestamp": asset.get("createdAt")}
@@ -393,7 +383,7 @@ def _param(params: dict[str, Any], p: dict[str, Any], nested: bool) -> None:
     when the experiment says it logged nested params; auto-logged step params are dropped."""
     param = p.get("param") or p.get("params") or {}
     name, value = str(param.get("paramName")), param.get("paramValue")
-    if param.get("source") == "auto-logged" and name in _AUTO_PARAMS:
+    if param.get("source") == "auto-logged" and name in N.AUTO_PARAMS:
         return
     if not nested or "|" not in name:
         params[name] = value
@@ -421,8 +411,8 @@ def _maybe_json(value: Any) -> Any:
 
 def _other(summary: dict[str, Any], p: dict[str, Any], bridge_written: bool) -> None:
     key = str(p.get("key"))
-    if key in _COMET_OTHERS or key.startswith("sys.") or (
-            bridge_written and key in _BRIDGE_OTHERS):
+    if key in N.COMET_OTHERS or key.startswith(N.SYS_OTHER_PREFIX) or (
+            bridge_written and key in N.BRIDGE_OTHERS):
         return  # the SDK's own bookkeeping (e.g. sys.already_imported_modules), not the user's
     value = p.get("value")
     summary[key] = _maybe_json(value) if bridge_written else value

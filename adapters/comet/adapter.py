@@ -6,7 +6,7 @@ on disk and holds what was logged. Comet writes an offline archive only when an 
 ends, so an archive per export call is the only way a SIGKILL between two calls loses
 nothing. Each archive is opened with Comet's ``get_or_create`` resume strategy, so
 ``comet upload`` creates the experiment from whichever archive comes first and appends the
-others to it. Each archive also carries ``bridge-ledger.json`` (ignored by Comet's
+others to it. Each archive also carries a ledger (``names.LEDGER_NAME``, ignored by Comet's
 uploader) naming the spool events it holds: a sync killed after the archive was written
 but before the agent saved its cursor recognises them on the next run and skips them.
 The last batch of a run that has ended carries the closing status in its archive, so
@@ -19,16 +19,17 @@ reached the server.
 
 Metric points go through Comet's own ``MetricMessage`` with the spool timestamp, the only
 way to keep per-point time (the public ``log_metric`` stamps the time of the call).
+
+Every name bridge writes into Comet comes from :mod:`bridge.adapters.comet.names`, which the
+importer reads with; comet_ml is imported through :mod:`bridge.adapters.comet.sdk`, which
+leaves no process setting behind.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import re
-import sys
 import time
 import uuid
 import zipfile
@@ -50,125 +51,43 @@ from bridge.adapters.base import (
     TAG,
     TEXT,
     AdapterError,
-    keep_private,
+    BaseAdapter,
     Event,
     ExportResult,
     Limits,
     RunInfo,
-    require,
+    keep_private,
 )
+from bridge.adapters.comet import names as N
+from bridge.adapters.comet.sdk import load_comet_ml
 
-__all__ = ["CometAdapter", "LEDGER_NAME", "experiment_key_for", "ledger_uids"]
+__all__ = ["CometAdapter"]
 
-LEDGER_NAME = "bridge-ledger.json"
 _CLOSE = "bridge:close"  # file_id of the status event close_run writes (not a spool event)
-LEDGER_FORMAT = 1
-_KEY_RE = re.compile(r"^[A-Za-z0-9]{32,50}$")
-_MAX_KEY = 100  # comet_ml's MAXIMAL_KEY_LENGTH: longer names are truncated by the SDK
-_MAX_OTHER = 1000  # comet_ml's MAXIMAL_VALUE_LENGTH for "other" values
 _OPTIONS = frozenset({"workspace", "project", "mode", "offline_directory", "epoch_metric", "spool_dir"})
-
-# What comet_ml would add on its own; a synced experiment holds what the user logged.
-_QUIET_CONFIG: dict[str, Any] = dict(
-    log_code=False,
-    log_graph=False,
-    parse_args=False,
-    display_summary_level=0,
-    log_git_metadata=False,
-    log_git_patch=False,
-    log_env_details=False,
-    log_env_gpu=False,
-    log_env_host=False,
-    log_env_cpu=False,
-    log_env_network=False,
-    log_env_disk=False,
-    auto_output_logging=False,
-    auto_param_logging=False,
-    auto_metric_logging=False,
-    auto_log_co2=False,
-    auto_histogram_tensorboard_logging=False,
-    auto_histogram_weight_logging=False,
-    auto_histogram_gradient_logging=False,
-    auto_histogram_activation_logging=False,
-)
-# Read by comet_ml once, when it is first imported; a user's own setting wins.
-_IMPORT_ENV = {
-    "COMET_ERROR_TRACKING_ENABLE": "false",  # no Sentry reports from the sync process
-    "COMET_DISABLE_AUTO_LOGGING": "1",  # no import hooks on ML frameworks
-    "COMET_LOGGING_CONSOLE": "WARNING",  # no "comet upload ..." line per archive
-}
-
-
-@contextmanager
-def _import_defaults() -> Iterator[None]:
-    """Import comet_ml quietly without leaving these settings to child processes."""
-    added = [k for k in _IMPORT_ENV if k not in os.environ] if "comet_ml" not in sys.modules else []
-    os.environ.update({k: _IMPORT_ENV[k] for k in added})
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
-
-
-def experiment_key_for(run_id: str) -> str:
-    """The Comet key of a run: the run id when Comet accepts it, else a stable digest."""
-    if _KEY_RE.match(run_id):
-        return run_id
-    return hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:40]
 
 
 # --- the ledger: which spool events an archive holds -------------------------------------
 
 
-def _ranges(seqs: Iterable[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for s in sorted(set(seqs)):
-        if out and out[-1][1] == s - 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
-
-
-def ledger_uids(ledger: Mapping[str, Any]) -> set[tuple[str, int]]:
-    """The event uids ``(file_id, seq)`` a ledger says its archive holds."""
-    return {
-        (file_id, s)
-        for file_id, ranges in ledger.get("events", {}).items()
-        for lo, hi in ranges
-        for s in range(lo, hi + 1)
-    }
-
-
 def _make_ledger(run: RunInfo, key: str, archive_seq: int, uids: Iterable[tuple[str, int]]) -> dict:
-    by_file: dict[str, list[int]] = {}
-    for file_id, s in uids:
-        by_file.setdefault(file_id, []).append(s)
-    return {
-        "format": LEDGER_FORMAT,
-        "run_id": run.run_id,
-        "experiment_key": key,
-        "archive_seq": archive_seq,
-        "archive_id": uuid.uuid4().hex,
-        "events": {f: _ranges(s) for f, s in sorted(by_file.items())},
-    }
+    return N.make_ledger(run.run_id, key, archive_seq, uuid.uuid4().hex, uids)
 
 
 def _read_archive(path: Path) -> tuple[dict | None, dict[str, int]]:
     """(ledger, message counts per type) of a complete archive; raises if it is not one."""
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
-        if "experiment.json" not in names or "messages.json" not in names:
+        if N.EXPERIMENT_JSON not in names or N.MESSAGES_JSON not in names:
             raise zipfile.BadZipFile("no experiment.json/messages.json: an unfinished archive")
-        meta = json.loads(zf.read("experiment.json"))
+        meta = json.loads(zf.read(N.EXPERIMENT_JSON))
         if meta.get("customer_error_reported"):
             raise zipfile.BadZipFile(f"comet_ml reported: {meta.get('customer_error_message')}")
         counts: Counter[str] = Counter()
-        for line in zf.read("messages.json").decode("utf-8").splitlines():
+        for line in zf.read(N.MESSAGES_JSON).decode("utf-8").splitlines():
             if line.strip():
                 counts[json.loads(line).get("type", "")] += 1
-        ledger = json.loads(zf.read(LEDGER_NAME)) if LEDGER_NAME in names else None
+        ledger = json.loads(zf.read(N.LEDGER_NAME)) if N.LEDGER_NAME in names else None
     return ledger, dict(counts)
 
 
@@ -178,9 +97,9 @@ def _check_archive(path: Path, archive_id: str, writer: _Writer) -> str | None:
         found, counts = _read_archive(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         return f"archive {path.name} is incomplete: {exc}"
-    if found is None or found.get("archive_id") != archive_id:
+    if found is None or found.get(N.LEDGER_ARCHIVE_ID) != archive_id:
         return f"archive {path.name} does not hold this batch"
-    if counts.get("metric_msg", 0) != writer.metrics or counts.get("file_upload", 0) != writer.uploads:
+    if counts.get(N.MSG_METRIC, 0) != writer.metrics or counts.get(N.MSG_UPLOAD, 0) != writer.uploads:
         return (
             f"archive {path.name} holds {counts}, "
             f"expected {writer.metrics} metrics and {writer.uploads} files"
@@ -191,7 +110,7 @@ def _check_archive(path: Path, archive_id: str, writer: _Writer) -> str | None:
 def _quarantine(path: Path) -> None:
     """Rename an unfinished archive so ``comet upload *.zip`` never sends half a batch."""
     if path.exists():
-        os.replace(path, path.with_name(path.name + ".incomplete"))
+        os.replace(path, path.with_name(path.name + N.INCOMPLETE_SUFFIX))
 
 
 class _Replay:
@@ -250,7 +169,7 @@ def _metric_epochs(batch: Sequence[Event], epoch_metric: str | None, carried: An
 @contextmanager
 def _at_step(exp: Any, step: int | None) -> Iterator[None]:
     """Give one asset its step. Passing ``step=`` to comet_ml would make it the experiment's
-    current step for every later asset and log an extra "curr_step" parameter."""
+    current step for every later asset and log an extra step parameter (``names.AUTO_PARAMS``)."""
     exp.curr_step = step
     try:
         yield
@@ -283,11 +202,11 @@ class _Writer:
         if run.name:
             exp.set_name(run.name)
         if key != run.run_id:
-            exp.log_other("bridge_run_id", run.run_id)
+            exp.log_other(N.OTHER_RUN_ID, run.run_id)
         if run.group:
-            exp.log_other("group", run.group)
+            exp.log_other(N.OTHER_GROUP, run.group)
         if run.notes:
-            self.other("notes", run.notes, ".md")
+            self.other(N.OTHER_NOTES, run.notes, ".md")
 
     def write(self, ev: Event) -> None:
         try:
@@ -298,8 +217,9 @@ class _Writer:
     def other(self, key: str, value: Any, suffix: str = ".json") -> None:
         """An "other", or an asset when Comet would truncate the value."""
         text = _json_text(value) if not isinstance(value, (int, float, bool)) else None
-        if text is not None and len(text) > _MAX_OTHER:
-            self._asset_data(text, f"{key}{suffix}", None, {"bridge_kind": "other", "key": key})
+        if text is not None and len(text) > N.MAX_OTHER:
+            meta = {N.META_KIND: N.KIND_OTHER, N.META_OTHER_KEY: key}
+            self._asset_data(text, f"{key}{suffix}", None, meta)
         else:
             self.exp.log_other(key, value if text is None or isinstance(value, str) else text)
 
@@ -337,7 +257,7 @@ class _Writer:
             self.exp.log_system_info(str(k), v if isinstance(v, (int, float, str)) else _json_text(v))
 
     def _note(self, ev: Event) -> None:
-        self.other("notes", ev.payload, ".md")
+        self.other(N.OTHER_NOTES, ev.payload, ".md")
 
     def _text(self, ev: Event) -> None:
         self._asset_data(str(ev.payload), ev.key, ev.step, None)
@@ -346,7 +266,7 @@ class _Writer:
         self._asset_data(json.dumps(ev.payload, ensure_ascii=False, indent=2), ev.key, ev.step, None)
 
     def _event(self, ev: Event) -> None:
-        meta = {"bridge_event": ev.key, "ts_ms": ev.ts_ms}
+        meta = {N.META_EVENT: ev.key, N.META_EVENT_TS: ev.ts_ms}
         with _at_step(self.exp, ev.step):
             result = self.exp.log_text(_json_text(ev.payload), metadata=meta)
         if result is None:
@@ -361,10 +281,10 @@ class _Writer:
         for f in files:
             file_name = f"{name}/{f['path']}" if nested else f["path"]
             meta = {
-                "bridge_artifact": name,
-                "artifact_type": p.get("type"),
-                "sha256": f["sha256"],
-                "source": p.get("source"),
+                N.META_ARTIFACT: name,
+                N.META_ARTIFACT_TYPE: p.get("type"),
+                N.META_SHA256: f["sha256"],
+                N.META_SOURCE: p.get("source"),
             }
             blob = str(self.run.blob_path(f["sha256"]))
             if p.get("type") == "model":
@@ -391,8 +311,8 @@ def _refusal(ev: Event, run: RunInfo) -> str | None:
     """Why Comet cannot keep this event as it is (it becomes a dead letter), or None."""
     if ev.kind not in _KINDS:
         return f"comet adapter does not know event kind {ev.kind!r}"
-    if ev.kind in (METRIC, PARAM, SUMMARY, TAG) and (not ev.key or len(ev.key) > _MAX_KEY):
-        return f"Comet names are 1-{_MAX_KEY} characters; got {len(ev.key or '')}"
+    if ev.kind in (METRIC, PARAM, SUMMARY, TAG) and (not ev.key or len(ev.key) > N.MAX_KEY):
+        return f"Comet names are 1-{N.MAX_KEY} characters; got {len(ev.key or '')}"
     if ev.kind == METRIC and ev.value is None:
         return "metric without a value"
     if ev.kind == ARTIFACT:
@@ -407,14 +327,12 @@ def _refusal(ev: Event, run: RunInfo) -> str | None:
 # --- the adapter -------------------------------------------------------------------------
 
 
-class CometAdapter:
+class CometAdapter(BaseAdapter):
     """Delivers bridge runs to Comet; see the module docstring for the delivery model."""
 
     name: ClassVar[str] = "comet"
     # Batches stay under comet upload's per-archive sampling size (15 000 points per name).
-    limits: ClassVar[Limits] = Limits(
-        max_events=10_000, max_metrics=10_000, max_params=1_000, max_tags=1_000, max_key_length=_MAX_KEY
-    )
+    limits: ClassVar[Limits] = Limits(max_events=10_000)
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - _OPTIONS
@@ -427,15 +345,13 @@ class CometAdapter:
             raise AdapterError(f"comet: mode must be 'online' or 'offline', not {self.mode!r}")
         self.workspace: str | None = options.get("workspace")
         self.project: str | None = options.get("project")
-        self.epoch_metric: str | None = options.get("epoch_metric", "epoch")
-        with _import_defaults():
-            self.comet = require("comet_ml", "comet")
-            require("comet_ml.messages", "comet")
-        directory = options.get("offline_directory") or os.environ.get("COMET_OFFLINE_DIRECTORY")
+        self.epoch_metric: str | None = options.get("epoch_metric", N.EPOCH_METRIC)
+        self.comet = load_comet_ml()
+        directory = options.get("offline_directory") or os.environ.get(N.OFFLINE_DIR_ENV)
         if self.mode == "offline" and not directory:
             raise AdapterError("comet: mode='offline' needs offline_directory")
         self.offline_directory = Path(directory).expanduser().resolve() if directory else None
-        if self.mode == "online" and not os.environ.get("COMET_API_KEY"):
+        if self.mode == "online" and not os.environ.get(N.API_KEY_ENV):
             raise AdapterError("comet: online mode reads the API key from COMET_API_KEY, which is not set")
         self._runs: dict[str, _RunCtx] = {}
         # Offline, each export writes one archive: in-process background sync delivers this
@@ -448,7 +364,7 @@ class CometAdapter:
     def open_run(self, run: RunInfo) -> str:
         ctx = self._runs.get(run.run_id)
         if ctx is None:
-            ctx = self._runs[run.run_id] = _RunCtx(key=experiment_key_for(run.run_id))
+            ctx = self._runs[run.run_id] = _RunCtx(key=N.experiment_key_for(run.run_id))
             ctx.next_seq = int(run.state.get("next_archive", 0))
             if self.mode == "offline":
                 self._recover(run, ctx)
@@ -497,7 +413,7 @@ class CometAdapter:
         if self.mode == "online":
             exp, ctx.experiment = ctx.experiment, None
             if exp is not None:
-                exp.log_other("bridge_status", status)
+                exp.log_other(N.OTHER_STATUS, status)
                 exp.end()
             return
         if run.state.get("closed_as") == status:  # the last export's archive carries it
@@ -525,7 +441,8 @@ class CometAdapter:
         assert self.offline_directory is not None
         if not self.offline_directory.is_dir():
             return []
-        return sorted(p for p in self.offline_directory.glob(f"{key}*.zip") if p.name[len(key)] in "-.")
+        archives = self.offline_directory.glob(f"{key}*{N.ARCHIVE_SUFFIX}")
+        return sorted(p for p in archives if p.name[len(key)] in "-.")
 
     def _recover(self, run: RunInfo, ctx: _RunCtx) -> None:
         """Learn which events unconfirmed archives hold; set unfinished archives aside."""
@@ -535,12 +452,12 @@ class CometAdapter:
             except (zipfile.BadZipFile, OSError, ValueError):
                 _quarantine(path)
                 continue
-            if ledger is None or ledger.get("run_id") != run.run_id:
+            if ledger is None or ledger.get(N.LEDGER_RUN_ID) != run.run_id:
                 continue
-            seq = int(ledger.get("archive_seq", 0))
+            seq = int(ledger.get(N.LEDGER_ARCHIVE_SEQ, 0))
             ctx.next_seq = max(ctx.next_seq, seq + 1)
             if seq >= int(run.state.get("next_archive", 0)):
-                ctx.replay.add(seq, ledger_uids(ledger))
+                ctx.replay.add(seq, N.ledger_uids(ledger))
 
     def _write_archive(
         self, run: RunInfo, ctx: _RunCtx, events: Sequence[Event], epochs: dict[int, int]
@@ -560,7 +477,7 @@ class CometAdapter:
                 writer.write(ev)
             kept = [ev.uid for ev in events if ev.uid not in writer.refused and ev.file_id != _CLOSE]
             ledger = _make_ledger(run, ctx.key, ctx.next_seq, kept)
-            Path(exp.tmpdir, LEDGER_NAME).write_text(json.dumps(ledger), encoding="utf-8")
+            Path(exp.tmpdir, N.LEDGER_NAME).write_text(json.dumps(ledger), encoding="utf-8")
         except Exception as exc:  # the SDK raised: the archive would hold part of the batch
             failure = f"comet_ml failed: {exc!r}"
         finally:
@@ -570,7 +487,7 @@ class CometAdapter:
             for p in written:
                 _quarantine(p)
             return failure or f"expected one new archive in {self.offline_directory}, found {len(written)}"
-        problem = _check_archive(written[0], ledger["archive_id"], writer)
+        problem = _check_archive(written[0], ledger[N.LEDGER_ARCHIVE_ID], writer)
         if problem:
             _quarantine(written[0])
             return problem
@@ -597,7 +514,7 @@ class CometAdapter:
     def _start(self, run: RunInfo, ctx: _RunCtx, online: bool) -> Any:
         """Start an experiment without ending one the host program runs itself."""
         comet = self.comet
-        cfg = dict(_QUIET_CONFIG)
+        cfg = dict(N.QUIET_CONFIG)
         if not online:
             assert self.offline_directory is not None
             self.offline_directory.mkdir(parents=True, exist_ok=True)
@@ -622,14 +539,14 @@ class CometAdapter:
 
 
 def _closing_event(run: RunInfo, status: str, end_time_ms: int | None) -> Event:
-    """The run's final status as Comet's ``bridge_status`` other (not a spool event)."""
+    """The run's final status as Comet's ``names.OTHER_STATUS`` other (not a spool event)."""
     end = end_time_ms if end_time_ms is not None else int(time.time() * 1000)
-    return Event(_CLOSE, 0, run.run_id, SUMMARY, "bridge_status", None, end, payload=status)
+    return Event(_CLOSE, 0, run.run_id, SUMMARY, N.OTHER_STATUS, None, end, payload=status)
 
 
 def _hush(exp: Any, offline: bool) -> None:
-    """Keep comet_ml from logging on its own: the "process duration" metric at end() and
-    the "curr_step" parameter it adds whenever an asset or metric carries a step (bridge
+    """Keep comet_ml from logging on its own: the ``names.PROCESS_DURATION`` metric at end() and
+    the step parameter it adds whenever an asset or metric carries a step (bridge
     sets each item's step itself, see :func:`_at_step`). Also stop its writer thread
     idling a full second before each offline archive is written."""
     log_metric = exp._log_metric
@@ -640,7 +557,7 @@ def _hush(exp: Any, offline: bool) -> None:
     exp._set_step = _set_step
 
     def _log_metric(name: Any, *args: Any, **kwargs: Any) -> None:
-        if name != "process duration":
+        if name != N.PROCESS_DURATION:
             log_metric(name, *args, **kwargs)
 
     exp._log_metric = _log_metric

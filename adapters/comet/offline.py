@@ -4,8 +4,8 @@ An archive holds ``experiment.json`` (``offline_id`` = the experiment key, proje
 workspace, tags, ``start_time``/``stop_time`` in ms), ``messages.json`` (one JSON message
 per line: ``parameter_msg``, ``metric_msg``, ``log_other``, ``system_info``,
 ``file_upload`` whose ``file_path`` names a zip member, …) and the members those uploads
-name. Archives bridge's Comet adapter wrote also carry ``bridge-ledger.json``
-(``run_id``, ``archive_seq``). Messages are streamed, never loaded whole.
+name. Archives bridge's Comet adapter wrote also carry its ledger (``names.LEDGER_NAME``:
+the bridge run id, the archive's write order). Messages are streamed, never loaded whole.
 
 Member names come from a possibly hostile archive: they are only ever read from the zip,
 never used as a path on disk (:func:`copy_member` writes to a name the caller chooses).
@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from bridge.adapters.comet import names as N
+
 __all__ = ["ArchiveHead", "copy_member", "decode_value", "find_archives", "iter_messages",
            "read_head"]
 
-LEDGER = "bridge-ledger.json"
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -45,7 +46,7 @@ class ArchiveHead:
     @property
     def order(self) -> tuple[float, float, float, str]:
         """Write order: bridge's ``archive_seq``, else the experiment start, else mtime."""
-        seq = float((self.ledger or {}).get("archive_seq", -1))
+        seq = float((self.ledger or {}).get(N.LEDGER_ARCHIVE_SEQ, -1))
         return (seq, float(self.meta.get("start_time") or 0), self.mtime, self.path.name)
 
 
@@ -54,7 +55,7 @@ def find_archives(location: Path) -> list[Path]:
     location = Path(location)
     if location.is_file():
         return [location]
-    return sorted(p for p in location.glob("*.zip") if p.is_file())
+    return sorted(p for p in location.glob(f"*{N.ARCHIVE_SUFFIX}") if p.is_file())
 
 
 def read_head(path: Path) -> ArchiveHead:
@@ -62,11 +63,11 @@ def read_head(path: Path) -> ArchiveHead:
     ``ValueError`` for an unfinished or foreign zip."""
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
-        if "experiment.json" not in names or "messages.json" not in names:
+        if N.EXPERIMENT_JSON not in names or N.MESSAGES_JSON not in names:
             raise zipfile.BadZipFile(f"{path.name}: no experiment.json/messages.json")
-        meta = json.loads(zf.read("experiment.json"))
-        ledger = json.loads(zf.read(LEDGER)) if LEDGER in names else None
-    key = (ledger or {}).get("experiment_key") or meta.get("offline_id") or meta.get("experiment_key")
+        meta = json.loads(zf.read(N.EXPERIMENT_JSON))
+        ledger = json.loads(zf.read(N.LEDGER_NAME)) if N.LEDGER_NAME in names else None
+    key = (ledger or {}).get(N.LEDGER_KEY) or meta.get("offline_id") or meta.get("experiment_key")
     if not key:
         raise ValueError(f"{path.name}: experiment.json names no experiment key")
     return ArchiveHead(Path(path), str(key), meta, ledger, Path(path).stat().st_mtime)
@@ -74,7 +75,7 @@ def read_head(path: Path) -> ArchiveHead:
 
 def iter_messages(zf: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
     """The archive's messages in file order; undecodable lines are skipped."""
-    with zf.open("messages.json") as raw:
+    with zf.open(N.MESSAGES_JSON) as raw:
         for line in io.TextIOWrapper(raw, encoding="utf-8"):
             if not line.strip():
                 continue

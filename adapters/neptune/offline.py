@@ -16,15 +16,15 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
+
+from bridge.adapters.neptune import names as N
 
 __all__ = [
     "OfflineRun",
     "SeriesPoint",
     "bridge_run_id_of",
-    "decimal_places",
     "find_run_dirs",
     "iter_ops",
     "scan",
@@ -32,19 +32,10 @@ __all__ = [
 ]
 
 
-def decimal_places(step: Any) -> int:
-    """How many decimal places a step needs (``2.5`` -> 1, ``3.0`` -> 0), at most 6."""
-    d = step if isinstance(step, Decimal) else Decimal(repr(float(step)))
-    if not d.is_finite():
-        return 0
-    exponent = d.normalize().as_tuple().exponent
-    return min(6, max(0, -int(exponent)))
-
-
 def bridge_run_id_of(run_dir: Path, scan_ops: int = 500) -> str | None:
-    """The ``bridge/run_id`` bridge's adapter writes at the start of every session."""
+    """The run id bridge's adapter writes (``names.RUN_ID``) at the start of every session."""
     for i, op in enumerate(iter_ops(run_dir)):
-        if op.get("path") == ["bridge", "run_id"] and isinstance(op.get("value"), str):
+        if op.get("path") == N.RUN_ID.split("/") and isinstance(op.get("value"), str):
             return str(op["value"])
         if i >= scan_ops:
             break
@@ -92,11 +83,11 @@ def find_run_dirs(location: Path) -> list[Path]:
     """Offline run dirs under a data dir, a ``.neptune`` dir, its ``offline`` dir, or one
     run dir; oldest (``metadata.json`` ``createdAt``) first."""
     location = Path(location)
-    if any(location.glob("data-*.log")):
+    if any(location.glob(N.OP_LOG_GLOB)):
         return [location]
-    for base in (location / ".neptune" / "offline", location / "offline", location):
+    for base in (location / N.DATA_DIR_NAME / N.OFFLINE_DIR, location / N.OFFLINE_DIR, location):
         if base.is_dir():
-            dirs = [d for d in base.iterdir() if d.is_dir() and any(d.glob("data-*.log"))]
+            dirs = [d for d in base.iterdir() if d.is_dir() and any(d.glob(N.OP_LOG_GLOB))]
             if dirs:
                 return sorted(dirs, key=lambda d: (_created_ms(d), d.name))
     return []
@@ -115,7 +106,7 @@ def _created_ms(run_dir: Path) -> int:
 
 def iter_ops(run_dir: Path) -> Iterator[dict[str, Any]]:
     """Operations in version order; a torn last line (a killed writer) is skipped."""
-    logs = sorted(run_dir.glob("data-*.log"), key=lambda p: int(p.stem.split("-")[-1]))
+    logs = sorted(run_dir.glob(N.OP_LOG_GLOB), key=lambda p: int(p.stem.split("-")[-1]))
     for log in logs:
         with log.open(encoding="utf-8") as fh:
             for line in fh:
@@ -143,7 +134,7 @@ def scan(dirs: list[Path]) -> OfflineRun:
                 for point in op.get("values") or []:
                     step = point.get("step")
                     if step is not None:
-                        run.step_places = max(run.step_places, decimal_places(step))
+                        run.step_places = max(run.step_places, N.decimal_places(step))
                     run.last_ts_ms = max(run.last_ts_ms, int(round(float(point.get("ts") or 0) * 1000)))
             elif kind.startswith("Assign") and kind != "AssignArtifact":
                 run.fields[path] = (kind[len("Assign"):].lower(), op.get("value"))
@@ -157,12 +148,12 @@ def scan(dirs: list[Path]) -> OfflineRun:
             elif kind == "UploadFileContent":
                 data = base64.b64decode(op.get("file_content") or "")
                 run.uploads[path] = Upload(path, op.get("ext"), content=data)
-            elif kind == "AddStrings" and path == "sys/tags":
+            elif kind == "AddStrings" and path == N.SYS_TAGS:
                 tags.update(dict.fromkeys(op.get("values") or []))
-            elif kind == "RemoveStrings" and path == "sys/tags":
+            elif kind == "RemoveStrings" and path == N.SYS_TAGS:
                 for v in op.get("values") or []:
                     tags.pop(v, None)
-            elif kind == "ClearStringSet" and path == "sys/tags":
+            elif kind == "ClearStringSet" and path == N.SYS_TAGS:
                 tags.clear()
             elif kind == "DeleteAttribute":
                 run.fields.pop(path, None)

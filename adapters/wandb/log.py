@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from bridge.adapters.wandb.names import INTERNAL_KEY, log_file_name, session_key
 from bridge.errors import VendorFormatError
 
 __all__ = [
@@ -386,7 +386,7 @@ def _read(path: str | Path, skip_corrupt: bool, keep_history: bool) -> RunLog:
         elif kind == "exit":
             out.exit_code = rec.exit.exit_code
             out.runtime = rec.exit.runtime
-    out.config.pop("_wandb", None)  # wandb's own bookkeeping, not user config
+    out.config.pop(INTERNAL_KEY, None)  # wandb's own bookkeeping, not user config
     out.truncated, out.skipped_blocks = log.truncated, log.skipped_blocks
     return out
 
@@ -400,9 +400,6 @@ def _log_file(path: Path) -> Path:
     return found[0]
 
 
-_FRAGMENT = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+?)(?:-(\d+))?$")
-
-
 def find_run_logs(wandb_dir: str | Path, run_id: str) -> list[Path]:
     """Every ``.wandb`` file of ``run_id`` under a ``wandb/`` dir, oldest session first.
 
@@ -410,14 +407,8 @@ def find_run_logs(wandb_dir: str | Path, run_id: str) -> list[Path]:
     ``[offline-]run-<YYYYmmdd_HHMMSS>-<id>[-<n>]/run-<id>.wandb``; ``-<n>`` separates
     sessions started within the same second. Other names (``discarded-*``) are ignored.
     """
-    logs = (d / f"run-{run_id}.wandb" for d in session_dirs(wandb_dir, run_id))
+    logs = (d / log_file_name(run_id) for d in session_dirs(wandb_dir, run_id))
     return [log for log in logs if log.is_file()]
-
-
-def session_key(dir_name: str) -> tuple[str, str, int] | None:
-    """``(timestamp, run id, n)`` of a W&B session dir name, or None if it is not one."""
-    m = _FRAGMENT.match(dir_name)
-    return (m.group(1), m.group(2), int(m.group(3) or 0)) if m else None
 
 
 def session_dirs(wandb_dir: str | Path, run_id: str) -> list[Path]:

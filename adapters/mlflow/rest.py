@@ -16,7 +16,9 @@ Credentials follow MLflow's environment variables: ``MLFLOW_TRACKING_TOKEN`` (be
 ``MLFLOW_TRACKING_CLIENT_CERT_PATH`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT``.
 
 Runs whose artifact store is not the server's proxy (``s3://``, a shared path) have their
-files written by ``MlflowClient``, imported then and only for those runs.
+files written by ``MlflowClient``, imported then and only for those runs; the environment
+variables it reads its HTTP settings from are given to it per call (``sdk_env``), never set
+for the process.
 """
 
 from __future__ import annotations
@@ -166,7 +168,8 @@ def _int_or_none(value: Any) -> int | None:
 class MlflowRestClient:
     """The subset of ``MlflowClient`` the adapter uses, over MLflow's REST API."""
 
-    def __init__(self, tracking_uri: str, timeout: float | None = None) -> None:
+    def __init__(self, tracking_uri: str, timeout: float | None = None,
+                 sdk_env: Mapping[str, str] | None = None) -> None:
         parts = urlsplit(tracking_uri)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) tracking URI: {tracking_uri!r}")
@@ -181,6 +184,7 @@ class MlflowRestClient:
         self._local = threading.local()
         self._artifact_roots: dict[str, str | None] = {}
         self._sdk: Any = None  # MlflowClient, for artifact stores the server does not proxy
+        self._sdk_env = dict(sdk_env or {})  # MLflow settings for its calls (see sdk_env)
 
     # -- transport ---------------------------------------------------------------------
     def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
@@ -370,7 +374,10 @@ class MlflowRestClient:
         if self._sdk is None:
             import mlflow  # noqa: PLC0415 - only for stores the server does not proxy
 
-            self._sdk = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+            from bridge.adapters.mlflow.sdk_env import ScopedClient
+
+            self._sdk = ScopedClient(mlflow.MlflowClient(tracking_uri=self.tracking_uri),
+                                     self._sdk_env)
         return self._sdk
 
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:

@@ -3,35 +3,46 @@
 The bridge run id is Neptune's ``custom_run_id``, so a later sync session (async/sync mode)
 continues the same remote run. Offline mode writes Neptune's own operation log under
 ``<data_dir>/.neptune/offline/``; ``neptune sync --path <data_dir> --project ws/proj``
-uploads it later. The adapter reads that log back when it opens a run, so a replay after
-a killed sync adds no point twice. See docs/backends/neptune.md for the field mapping.
+uploads it later. The adapter reads that log back when it opens a run (:mod:`.history`), so
+a replay after a killed sync adds no point twice. Each adapter's runs keep their files in
+its own data directory without touching the process environment (:mod:`.datadir`). Field
+names and formats come from :mod:`.names`; docs/backends/neptune.md shows the mapping.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import math
 import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
-from bridge.adapters.base import (AdapterError, Event, ExportResult, Limits, RunInfo, keep_private,
-                                  require)
-from bridge.adapters.neptune_paths import PathRefused, Paths, collisions, empty_segments
+from bridge.adapters.base import (
+    AdapterError,
+    BaseAdapter,
+    Event,
+    ExportResult,
+    Limits,
+    RunInfo,
+    keep_private,
+    require,
+)
+from bridge.adapters.neptune import names as N
+from bridge.adapters.neptune.datadir import data_directory
+from bridge.adapters.neptune.history import OpLogHistory, read_history
+from bridge.adapters.neptune.names import field as _path
+from bridge.adapters.neptune.paths import PathRefused, Paths, collisions, empty_segments
 
-__all__ = ["NeptuneAdapter", "OpLogHistory", "read_history"]
+__all__ = ["NeptuneAdapter"]
 
 MODES = ("async", "sync", "offline")
 _OPTIONS = {"project", "mode", "data_dir", "spool_dir"}
 _INT32 = (-(2**31), 2**31 - 1)
 _MAX_STRING = 16384  # Neptune truncates longer String fields
 _MAX_SERIES_STRING = 1000  # Neptune truncates longer StringSeries values
-_RESERVED = ("sys", "bridge", "source_code")  # namespaces metric keys must not write into
 _PROJECT_PART = re.compile(r"[^A-Za-z0-9-]+")
 _KEYED = ("metric", "event", "param", "summary", "tag", "text", "dict", "artifact")  # key -> path
 
@@ -87,90 +98,9 @@ def _fingerprint(value: Any) -> tuple[str, Any]:
     return (kind, value)
 
 
-def _path(*parts: str) -> str:
-    return "/".join(p for part in parts for p in str(part).split("/") if p)
-
-
 def _extension(name: str, default: str) -> str:
     suffix = Path(name).suffix
     return suffix[1:] if suffix else default
-
-
-# --------------------------------------------------------------------------- op log
-
-
-@dataclass
-class OpLogHistory:
-    """What earlier sessions of one bridge run left in Neptune's offline operation logs."""
-
-    points: dict[str, dict[int, Any]] = field(default_factory=dict)  # series -> step -> value
-    stamps: dict[str, list[tuple[int, Any, int]]] = field(default_factory=dict)  # (ts_ms, v, step)
-    fields: dict[str, tuple[str, Any]] = field(default_factory=dict)  # path -> fingerprint
-    tags: set[str] = field(default_factory=set)
-    dirs: list[Path] = field(default_factory=list)
-
-
-def _read_ops(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """Operations of one offline run directory in version order; a torn last line is skipped."""
-    logs = sorted(run_dir.glob("data-*.log"), key=lambda p: int(p.stem.split("-")[-1]))
-    for log in logs:
-        with log.open(encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    yield json.loads(line)["obj"]
-                except (ValueError, KeyError, TypeError):
-                    continue
-
-
-def _belongs_to(run_dir: Path, run_id: str, scan: int = 200) -> bool:
-    for i, op in enumerate(_read_ops(run_dir)):
-        if op.get("path") == ["bridge", "run_id"] and op.get("value") == run_id:
-            return True
-        if i >= scan:
-            return False
-    return False
-
-
-def read_history(neptune_dir: Path, run_id: str) -> OpLogHistory:
-    """Collect every series point, atom value, upload and tag that offline sessions of
-    ``run_id`` wrote (directories not yet removed by ``neptune sync``)."""
-    history = OpLogHistory()
-    offline = neptune_dir / "offline"
-    if not offline.is_dir():
-        return history
-    dirs = [d for d in offline.glob("run__*") if d.is_dir() and _belongs_to(d, run_id)]
-    dirs.sort(key=lambda d: (d / "metadata.json").stat().st_mtime if (d / "metadata.json").exists() else 0)
-    for run_dir in dirs:
-        history.dirs.append(run_dir)
-        for op in _read_ops(run_dir):
-            _apply(history, run_dir, op)
-    return history
-
-
-def _apply(history: OpLogHistory, run_dir: Path, op: dict[str, Any]) -> None:
-    kind, path = op.get("type", ""), _path(*op.get("path", []))
-    if kind in ("LogFloats", "LogStrings"):
-        series = history.points.setdefault(path, {})
-        stamps = history.stamps.setdefault(path, [])
-        for point in op.get("values", []):
-            step = int(point["step"])
-            series[step] = point["value"]
-            stamps.append((round(point["ts"] * 1000), point["value"], step))
-    elif kind.startswith("Assign"):
-        history.fields[path] = (kind[len("Assign"):], op.get("value"))
-    elif kind == "UploadFile":
-        if op.get("file_path"):
-            history.fields[path] = ("file", op["file_path"])
-        elif op.get("tmp_file_name"):
-            tmp = run_dir / "upload_path" / op["tmp_file_name"]
-            if tmp.exists():
-                history.fields[path] = ("content", hashlib.sha256(tmp.read_bytes()).hexdigest())
-    elif kind == "DeleteAttribute":
-        history.fields.pop(path, None)
-    elif kind == "AddStrings" and path == "sys/tags":
-        history.tags.update(op.get("values", []))
-    elif kind == "RemoveStrings" and path == "sys/tags":
-        history.tags.difference_update(op.get("values", []))
 
 
 # --------------------------------------------------------------------------- series rule
@@ -229,20 +159,6 @@ class _Session:
     queued: dict[str, list[tuple[Event, int, Any]]] = field(default_factory=dict)
 
 
-@contextmanager
-def _data_directory(path: Path) -> Iterator[None]:
-    """neptune 1.x reads NEPTUNE_DATA_DIRECTORY once, when a run opens its queue."""
-    old = os.environ.get("NEPTUNE_DATA_DIRECTORY")
-    os.environ["NEPTUNE_DATA_DIRECTORY"] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("NEPTUNE_DATA_DIRECTORY", None)
-        else:
-            os.environ["NEPTUNE_DATA_DIRECTORY"] = old
-
-
 def _fsync(paths: Sequence[Path]) -> None:
     for p in paths:
         try:
@@ -255,11 +171,11 @@ def _fsync(paths: Sequence[Path]) -> None:
             os.close(fd)
 
 
-class NeptuneAdapter:
+class NeptuneAdapter(BaseAdapter):
     """Delivers bridge events to Neptune (async/sync against a server, or offline)."""
 
     name: ClassVar[str] = "neptune"
-    limits: ClassVar[Limits] = Limits(max_events=1000, max_metrics=1000, max_params=1000)
+    limits: ClassVar[Limits] = Limits(max_events=1000)
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - _OPTIONS
@@ -270,12 +186,9 @@ class NeptuneAdapter:
         if self.mode not in MODES:
             raise AdapterError(f"neptune: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         self.project = options.get("project")
-        spool_dir = options.get("spool_dir")
-        data_dir = options.get("data_dir") or (Path(spool_dir) / "neptune" if spool_dir else None)
-        if data_dir is None:
-            data_dir = Path(os.environ.get("NEPTUNE_DATA_DIRECTORY", ".neptune")).resolve().parent
+        data_dir = options.get("data_dir") or N.default_data_dir(options.get("spool_dir"))
         self.data_dir = Path(data_dir).resolve()
-        self.neptune_dir = self.data_dir / ".neptune"
+        self.neptune_dir = self.data_dir / N.DATA_DIR_NAME
         self._neptune = require("neptune", "neptune")
         self._errors = require("neptune.exceptions", "neptune")
         self._common_errors = require("neptune.common.exceptions", "neptune")
@@ -308,12 +221,12 @@ class NeptuneAdapter:
                            set(history.tags), paths)
         self._sessions[run.run_id] = session
         # Written in every session: it is how the op log of a session is found again.
-        handle["bridge/run_id"] = run.run_id
-        self._assign(session, "bridge/project", run.project)
+        handle[N.RUN_ID] = run.run_id
+        self._assign(session, N.PROJECT, run.project)
         if run.group:
-            self._assign(session, "bridge/group", run.group)
+            self._assign(session, N.GROUP, run.group)
         if run.start_ms:
-            handle["bridge/start_time"] = _dt.datetime.fromtimestamp(run.start_ms / 1000, _dt.timezone.utc)
+            handle[N.START_TIME] = N.time_value(run.start_ms)
         handle.wait()
         return remote_id
 
@@ -341,7 +254,7 @@ class NeptuneAdapter:
             session.queued.clear()
             return ExportResult.retry(f"neptune: {type(exc).__name__}: {exc}")
         if session.run_dir is not None:
-            _fsync(sorted(session.run_dir.glob("data-*.log")) + [session.run_dir / "last_put_version"])
+            _fsync(sorted(session.run_dir.glob(N.OP_LOG_GLOB)) + [session.run_dir / "last_put_version"])
             keep_private(session.run_dir)
         for key, s in session.series.items():
             if s.last_step is not None:
@@ -351,12 +264,12 @@ class NeptuneAdapter:
     def close_run(self, run: RunInfo, status: str, end_time_ms: int) -> None:
         session = self._session(run)
         handle = session.handle
-        handle["bridge/status"] = status
-        handle["bridge/end_time"] = _dt.datetime.fromtimestamp(end_time_ms / 1000, _dt.timezone.utc)
-        handle["sys/failed"] = status in ("FAILED", "KILLED")
+        handle[N.STATUS] = status
+        handle[N.END_TIME] = N.time_value(end_time_ms)
+        handle[N.SYS_FAILED] = N.is_failed(status)
         handle.stop()
         if session.run_dir is not None:
-            _fsync(sorted(session.run_dir.glob("data-*.log")))
+            _fsync(sorted(session.run_dir.glob(N.OP_LOG_GLOB)))
             keep_private(session.run_dir)
         del self._sessions[run.run_id]
 
@@ -374,7 +287,7 @@ class NeptuneAdapter:
         dirs = run.state.get("offline_dirs") or []
         n = len(dirs)
         return (f"{n} offline dir{'s' if n != 1 else ''} ({remote_id}; `neptune sync` makes "
-                f"{n} Neptune run{'s' if n != 1 else ''}) in {self.neptune_dir / 'offline'}")
+                f"{n} Neptune run{'s' if n != 1 else ''}) in {self.neptune_dir / N.OFFLINE_DIR}")
 
     # ------------------------------------------------------------------ opening
 
@@ -395,10 +308,10 @@ class NeptuneAdapter:
         )
 
     def _init(self, run: RunInfo) -> tuple[Any, Path | None]:
-        offline = self.neptune_dir / "offline"
-        before = set(offline.glob("run__*")) if offline.is_dir() else set()
+        offline = self.neptune_dir / N.OFFLINE_DIR
+        before = set(offline.glob(N.RUN_DIR_GLOB)) if offline.is_dir() else set()
         notes = run.state.get("notes", run.notes)
-        with _data_directory(self.neptune_dir):
+        with data_directory(self.neptune_dir):
             handle = self._neptune.init_run(
                 project=self._project(run),
                 custom_run_id=run.run_id,
@@ -414,18 +327,18 @@ class NeptuneAdapter:
                 source_files=[],
             )
         # The client records the *sync* process's script as source code: not the run's.
-        if handle.exists("source_code"):
-            del handle["source_code"]
+        if handle.exists(N.SOURCE_CODE):
+            del handle[N.SOURCE_CODE]
         run_dir = None
         if self.mode == "offline":
-            new = [d for d in offline.glob(f"run__*__{os.getpid()}__*") if d not in before]
+            new = [d for d in offline.glob(f"{N.RUN_DIR_GLOB}__{os.getpid()}__*") if d not in before]
             run_dir = new[0] if len(new) == 1 else None
         return handle, run_dir
 
     def _remote_id(self, handle: Any, run: RunInfo) -> str:
         if self.mode == "offline":
             return str(handle.get_url())  # "offline/<uuid>"; `neptune sync` assigns the real id
-        return str(handle["sys/id"].fetch())
+        return str(handle[N.SYS_ID].fetch())
 
     @staticmethod
     def _series(saved: Mapping[str, Any], history: OpLogHistory) -> dict[str, _Series]:
@@ -467,7 +380,7 @@ class NeptuneAdapter:
     def _deliver_checked(self, session: _Session, run: RunInfo, ev: Event, kind: str, key: str,
                          payload: Any) -> str | None:
         if kind == "metric":
-            if key.split("/", 1)[0] in _RESERVED:
+            if key.split("/", 1)[0] in N.RESERVED:
                 return f"metric {key!r} would write into Neptune's reserved namespace {key.split('/')[0]!r}"
             self._check(session, f"metric {key!r}", [key])
             reason = self._queue_point(session, key, ev, ev.value, numeric=True)
@@ -475,39 +388,39 @@ class NeptuneAdapter:
                 session.paths.claim(f"metric {key!r}", [key])
             return reason
         if kind == "event":
-            text = json.dumps(payload)
+            text = N.encode_event(payload)
             if len(text) > _MAX_SERIES_STRING:
                 return f"event {key!r} is {len(text)} characters; Neptune truncates string series values at {_MAX_SERIES_STRING}"
-            name = f"events/{key}"
+            name = f"{N.EVENTS}/{key}"
             self._check(session, f"event {key!r}", [name])
             reason = self._queue_point(session, name, ev, text, numeric=False)
             if not reason:
                 session.paths.claim(f"event {key!r}", [name])
             return reason
         if kind == "param":
-            return self._assign_tree(session, f"param {key!r}", f"parameters/{key}", payload)
+            return self._assign_tree(session, f"param {key!r}", f"{N.PARAMETERS}/{key}", payload)
         if kind == "summary":
-            return self._assign_tree(session, f"summary {key!r}", f"summary/{key}", payload)
+            return self._assign_tree(session, f"summary {key!r}", f"{N.SUMMARY}/{key}", payload)
         if kind == "system":
-            reason = self._assign_tree(session, "system facts", "environment", payload)
+            reason = self._assign_tree(session, "system facts", N.ENVIRONMENT, payload)
             host = payload.get("hostname") if isinstance(payload, Mapping) else None
             if isinstance(host, str) and not reason:
-                self._assign(session, "sys/hostname", host)
+                self._assign(session, N.SYS_HOSTNAME, host)
             return reason
         if kind == "tag":
-            root = f"bridge/tags/{key}"
+            root = f"{N.TAGS}/{key}"
             self._check(session, f"tag {key!r}", [root])
             reason = self._tag(session, run, key, "" if payload is None else str(payload))
             session.paths.claim(f"tag {key!r}", [root])
             return reason
         if kind == "note":
             text = "" if payload is None else str(payload)
-            reason = self._assign(session, "sys/description", text)
+            reason = self._assign(session, N.SYS_DESCRIPTION, text)
             if not reason:
                 run.state["notes"] = text
             return reason
         if kind in ("text", "dict"):
-            path, owner = f"files/{key}", f"file {key!r}"  # text and dict share files/
+            path, owner = f"{N.FILES}/{key}", f"file {key!r}"  # text and dict share files/
             self._check(session, owner, [path])
             content = str(payload) if kind == "text" else json.dumps(payload, indent=2)
             reason = self._upload_content(session, path, content, _extension(key, "txt" if kind == "text" else "json"))
@@ -528,7 +441,7 @@ class NeptuneAdapter:
 
     def _queue_point(self, session: _Session, name: str, ev: Event, value: Any, numeric: bool) -> str | None:
         if numeric:
-            if name.split("/", 1)[0] in _RESERVED:
+            if name.split("/", 1)[0] in N.RESERVED:
                 return f"metric {name!r} would write into Neptune's reserved namespace {name.split('/')[0]!r}"
             if value is None or not math.isfinite(value):
                 return f"Neptune 1.x does not store NaN/inf in a float series (the client drops them): {name!r} = {value!r} at step {ev.step}"
@@ -549,7 +462,7 @@ class NeptuneAdapter:
             try:
                 session.handle[name].extend(
                     [v for _, _, v in points],
-                    steps=[s for _, s, _ in points],
+                    steps=[N.encode_step(s) for _, s, _ in points],
                     timestamps=[ev.ts_ms / 1000 for ev, _, _ in points],
                 )
             # AttributeError: the client's answer to a series over an existing namespace
@@ -580,18 +493,18 @@ class NeptuneAdapter:
         return "; ".join(reasons) or None
 
     def _tag(self, session: _Session, run: RunInfo, key: str, value: str) -> str | None:
-        label = key if value == "" else f"{key}:{value}"
+        label = N.tag_label(key, value)
         old = run.state["tags"].get(key)
-        old_label = None if old is None else (key if old == "" else f"{key}:{old}")
+        old_label = None if old is None else N.tag_label(key, old)
         if old_label and old_label != label and old_label in session.tags:
             # An offline session starts a new op log without sys/tags: nothing to remove there.
-            if session.handle.exists("sys/tags"):
-                session.handle["sys/tags"].remove(old_label)
+            if session.handle.exists(N.SYS_TAGS):
+                session.handle[N.SYS_TAGS].remove(old_label)
             session.tags.discard(old_label)
         if label not in session.tags:
-            session.handle["sys/tags"].add(label)
+            session.handle[N.SYS_TAGS].add(label)
             session.tags.add(label)
-        reason = self._assign(session, _path("bridge/tags", key), value)
+        reason = self._assign(session, _path(N.TAGS, key), value)
         run.state["tags"][key] = value
         return reason
 
@@ -614,15 +527,15 @@ class NeptuneAdapter:
                 problem = empty_segments(f["path"], "member path")
                 if problem:
                     return f"artifact {name!r}: {problem}"
-        leaves = [f"artifacts/{name}"] if single else [f"artifacts/{name}/{f['path']}" for f in files]
-        leaves.append(f"bridge/artifacts/{name}")  # the manifest
+        leaves = [f"{N.ARTIFACTS}/{name}"] if single else [f"{N.ARTIFACTS}/{name}/{f['path']}" for f in files]
+        leaves.append(f"{N.MANIFESTS}/{name}")  # the manifest
         problem = collisions(leaves)
         if problem:
             return f"artifact {name!r}: {problem}"
         self._check(session, f"artifact {name!r}", leaves)
         session.paths.claim(f"artifact {name!r}", leaves)
         for f in files:
-            path = _path("artifacts", name) if single else _path("artifacts", name, f["path"])
+            path = _path(N.ARTIFACTS, name) if single else _path(N.ARTIFACTS, name, f["path"])
             blob = str(run.blob_path(f["sha256"]))
             fp = ("file", blob)
             if session.fields.get(path) == fp:
@@ -630,5 +543,4 @@ class NeptuneAdapter:
             ext = _extension(f["path"] if not single else (f["path"] or name), "")
             session.handle[path].upload(self._File.from_path(blob, extension=ext or None))
             session.fields[path] = fp
-        manifest = {k: payload.get(k) for k in ("type", "is_dir", "source", "files")}
-        return self._assign(session, _path("bridge/artifacts", name), json.dumps(manifest, sort_keys=True))
+        return self._assign(session, _path(N.MANIFESTS, name), N.encode_manifest(payload))

@@ -1,0 +1,15 @@
+"""MLflow, both directions: everything bridge knows about MLflow lives in this package.
+
+- ``names``: MLflow's tag names, file names, encodings and status maps, defined once;
+- ``adapter``: delivers spooled runs to MLflow (:class:`MlflowAdapter`);
+- ``rest``: a standard-library REST client for tracking servers (no MLflow import);
+- ``importer``: reads runs out of an MLflow store (``bridge import``, ``bridge verify``);
+- ``sdk_env``: the MLflow settings only readable from the environment, held per call.
+
+Importing the package never imports the MLflow SDK.
+"""
+
+from bridge.adapters.mlflow import names
+from bridge.adapters.mlflow.adapter import MlflowAdapter, RetryableError
+
+__all__ = ["MlflowAdapter", "RetryableError", "names"]

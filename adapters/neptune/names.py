@@ -1,0 +1,207 @@
+"""Neptune's names and formats as bridge uses them, defined once.
+
+The adapter writes these fields, the importer and the op-log readers read them back, and
+``bridge verify`` finds the adapter's output through :func:`readback_source`. Keeping them
+in one module means a rename on one side cannot silently break the other (see
+tests/adapters/test_neptune_names.py). Nothing here imports the Neptune SDK.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = [
+    "ARTIFACTS", "BRIDGE", "DATA_DIR_ENV", "DATA_DIR_NAME", "END_TIME", "ENVIRONMENT",
+    "EVENTS", "EXPORTER_FILES_DIR", "FAILED_STATUSES", "FILES", "GROUP", "HEAD_FIELDS",
+    "MANIFESTS", "MANIFEST_KEYS", "MAX_STEP_PLACES", "OFFLINE_DIR", "OP_LOG_GLOB",
+    "PARAMETERS", "PROJECT", "RESERVED", "RUN_DIR_GLOB", "RUN_ID", "SOURCE_CODE",
+    "SPOOL_SUBDIR", "START_TIME", "STATUS", "STATUSES", "STEP_MULTIPLIER_TAG", "SUMMARY",
+    "SYS", "SYS_CREATION_TIME", "SYS_CUSTOM_RUN_ID", "SYS_DESCRIPTION", "SYS_FAILED",
+    "SYS_FORKING_PARENT", "SYS_HOSTNAME", "SYS_ID", "SYS_MODIFICATION_TIME", "SYS_NAME",
+    "SYS_TAGS", "TAGS", "decimal_places", "decode_event", "decode_manifest", "decode_step",
+    "default_data_dir", "encode_event", "encode_manifest", "encode_step", "field",
+    "is_failed", "ms_of", "readback_source", "relative", "step_multiplier", "tag_label",
+    "time_value",
+]
+
+# -- bridge's own fields: who wrote the run, and what the spool knew about it ---------------
+
+BRIDGE = "bridge"
+RUN_ID = "bridge/run_id"  # written in every session: how an offline session is found again
+PROJECT = "bridge/project"
+GROUP = "bridge/group"
+START_TIME = "bridge/start_time"
+END_TIME = "bridge/end_time"
+STATUS = "bridge/status"
+TAGS = "bridge/tags"  # TAGS/<key> = value (Neptune's sys/tags hold labels only)
+MANIFESTS = "bridge/artifacts"  # MANIFESTS/<name> = the artifact's JSON manifest
+HEAD_FIELDS = (RUN_ID, PROJECT, GROUP, START_TIME, END_TIME, STATUS)
+
+# -- where each kind of event lands ------------------------------------------------------
+
+PARAMETERS = "parameters"  # param key -> parameters/<key>, nested dicts as namespaces
+SUMMARY = "summary"
+FILES = "files"  # text and dict events share files/<key>
+ARTIFACTS = "artifacts"  # artifacts/<name> (one file) or artifacts/<name>/<member>
+EVENTS = "events"  # event key -> events/<key>, a string series of JSON
+ENVIRONMENT = "environment"  # the system facts of a run
+
+# -- Neptune's own fields ----------------------------------------------------------------
+
+SYS = "sys"
+SOURCE_CODE = "source_code"
+RESERVED = (SYS, BRIDGE, SOURCE_CODE)  # namespaces a metric key must not write into
+SYS_ID = "sys/id"
+SYS_NAME = "sys/name"
+SYS_TAGS = "sys/tags"
+SYS_FAILED = "sys/failed"
+SYS_HOSTNAME = "sys/hostname"
+SYS_DESCRIPTION = "sys/description"
+SYS_CUSTOM_RUN_ID = "sys/custom_run_id"
+SYS_CREATION_TIME = "sys/creation_time"
+SYS_MODIFICATION_TIME = "sys/modification_time"
+SYS_FORKING_PARENT = "sys/forking/parent"
+
+STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+FAILED_STATUSES = ("FAILED", "KILLED")  # -> sys/failed = True
+
+# -- where the 1.x client keeps its files ----------------------------------------------
+
+DATA_DIR_ENV = "NEPTUNE_DATA_DIRECTORY"  # the client's own variable; bridge only reads it
+DATA_DIR_NAME = ".neptune"  # the client's default data directory
+SPOOL_SUBDIR = "neptune"  # default data dir of the adapter: <spool>/neptune
+OFFLINE_DIR = "offline"  # <data dir>/.neptune/offline/run__<uuid>__<pid>__<key>/
+RUN_DIR_GLOB = "run__*"
+OP_LOG_GLOB = "data-*.log"
+EXPORTER_FILES_DIR = "files"  # neptune-exporter's default files root, beside its Parquet
+
+# -- steps -------------------------------------------------------------------------------
+#
+# Neptune steps are decimals; bridge steps are integers. The adapter sends bridge steps as
+# they are. An imported run whose steps all are integers keeps them; otherwise every step is
+# multiplied by 10**k, the smallest k (at most MAX_STEP_PLACES) that makes them integers,
+# and the run gets the tag STEP_MULTIPLIER_TAG = "10**k".
+
+STEP_MULTIPLIER_TAG = "bridge.step_multiplier"
+MAX_STEP_PLACES = 6
+
+
+def field(*parts: str) -> str:
+    """A Neptune field path from parts, keeping only non-empty segments (as the client does)."""
+    return "/".join(p for part in parts for p in str(part).split("/") if p)
+
+
+def relative(namespace: str, path: str) -> str | None:
+    """``path`` below ``namespace`` (``relative("files", "files/a.txt") == "a.txt"``), or None."""
+    prefix = namespace + "/"
+    return path[len(prefix):] if path.startswith(prefix) else None
+
+
+def encode_step(step: int) -> int:
+    """The Neptune step of a bridge step: the same number."""
+    return step
+
+
+def decode_step(step: float | None, multiplier: int = 1) -> int | None:
+    """The bridge step of a Neptune step (None or NaN: a point without a step)."""
+    if step is None or (isinstance(step, float) and step != step):
+        return None
+    return int(round(step * multiplier))
+
+
+def decimal_places(step: Any) -> int:
+    """How many decimal places a step needs (``2.5`` -> 1, ``3.0`` -> 0), at most 6."""
+    d = step if isinstance(step, Decimal) else Decimal(repr(float(step)))
+    if not d.is_finite():
+        return 0
+    exponent = d.normalize().as_tuple().exponent
+    return min(MAX_STEP_PLACES, max(0, -int(exponent)))
+
+
+def step_multiplier(places: int) -> int:
+    """The multiplier that makes steps of ``places`` decimal places integers."""
+    return 10 ** min(MAX_STEP_PLACES, max(0, places))
+
+
+def time_value(ms: int) -> _dt.datetime:
+    """A bridge time (ms) as the datetime the adapter assigns."""
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc)
+
+
+def ms_of(value: Any) -> int | None:
+    """A Neptune datetime (a datetime, or the op log's epoch ms) as bridge ms."""
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return int(round(value.timestamp() * 1000))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def is_failed(status: str) -> bool:
+    """The value of ``sys/failed`` for a bridge status."""
+    return status in FAILED_STATUSES
+
+
+def tag_label(key: str, value: str) -> str:
+    """The ``sys/tags`` label of a bridge tag: the key, or ``key:value``."""
+    return key if value == "" else f"{key}:{value}"
+
+
+def encode_event(payload: Any) -> str:
+    """An event payload as one value of its ``events/<key>`` string series."""
+    return json.dumps(payload)
+
+
+def decode_event(text: Any) -> Any:
+    """The payload of an ``events/<key>`` value; text that is not JSON stays text."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+MANIFEST_KEYS = ("type", "is_dir", "source", "files")
+
+
+def encode_manifest(payload: Mapping[str, Any]) -> str:
+    """The ``MANIFESTS/<name>`` text of an artifact event's payload."""
+    return json.dumps({k: payload.get(k) for k in MANIFEST_KEYS}, sort_keys=True)
+
+
+def decode_manifest(text: Any) -> dict[str, Any]:
+    """An artifact manifest; {} when there is none or it is not JSON."""
+    if not isinstance(text, str):
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def default_data_dir(spool_dir: str | Path | None) -> Path:
+    """The adapter's data dir when none is given: beside the spool, else the parent of the
+    client's own data directory (``NEPTUNE_DATA_DIRECTORY``, read and never written)."""
+    if spool_dir:
+        return Path(spool_dir) / SPOOL_SUBDIR
+    return Path(os.environ.get(DATA_DIR_ENV, DATA_DIR_NAME)).resolve().parent
+
+
+def readback_source(spool_dir: Path, project: str, run_id: str,
+                    options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Where the importer finds what the adapter wrote for a run, and its options.
+
+    ``options`` are the backend's options; only offline mode leaves files to read back.
+    ``project`` and ``run_id`` are not needed: the importer recognises the run by
+    ``RUN_ID`` in every offline directory of the data dir.
+    """
+    return str(options.get("data_dir") or Path(spool_dir) / SPOOL_SUBDIR), {}

@@ -1,0 +1,13 @@
+"""TensorBoard: everything bridge knows about TensorBoard event files lives in this package.
+
+- ``names``: event file names, plugin names, hparams tags and provenance tags, defined once;
+- ``importer``: reads a log directory of event files (``bridge import tensorboard``).
+
+A TensorBoard writer (a destination) will live here too and share ``names``. Importing the
+package never imports ``tensorboard``.
+"""
+
+from bridge.adapters.tensorboard import names
+from bridge.adapters.tensorboard.importer import TensorboardImporter
+
+__all__ = ["TensorboardImporter", "names"]
