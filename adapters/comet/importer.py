@@ -32,7 +32,7 @@ from bridge.adapters.comet.offline import (
     read_head,
 )
 from bridge.adapters.comet.sdk import load_comet_ml
-from bridge.importers.base import (
+from bridge.adapters.importing import (
     ImportError_,
     ImportEvent,
     SourceRun,

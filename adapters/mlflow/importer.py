@@ -32,7 +32,7 @@ from typing import Any, Iterable, Iterator
 from bridge.adapters.mlflow import names
 from bridge.adapters.mlflow.names import GROUP_TAG, MLFLOW_PARENT_TAG, NOTE_TAG, RUN_NAME_TAG
 from bridge.adapters.mlflow.sdk_env import ScopedClient, scoped_env
-from bridge.importers.base import (
+from bridge.adapters.importing import (
     ImportError_,
     ImportEvent,
     SourceRun,

@@ -37,7 +37,7 @@ from bridge.adapters.neptune.offline import (
     scan,
     series_points,
 )
-from bridge.importers.base import (
+from bridge.adapters.importing import (
     ImportError_,
     ImportEvent,
     SourceRun,

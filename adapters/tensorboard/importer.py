@@ -28,7 +28,7 @@ from bridge.adapters.tensorboard.names import (
     PLUGIN_TEXT,
     SKIPPED_TAG,
 )
-from bridge.importers.base import ImportError_, ImportEvent, SourceRun, resolve_source
+from bridge.adapters.importing import ImportError_, ImportEvent, SourceRun, resolve_source
 
 __all__ = ["TensorboardImporter", "event_files", "find_runs", "last_record"]
 

@@ -36,7 +36,7 @@ from bridge.adapters.wandb.names import (
     session_key,
     status_of_exit,
 )
-from bridge.importers.base import (
+from bridge.adapters.importing import (
     ImportError_,
     ImportEvent,
     SourceRun,

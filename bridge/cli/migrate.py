@@ -23,7 +23,7 @@ SOURCE_HELP = "mlflow, wandb, neptune, comet or tensorboard."
 def _importer(source: str, location: str, experiment: list[str] | None, filter: str | None,
               project: str | None) -> Any:
     from bridge.importers import make_importer
-    from bridge.importers.base import ImportError_
+    from bridge.adapters.importing import ImportError_
 
     opts: dict[str, Any] = {}
     if experiment:
@@ -44,7 +44,7 @@ def _importer(source: str, location: str, experiment: list[str] | None, filter: 
 def _do_import(source: str, location: str, spool: Path, backends: list[dict],
                experiment: list[str] | None, filter: str | None, project: str | None,
                runs: list[str] | None) -> list:
-    from bridge.importers.base import ImportError_
+    from bridge.adapters.importing import ImportError_
     from bridge.importers.sink import import_runs
 
     importer = _importer(source, location, experiment, filter, project)

@@ -12,7 +12,7 @@ from typing import Any
 
 from bridge.adapters.mlflow import names as mlflow_names
 from bridge.adapters.tensorboard import names as tensorboard_names
-from bridge.importers.base import ImportError_, ImportEvent, Importer, SourceRun
+from bridge.adapters.importing import ImportError_, ImportEvent, Importer, SourceRun
 
 __all__ = ["ImportError_", "ImportEvent", "Importer", "SOURCES", "SourceRun", "make_importer",
            "recognise"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from bridge.importers.base import Importer, SourceRun
+from bridge.adapters.importing import Importer, SourceRun
 from bridge.spool.events import Kind
 from bridge.spool.imported import ImportedRunWriter
 
@@ -55,7 +55,7 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             provenance.setdefault("bridge.source_id", run.source_id)
         provenance.setdefault("bridge.source", run.source)
         if run.parent_id:
-            from bridge.importers.base import bridge_run_id
+            from bridge.adapters.importing import bridge_run_id
 
             provenance.setdefault("bridge.parent_run_id", bridge_run_id(run.source, run.parent_id))
         for key, value in provenance.items():

@@ -20,7 +20,7 @@ import pytest
 from bridge.adapters.base import Event, RunInfo
 from bridge.adapters.mlflow import MlflowAdapter, names
 from bridge.adapters.mlflow.importer import MlflowImporter, _logged_events
-from bridge.importers.base import SourceRun
+from bridge.adapters.importing import SourceRun
 
 T0 = 1_700_000_000_000
 RUN_ID = "0123456789abcdef0123456789abcdef"

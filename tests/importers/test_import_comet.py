@@ -14,7 +14,7 @@ import pytest
 
 comet_ml = pytest.importorskip("comet_ml")
 
-from bridge.importers.base import ImportError_, ImportEvent, bridge_run_id  # noqa: E402
+from bridge.adapters.importing import ImportError_, ImportEvent, bridge_run_id  # noqa: E402
 from bridge.adapters.comet.importer import CometImporter  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 

@@ -26,7 +26,7 @@ import pytest
 pytest.importorskip("comet_ml")
 
 from bridge.importers import make_importer  # noqa: E402
-from bridge.importers.base import ImportError_, ImportEvent, SourceRun  # noqa: E402
+from bridge.adapters.importing import ImportError_, ImportEvent, SourceRun  # noqa: E402
 from bridge.adapters.comet.importer import CometImporter  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 

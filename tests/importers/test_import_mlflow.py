@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("mlflow")
 
-from bridge.importers.base import ImportEvent, SourceRun  # noqa: E402
+from bridge.adapters.importing import ImportEvent, SourceRun  # noqa: E402
 from bridge.adapters.mlflow.importer import MlflowImporter  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 from bridge.spool import blobs  # noqa: E402

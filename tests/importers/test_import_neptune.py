@@ -15,7 +15,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from bridge.importers.base import ImportError_, ImportEvent, bridge_run_id  # noqa: E402
+from bridge.adapters.importing import ImportError_, ImportEvent, bridge_run_id  # noqa: E402
 from bridge.adapters.neptune.importer import NeptuneImporter, sanitize_path_part  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 

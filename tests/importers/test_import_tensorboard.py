@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("tensorboard")
 
-from bridge.importers.base import ImportError_  # noqa: E402
+from bridge.adapters.importing import ImportError_  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 from bridge.adapters.tensorboard.importer import TensorboardImporter, last_record  # noqa: E402
 from bridge.spool.reader import find_run, iter_events, list_runs  # noqa: E402

@@ -19,7 +19,7 @@ pytest.importorskip("wandb")
 
 from bridge.adapters.base import Event, RunInfo  # noqa: E402
 from bridge.importers import make_importer  # noqa: E402
-from bridge.importers.base import ImportEvent, bridge_run_id  # noqa: E402
+from bridge.adapters.importing import ImportEvent, bridge_run_id  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 from bridge.adapters.wandb.importer import WandbImporter, status_of_exit  # noqa: E402
 
@@ -163,7 +163,7 @@ def test_exit_codes() -> None:
 
 
 def test_bad_location_and_options(tmp_path: Path) -> None:
-    from bridge.importers.base import ImportError_
+    from bridge.adapters.importing import ImportError_
 
     with pytest.raises(ImportError_):
         list(WandbImporter(tmp_path / "missing").runs())

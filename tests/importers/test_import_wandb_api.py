@@ -27,7 +27,7 @@ import pytest
 wandb = pytest.importorskip("wandb")
 
 from bridge.importers import make_importer  # noqa: E402
-from bridge.importers.base import ImportEvent, SourceRun  # noqa: E402
+from bridge.adapters.importing import ImportEvent, SourceRun  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
 from bridge.adapters.wandb.importer import WandbImporter  # noqa: E402
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.importers.base import ImportError_, resolve_source
+from bridge.adapters.importing import ImportError_, resolve_source
 from bridge.importers.sink import import_runs
 
 SECRET = b"TOP-SECRET-" + secrets.token_hex(16).encode()
