@@ -204,6 +204,7 @@ class WandbAdapter(BaseAdapter):
         try:
             fragment = self._session(run, rid, plan, exit_code=code, final=closing)
         except Exception as exc:  # the SDK raises many types; nothing was confirmed
+            self._abandon_session(rid)
             return ExportResult.retry(f"wandb: {type(exc).__name__}: {exc}")
         st["tags"], st["config"], st["summary"] = plan.tags, plan.config, plan.summary
         st["auto_step"], st["notes"], st["last"] = plan.auto_step, plan.notes, plan.last
@@ -429,6 +430,22 @@ class WandbAdapter(BaseAdapter):
             for row in log.history:
                 seen.update(points(row))
         return seen
+
+    def _abandon_session(self, rid: str) -> None:
+        """After a failed session: a run the SDK registered and never finished keeps its id
+        "in use" in wandb's service, and every retry of the batch would fail on it. Finish it
+        (its fragment set aside), or stop the service when the host program has no W&B run
+        of its own, so the retry starts clean."""
+        wandb = self.wandb
+        current = getattr(wandb, "run", None)
+        try:
+            if current is not None and getattr(current, "id", None) == rid:
+                current.finish(exit_code=1)
+                self._discard(Path(current.settings.sync_dir))
+            elif current is None:
+                wandb.teardown()
+        except Exception:  # the retry reports what still fails
+            pass
 
     def _discard(self, fragment_dir: Path) -> None:
         """Rename a half-written fragment so ``wandb sync`` never uploads it."""

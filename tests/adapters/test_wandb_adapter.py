@@ -329,3 +329,37 @@ def test_sdk_gives_no_durability_before_finish(tmp_path: Path) -> None:
     log = read_run(d)
     assert len(log.history) <= 50 and log.exit_code is None
     assert [row["loss"] for row in log.history] == [float(i) for i in range(len(log.history))]
+
+
+def test_a_session_that_failed_half_open_does_not_block_the_retry(out: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    """A session whose SDK call failed after `wandb.init` registered the run (seen under
+    load: a timeout) left the id "in use" in wandb's service, so every retry of the batch
+    failed until the sync gave up. The failed session's service is torn down instead."""
+    from bridge.adapters.wandb import adapter as wandb_adapter
+
+    run = make_run(tmp_path)
+    ev = Events(run.run_id)
+    a = adapter(out, tmp_path)
+    a.open_run(run)
+    real = wandb_adapter.WandbAdapter._write_session
+    calls = []
+
+    def half_open(self: Any, run: RunInfo, rid: str, plan: Any, **kw: Any) -> Any:
+        calls.append(rid)
+        if len(calls) == 1:  # the SDK registers the run, then fails before finish()
+            self.wandb.init(project="bridge-proj", id=rid, dir=str(out), mode="offline",
+                            resume="allow", reinit="create_new",
+                            settings=self.wandb.Settings(silent=True, console="off"))
+            raise TimeoutError("simulated: the SDK gave up after registering the run")
+        return real(self, run, rid, plan, **kw)
+
+    monkeypatch.setattr(wandb_adapter.WandbAdapter, "_write_session", half_open)
+    first = a.export(run, [ev.metric("loss", 0, 0.5, T0)])
+    assert first.outcome.name == "RETRY"
+    again = a.export(run, [ev.metric("loss", 0, 0.5, T0)])
+    assert again.outcome.name == "SUCCESS", again.reason
+    a.shutdown()
+    back = read_back(out, run.run_id)
+    assert [(s, v) for s, _, v in back.points("loss")] == [(0, 0.5)]
