@@ -20,13 +20,14 @@ the Python handler works as before.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bridge.threads import start_thread
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["GRACE_SECONDS", "SigtermWatch"]
 
@@ -46,6 +47,8 @@ class SigtermWatch:
 
     def install(self) -> bool:
         """Call from the main thread; False (and nothing changed) if a wakeup fd is in use."""
+        import socket  # here, not at import: `import bridge` stays light
+
         reader, writer = socket.socketpair()
         writer.setblocking(False)
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -84,7 +83,7 @@ class _Store:
 
     def incoming(self) -> tuple[str, BinaryIO]:
         """A new temporary file in ``blobs/`` (0600), created, never opened through a link."""
-        name = f".incoming-{secrets.token_hex(8)}"
+        name = f".incoming-{os.urandom(8).hex()}"
         fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=self.fd)
         return name, os.fdopen(fd, "wb")
 
