@@ -438,14 +438,21 @@ class WandbAdapter(BaseAdapter):
         of its own, so the retry starts clean."""
         wandb = self.wandb
         current = getattr(wandb, "run", None)
-        try:
-            if current is not None and getattr(current, "id", None) == rid:
+        if current is not None and getattr(current, "id", None) == rid:
+            try:
                 current.finish(exit_code=1)
+            except Exception:  # a finish that timed out: the teardown below clears it
+                pass
+            try:
                 self._discard(Path(current.settings.sync_dir))
-            elif current is None:
+            except Exception:
+                pass
+            current = getattr(wandb, "run", None)
+        if current is None:  # no run of the host program's own: a fresh service
+            try:
                 wandb.teardown()
-        except Exception:  # the retry reports what still fails
-            pass
+            except Exception:  # the retry reports what still fails
+                pass
 
     def _discard(self, fragment_dir: Path) -> None:
         """Rename a half-written fragment so ``wandb sync`` never uploads it."""
