@@ -149,7 +149,10 @@ def test_same_history_in_every_backend(tmp_path):
     spool, out = tmp_path / "spool", tmp_path / "out"
     run_id = _log_run(spool, out)
     sync = [sys.executable, "-m", "bridge.cli.main", "sync", str(spool)]
-    first = subprocess.run(sync, capture_output=True, text=True, timeout=600)
+    # A wandb service another test started in this process publishes its address in
+    # WANDB_SERVICE; the syncs must start their own, as a user's `bridge sync` does.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    first = subprocess.run(sync, capture_output=True, text=True, timeout=600, env=env)
     expected = _expected(spool, run_id)
     statuses = {b.backend: b for b in spool_status(spool)[0].backends}
     # Neptune demands strictly increasing steps per series and refuses inf: visible dead letters
@@ -208,17 +211,22 @@ def test_sync_killed_at_random_points_then_rerun(tmp_path):
             return 0
 
     sync = [sys.executable, "-m", "bridge.cli.main", "sync", str(spool)]
+    # A wandb service another test started in this process publishes its address in
+    # WANDB_SERVICE; the syncs must start their own, as a user's `bridge sync` does.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     kills = 0
     for _ in range(KILLS):
         before = delivered()
-        proc = subprocess.Popen(sync, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(sync, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=env)
         target = before + rng.randint(1, 20_000)
         wait_until(lambda: delivered() >= target or proc.poll() is not None, 300)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
-    final = subprocess.run(sync + ["--json"], capture_output=True, text=True, timeout=600)
+    final = subprocess.run(sync + ["--json"], capture_output=True, text=True, timeout=600,
+                           env=env)
     assert final.returncode == 0, f"seed {seed}: {final.stdout}{final.stderr}"
     assert kills >= 1, f"seed {seed}: no sync was killed mid-way"
     expected = _expected(spool, run.id)

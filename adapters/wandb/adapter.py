@@ -60,6 +60,8 @@ from bridge.adapters.wandb.names import (
 )
 from bridge.adapters.wandb.plan import SessionPlan, points, value_id
 
+SERVICE_ENV = "WANDB_SERVICE"  # where wandb publishes its service's address
+
 __all__ = ["WandbAdapter", "check_artifact_name", "check_metric_key", "check_tag"]
 
 _OPTIONS = {"project", "entity", "mode", "dir", "group", "job_type", "spool_dir"}
@@ -332,8 +334,16 @@ class WandbAdapter(BaseAdapter):
         """Start a W&B session of the run, write ``plan``, finish it; return the fragment."""
         if not plan.initialized:
             plan.load(run.state)
-        with self._offline_home():
-            return self._write_session(run, rid, plan, exit_code=exit_code, final=final)
+        inherited = os.environ.get(SERVICE_ENV)
+        try:
+            with self._offline_home():
+                return self._write_session(run, rid, plan, exit_code=exit_code, final=final)
+        finally:
+            # Starting wandb's service writes its address to the environment, for child
+            # processes to share it; a child bridge sync killed mid-session would then leave
+            # the run "in use" in that shared service. The host's environment stays as it was.
+            if inherited is None:
+                os.environ.pop(SERVICE_ENV, None)
 
     def _write_session(
         self, run: RunInfo, rid: str, plan: "SessionPlan", *, exit_code: int, final: bool
