@@ -27,6 +27,8 @@ __all__ = [
     "ImportError_",
     "SourceRun",
     "artifact_event",
+    "media_event",
+    "MediaFile",
     "blob_digest",
     "bridge_run_id",
     "resolve_source",
@@ -74,7 +76,9 @@ class ImportEvent:
     step: int | None = None
     value: float | None = None  # metrics
     payload: Any = None  # everything else (JSON value)
-    files: tuple[tuple[str, Path], ...] = ()  # artifacts: (relative path, local file)
+    # artifacts: (relative path, local file); media: (reference, local file or bytes), each
+    # reference named by one item of the payload as {"file": reference}
+    files: tuple[tuple[str, Path | bytes], ...] = ()
     artifact_type: str = "file"
 
 
@@ -167,6 +171,57 @@ def artifact_event(name: str, files: list[tuple[str, Path]], ts_ms: int,
         checked.append((safe_relative_path(rel), absolute))
     return ImportEvent("artifact", name, ts_ms, step=step, files=tuple(checked),
                        artifact_type=artifact_type)
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """One file of an imported media event: a checked local file or bytes read from the
+    source (a TensorBoard summary's encoded PNG), with its facts (see
+    :func:`bridge.spool.media.media_item`: ``caption``, ``width``, ``height``,
+    ``sample_rate``, ``fps``...)."""
+
+    content: Path | bytes
+    mime: str
+    name: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def media_event(key: str, step: int | None, ts_ms: int, type: str,
+                items: Iterable[MediaFile] = (), data: Any = None,
+                source: dict[str, Any] | None = None,
+                cells: dict[str, MediaFile] | None = None) -> ImportEvent:
+    """A media event (``bridge.spool.media``) whose files the sink copies into the blob store.
+
+    ``items`` become the payload's items in order. A table's media cells are written in
+    ``data["rows"]`` as ``{"media": {"type": ..., "items": [{"file": ref}]}}`` with each ``ref``
+    a key of ``cells``. Local files must be regular files named by their real path (as
+    :func:`resolve_source` returns them); a path through a symlink is refused.
+    """
+    from bridge.spool.media import media_payload
+
+    files: list[tuple[str, Path | bytes]] = []
+    entries = []
+
+    def add(ref: str, f: MediaFile) -> None:
+        content = f.content
+        if not isinstance(content, (bytes, bytearray)):
+            absolute = Path(content).absolute()
+            if os.path.realpath(absolute) != str(absolute) or not absolute.is_file():
+                raise ImportError_(f"media file {content} is not a regular file named by its "
+                                   "real path; refused")
+            content = absolute
+        files.append((ref, bytes(content) if isinstance(content, bytearray) else content))
+
+    for n, f in enumerate(items):
+        ref = f"item{n}"
+        add(ref, f)
+        entries.append({"file": ref, "mime": f.mime, "name": f.name,
+                        **{k: v for k, v in f.facts.items() if v is not None}})
+    for ref, f in (cells or {}).items():
+        add(ref, f)
+    payload = media_payload(type, [], data, source)
+    payload["items"] = entries
+    return ImportEvent("media", key, ts_ms, step=step, payload=payload, files=tuple(files))
 
 
 @runtime_checkable

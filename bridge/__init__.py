@@ -16,9 +16,16 @@ from bridge.registry import current
 from bridge.run import Run, init
 
 __all__ = [
+    "Audio",
     "BridgeError",
     "BridgeWarning",
     "DisabledRun",
+    "Histogram",
+    "Html",
+    "Image",
+    "Object3D",
+    "Table",
+    "Video",
     "Run",
     "SummaryWriter",
     "data",
@@ -30,6 +37,7 @@ __all__ = [
     "log_artifact",
     "log_dict",
     "log_event",
+    "log_media",
     "log_metric",
     "log_metrics",
     "log_model",
@@ -107,6 +115,11 @@ def log_model(model: Any, name: str) -> None:
     _current().log_model(model, name)
 
 
+def log_media(key: str, value: Any, step: int | None = None,
+              timestamp: int | None = None) -> None:
+    _current().log_media(key, value, step=step, timestamp=timestamp)
+
+
 def flush(timeout: float | None = None) -> bool:
     r = current()
     return r.flush(timeout) if r is not None else True
@@ -156,7 +169,9 @@ def runs(*args: Any, **kwargs: Any):
     return _runs(*args, **kwargs)
 
 
-_LAZY = {"DisabledRun": "bridge.disabled", "SummaryWriter": "bridge.summary_writer"}
+_LAZY = {"DisabledRun": "bridge.disabled", "SummaryWriter": "bridge.summary_writer",
+         **{n: "bridge.media" for n in ("Audio", "Histogram", "Html", "Image", "Object3D",
+                                        "Table", "Video")}}
 
 
 def __getattr__(name: str) -> Any:

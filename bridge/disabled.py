@@ -145,6 +145,10 @@ class DisabledRun:
     def log_model(self, model: Any, name: str) -> None:
         pass
 
+    def log_media(self, key: str, value: Any, step: int | None = None,
+                  timestamp: int | None = None) -> None:
+        pass
+
     def flush(self, timeout: float | None = None) -> bool:
         return True
 

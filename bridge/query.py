@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 from bridge.config import load
 from bridge.errors import ConfigError
+from bridge.spool.media import describe
 from bridge.spool.reader import RunRecord, list_runs, select_events
 
 __all__ = ["DATA_COLUMNS", "data", "runs", "select_runs"]
@@ -63,7 +64,12 @@ def _rows(records: list[RunRecord], event: list | None, key: list | None, step: 
             if node is not None and f.node not in node:
                 continue
             for ev in select_events(f, rec.run_id, event, key, step):
-                value = ev.value if ev.kind == "metric" else ev.payload
+                if ev.kind == "metric":
+                    value = ev.value
+                elif ev.kind == "media":
+                    value = describe(ev.payload)
+                else:
+                    value = ev.payload
                 yield (rec.project, rec.number, ev.kind, ev.ts_ms, ev.node, ev.step, ev.key,
                        value, rec.run_id)
         if rec.end_ms is not None and (event is None or "stop" in event):
@@ -75,6 +81,8 @@ def data(project: str | None = None, run: Any = "last", event: Any = None, key: 
          step: Any = None, node: Any = None, dir: Any = None, run_id: bool = False):
     """Events as a DataFrame with columns experiment, run, event, dt, node, step, key, value.
 
+    Media rows (event ``media``) hold a readable description of their items as value
+    (``image 224x224 image/png``, ``histogram 64 bins``, a text point's text).
     ``run``: 'last' (default), 'all', a run number, a tuple of numbers, or a run id.
     ``event``/``key``/``step``/``node`` filter (a value or a list). ``run_id=True`` adds a
     ``run_id`` column.

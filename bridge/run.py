@@ -232,12 +232,16 @@ class Run:
                 return
         ok = self._ok_keys
         items = []
+        media = None
         try:
             for k, v in data.items():
                 if type(v) is float and k in ok:
                     items.append((k, v))
                 else:
-                    self._slow_item("log", k, v, items)
+                    m = self._slow_item("log", k, v, items, media_ok=True)
+                    if m is not None:
+                        media = media or []
+                        media.append(m)
         except AttributeError:
             self._problem("log", f"expected a dict of metrics, got {type(data).__name__}")
             return
@@ -246,14 +250,67 @@ class Run:
             return
         if items:
             self._writer.put_metrics(self.id, step, ts, items)
+        if media:
+            for k, m in media:
+                self._writer.put_media(self.id, k, step, ts, m)
 
-    def _slow_item(self, call: str, key: Any, value: Any, items: list) -> None:
+    def _slow_item(self, call: str, key: Any, value: Any, items: list,
+                   media_ok: bool = False) -> tuple[str, Any] | None:
+        """Validate one entry: a metric goes to ``items``; media (``media_ok``) is returned
+        as ``(key, Media)``; anything else is a counted problem."""
         try:
             check_key(key)
-            items.append((key, to_float(value)))
-            self._ok_keys.add(key)
+            try:
+                items.append((key, to_float(value)))
+                self._ok_keys.add(key)
+                return None
+            except Problem:
+                if not media_ok:
+                    raise
+                from bridge.media import MediaError, as_media
+
+                try:
+                    m = as_media(value)
+                except MediaError as exc:
+                    raise Problem(str(exc)) from None
+                if m is None:
+                    raise
+                return (key, m)
         except Problem as exc:
             self._problem(call, f"{key!r:.80}: {exc}; not recorded")
+        return None
+
+    def log_media(self, key: str, value: Any, step: int | None = None,
+                  timestamp: int | None = None) -> None:
+        """Record one media value (an Image, a Histogram, a Table, a string...) at ``step``
+        (stepless when None) and ``timestamp`` (ms; the call's time by default); the run's
+        step does not advance. ``run.log({key: value}, step=...)`` is the usual way."""
+        if self._closed("log_media"):
+            return
+        ts = _now() // 1_000_000
+        if timestamp is not None:
+            if type(timestamp) is int and 0 <= timestamp < MAX_TIMESTAMP_MS:
+                ts = timestamp
+            else:
+                self._problem("log_media", "timestamp must be integer ms since the epoch "
+                              f"before year 10000, got {timestamp!r:.80}; the call's time is used")
+        if step is not None and not (type(step) is int and 0 <= step < 1 << 62):
+            step = self._bad_step("log_media", step)
+            if step is None:
+                return
+        from bridge.media import MediaError, as_media
+
+        try:
+            check_key(key)
+            m = as_media(value)
+            if m is None:
+                raise Problem(f"{type(value).__name__} is not media (bridge.Image, "
+                              "bridge.Histogram, bridge.Table, bridge.Audio, bridge.Video, "
+                              "bridge.Html, bridge.Object3D or a string)")
+        except (Problem, MediaError) as exc:
+            self._problem("log_media", f"{key!r:.80}: {exc}; not recorded")
+            return
+        self._writer.put_media(self.id, key, step, ts, m)
 
     def _bad_step(self, call: str, step: Any) -> int | None:
         try:

@@ -71,6 +71,8 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             elif ev.kind == Kind.ARTIFACT:
                 out.artifact(run.run_id, ev.key or "", ev.step, ev.ts_ms, ev.files,
                              ev.artifact_type, source)
+            elif ev.kind == Kind.MEDIA:
+                out.media(run.run_id, ev.key or "", ev.step, ev.ts_ms, ev.payload, ev.files)
             else:
                 out.event(run.run_id, ev.kind, ev.key, ev.step, ev.ts_ms, ev.payload)
             result.counts[ev.kind] = result.counts.get(ev.kind, 0) + 1

@@ -46,6 +46,7 @@ class Kind(str, enum.Enum):
     EVENT = "event"  # key: event name, payload: JSON value (omega-ml's log_event)
     SYSTEM = "system"  # key: "system", payload: dict of platform facts
     NOTE = "note"  # key: "notes", payload: str (the run description, may change)
+    MEDIA = "media"  # key: series, step, ts_ms, payload: bridge.spool.media.media_payload()
 
     def __str__(self) -> str:
         return self.value

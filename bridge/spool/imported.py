@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from bridge.spool import blobs
 from bridge.spool.events import INSERT_EVENT, Kind, artifact_payload, encode_payload, metric_row
+from bridge.spool.media import resolve_files
 from bridge.spool.schema import create_schema
 
 __all__ = ["ImportedRunWriter", "RUN_STATUSES"]
@@ -83,6 +84,18 @@ class ImportedRunWriter:
             stored.append({"path": rel, "sha256": sha, "size": size})
         self.event(run_id, Kind.ARTIFACT, name, step, ts_ms,
                    artifact_payload(name, stored, type=type, source=source))
+
+    def media(self, run_id: str, key: str, step: int | None, ts_ms: int, payload: dict,
+              files: Iterable[tuple[str, Path | bytes]]) -> None:
+        """Copy each ``(reference, local file or bytes)`` into the blob store and record the
+        media event, each item's ``{"file": reference}`` replaced by its sha256 and size."""
+        stored: dict[str, tuple[str, int]] = {}
+        for ref, content in files:
+            if isinstance(content, (bytes, bytearray)):
+                stored[ref] = blobs.store_bytes(self.spool_dir, bytes(content))
+            else:
+                stored[ref] = blobs.store_file(self.spool_dir, Path(content))
+        self.event(run_id, Kind.MEDIA, key, step, ts_ms, resolve_files(payload, stored))
 
     def _add(self, row: tuple) -> None:
         self._rows.append(row)

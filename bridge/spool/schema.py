@@ -17,7 +17,9 @@ from bridge.errors import SchemaVersionError, SpoolError
 
 __all__ = ["SCHEMA_VERSION", "connect", "create_schema", "check_version", "is_network_fs"]
 
-SCHEMA_VERSION = 1
+# 2: media events (kind "media", bridge.spool.media). A bridge that knows schema 1 refuses
+# such a file with an upgrade message instead of dead-lettering every media event.
+SCHEMA_VERSION = 2
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (

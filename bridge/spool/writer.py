@@ -64,6 +64,11 @@ _RUN = 2  # (_RUN, run row dict) — insert or update the run's row in this file
 _FINISH = 3  # (_FINISH, run_id, end_ms, status, error)
 _COUNT = 4  # (_COUNT, run_id, column, n) — warnings / dropped counters
 _BLOB = 5  # (_BLOB, sha256, size)
+_MEDIA = 6  # (_MEDIA, run_id, key, step, ts_ms, bridge.media.Media) — encoded by the committer
+
+# Media not yet encoded holds the caller's pixels: past this many bytes in the queue, the
+# caller encodes and commits itself (backpressure), so memory stays bounded.
+MAX_QUEUED_MEDIA_BYTES = 256 << 20
 
 _COLS = f"({', '.join(EVENT_COLUMNS)})"
 # Rows per statement: SQLite before 3.32 allows only 999 bound values per statement.
@@ -160,6 +165,7 @@ class SpoolWriter:
         self.dropped_by_run: dict[str, int] = {}  # run id -> dropped since this writer started
         self._drop_warned = False
         self.last_error: str | None = None
+        self._media_bytes = 0  # bytes held by queued media not encoded yet
         self._thread = start_thread(self._loop, "bridge-spool-writer")
 
     # -- the caller's side -------------------------------------------------------------
@@ -177,6 +183,16 @@ class SpoolWriter:
                   value: float | None = None, payload: str | None = None) -> None:
         self._queue.append((_EVENT, run_id, kind, key, step, ts_ms, value, payload))
         if self.durability != "buffered":
+            self.commit_pending()
+        elif len(self._queue) >= self.max_queue:
+            self.commit_pending(self._slice)
+
+    def put_media(self, run_id: str, key: str, step: int | None, ts_ms: int, media: Any) -> None:
+        """Enqueue a media value (:class:`bridge.media.Media`); the committer encodes it,
+        stores its blobs durably, then commits its event."""
+        self._media_bytes += media.nbytes()
+        self._queue.append((_MEDIA, run_id, key, step, ts_ms, media))
+        if self.durability != "buffered" or self._media_bytes > MAX_QUEUED_MEDIA_BYTES:
             self.commit_pending()
         elif len(self._queue) >= self.max_queue:
             self.commit_pending(self._slice)
@@ -263,7 +279,11 @@ class SpoolWriter:
                 pass
             if items:
                 try:
+                    deferred: list = []
+                    if any(it[0] == _MEDIA for it in items):
+                        items = self._encode_media(items, deferred)
                     self._commit(items)
+                    self._retry = deferred + self._retry
                 except BaseException:  # SIGTERM/KeyboardInterrupt mid-commit: keep the batch
                     self._retry = items + self._retry
                     for m in markers:
@@ -271,6 +291,45 @@ class SpoolWriter:
                     raise
             for m in markers:
                 m.set()
+
+    def _encode_media(self, items: list, deferred: list) -> list:
+        """Each media call becomes its blobs (stored and fsynced now, before the event can
+        commit) and one event row; a value that cannot be encoded is dropped, counted; one
+        whose blobs cannot be written (a full disk) goes to ``deferred``, retried later."""
+        from bridge.spool import blobs
+        from bridge.spool.events import encode_payload
+
+        out: list = []
+        for it in items:
+            if it[0] != _MEDIA:
+                out.append(it)
+                continue
+            _, run_id, key, step, ts, media = it
+            self._media_bytes = max(0, self._media_bytes - media.nbytes())
+            stored: list = []
+
+            def store(data: bytes) -> tuple[str, int]:
+                sha, size = blobs.store_bytes(self.spool_dir, data)
+                stored.append((_BLOB, sha, size))
+                return sha, size
+
+            try:
+                payload = encode_payload(media.payload(store, key.replace("/", "_")))
+            except OSError as exc:  # a full disk: keep the call for the next commit
+                if self.last_error is None:
+                    warnings.warn(f"bridge: cannot store media {key!r} in {self.spool_dir}: "
+                                  f"{exc} (kept in memory and retried)", BridgeWarning,
+                                  stacklevel=2)
+                self.last_error = f"bridge: cannot store media in {self.spool_dir}: {exc}"
+                self._media_bytes += media.nbytes()
+                deferred.append(it)
+                continue
+            except Exception as exc:  # an encoder refused the value
+                self._reject((_EVENT, run_id, "media", key), exc)
+                continue
+            out.extend(stored)
+            out.append((_EVENT, run_id, "media", key, step, ts, None, payload))
+        return out
 
     def _write(self, items: list) -> None:
         """One transaction for ``items``; raises whatever SQLite or a binding raised."""
