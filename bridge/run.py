@@ -269,6 +269,11 @@ class Run:
                     raise
                 from bridge.media import MediaError, as_media
 
+                if isinstance(value, str):
+                    value, changed = clean_text(value)
+                    if changed:
+                        self._problem(call, f"{key!r:.80}: text is not valid Unicode (lone "
+                                      "surrogates); each replaced by U+FFFD")
                 try:
                     m = as_media(value)
                 except MediaError as exc:
@@ -302,6 +307,11 @@ class Run:
 
         try:
             check_key(key)
+            if isinstance(value, str):
+                value, changed = clean_text(value)
+                if changed:
+                    self._problem("log_media", f"{key!r:.80}: text is not valid Unicode "
+                                  "(lone surrogates); each replaced by U+FFFD")
             m = as_media(value)
             if m is None:
                 raise Problem(f"{type(value).__name__} is not media (bridge.Image, "

@@ -167,7 +167,7 @@ def test_bad_inputs_warn_and_count_never_raise(tmp_path):
     run = bridge.init(project="p", dir=tmp_path, sync="offline")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run.log({"ok": 1.0, "s": "text", 3: 1.0, "": 2.0, "k" * 251: 1.0})
+        run.log({"ok": 1.0, "s": {"not": "media"}, 3: 1.0, "": 2.0, "k" * 251: 1.0})
         run.log("not a dict")
         run.log({"a": 1.0}, step=-1)
         run.log({"a": 1.0}, step="x")
@@ -192,7 +192,7 @@ def test_bad_inputs_warn_and_count_never_raise(tmp_path):
 def test_strict_raises_documented_error(tmp_path):
     run = bridge.init(project="p", dir=tmp_path, sync="offline", strict=True)
     with pytest.raises(InvalidValueError, match="metric value must be numeric"):
-        run.log({"s": "text"})
+        run.log({"s": object()})
     run.finish()
 
 

@@ -119,6 +119,7 @@ def test_fuzzed_inputs_are_stored_or_counted(tmp_path_factory, rows, params):
     run = bridge.init(project="fuzz", dir=spool, sync="offline",
                       backends=[{"name": "memory", "store": store}])
     expected_metrics = []
+    expected_texts = 0  # a string value is a text point (a media event of type text)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step, row in enumerate(rows):
@@ -128,6 +129,8 @@ def test_fuzzed_inputs_are_stored_or_counted(tmp_path_factory, rows, params):
                 value = _expected_float(v)
                 if ok_key and value is not None:
                     expected_metrics.append((k, step, value))
+                elif ok_key and isinstance(v, str):
+                    expected_texts += 1
         run.log_params(params)
     run.finish()
     rec = list_runs(spool)[0]
@@ -137,7 +140,10 @@ def test_fuzzed_inputs_are_stored_or_counted(tmp_path_factory, rows, params):
     for (k1, s1, v1), (k2, s2, v2) in zip(sorted(got, key=repr), sorted(expected_metrics, key=repr)):
         assert (k1, s1) == (k2, s2)
         assert (math.isnan(v1) and math.isnan(v2)) or v1 == v2
-    refused_metrics = sum(len(r) for r in rows) - len(expected_metrics)
+    texts = [e for e in evs if e.kind == "media"]
+    assert len(texts) == expected_texts
+    assert all(e.payload["type"] == "text" for e in texts)
+    refused_metrics = sum(len(r) for r in rows) - len(expected_metrics) - expected_texts
     stored_params = [e for e in evs if e.kind == "param"]
     refused_params = len(params) - len(stored_params)
     # every refusal is a warning, counted on the run (normalized params warn too)

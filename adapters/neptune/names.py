@@ -17,7 +17,9 @@ from typing import Any, Mapping
 
 __all__ = [
     "ARTIFACTS", "BRIDGE", "DATA_DIR_ENV", "DATA_DIR_NAME", "END_TIME", "ENVIRONMENT",
-    "EVENTS", "EXPORTER_FILES_DIR", "FAILED_STATUSES", "FILES", "GROUP", "HEAD_FIELDS",
+    "EVENTS", "EXPORTER_FILES_DIR", "HISTOGRAM_DATA", "HISTOGRAM_FILE", "MEDIA_DESCRIPTOR",
+    "MEDIA_MARK", "decode_image_description", "encode_image_description", "histogram_field",
+    "image_field", "media_step_field", "parse_media_step_field", "FAILED_STATUSES", "FILES", "GROUP", "HEAD_FIELDS",
     "MANIFESTS", "MANIFEST_KEYS", "MAX_STEP_PLACES", "OFFLINE_DIR", "OP_LOG_GLOB",
     "PARAMETERS", "PROJECT", "RESERVED", "RUN_DIR_GLOB", "RUN_ID", "SOURCE_CODE",
     "SPOOL_SUBDIR", "START_TIME", "STATUS", "STATUSES", "STEP_MULTIPLIER_TAG", "SUMMARY",
@@ -50,6 +52,71 @@ FILES = "files"  # text and dict events share files/<key>
 ARTIFACTS = "artifacts"  # artifacts/<name> (one file) or artifacts/<name>/<member>
 EVENTS = "events"  # event key -> events/<key>, a string series of JSON
 ENVIRONMENT = "environment"  # the system facts of a run
+
+# -- media events (bridge.spool.media) -------------------------------------------------
+#
+# * image: item 0 of each event -> FileSeries ``<key>``, item i > 0 -> FileSeries
+#   ``<key>_<i>`` (Neptune keeps one value per step and series), each value with the step,
+#   the original timestamp, ``name`` = the caption (else the file name) and ``description``
+#   = :func:`encode_image_description` (the item's facts, so an import regroups the items).
+# * histogram: FileSeries ``<key>`` of a PNG rendered with Pillow (Neptune 1.x has no
+#   histogram type), plus ``HISTOGRAM_DATA/<key>/step_<N>/HISTOGRAM_FILE``, the event as
+#   JSON (edges, counts, step, timestamp), which the importer reads back.
+# * text: StringSeries ``<key>`` (step, timestamp); every string series of a bridge run
+#   outside ``EVENTS`` is a text series.
+# * table, audio, video, html, object3d, curve, tensor, file: files per step,
+#   ``<key>/step_<N>/<item name>`` for each blob (a table's media cells included) and
+#   ``<key>/step_<N>/MEDIA_DESCRIPTOR``, the event as JSON (payload, step, timestamp).
+
+HISTOGRAM_DATA = "histograms"
+HISTOGRAM_FILE = "histogram.json"
+MEDIA_DESCRIPTOR = "media.json"
+MEDIA_MARK = "bridge_media"  # the key of a descriptor's or description's JSON object
+
+
+def image_field(key: str, index: int) -> str:
+    """The FileSeries of item ``index`` of an image event under ``key``."""
+    return key if index == 0 else f"{key}_{index}"
+
+
+def media_step_field(key: str, step: int, name: str) -> str:
+    """The field of one file of a media event kept as files per step."""
+    return f"{key}/step_{step}/{name}"
+
+
+def histogram_field(key: str, step: int) -> str:
+    """The field of a histogram event's JSON (edges and counts) at ``step``."""
+    return media_step_field(f"{HISTOGRAM_DATA}/{key}", step, HISTOGRAM_FILE)
+
+
+def parse_media_step_field(path: str) -> tuple[str, int, str] | None:
+    """``(key, step, name)`` of a field :func:`media_step_field` made, else None."""
+    head, _, name = path.rpartition("/")
+    key, sep, step = head.rpartition("/step_")
+    if not sep or not key or not name or not step.isdigit() or "/" in step:
+        return None
+    return key, int(step), name
+
+
+def encode_image_description(kind: str, key: str, index: int, count: int,
+                             item: Mapping[str, Any]) -> str:
+    """The ``description`` of a FileSeries value bridge logs: which event item it is."""
+    facts = {k: v for k, v in item.items() if k not in ("sha256", "size")}
+    return json.dumps({MEDIA_MARK: {"type": kind, "key": key, "item": index, "items": count,
+                                    **facts}}, sort_keys=True)
+
+
+def decode_image_description(text: Any) -> dict[str, Any] | None:
+    """The facts :func:`encode_image_description` wrote, or None (a user's description)."""
+    if not isinstance(text, str) or MEDIA_MARK not in text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    inner = value.get(MEDIA_MARK) if isinstance(value, dict) else None
+    return inner if isinstance(inner, dict) else None
+
 
 # -- Neptune's own fields ----------------------------------------------------------------
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 __all__ = [
     "EVENT_FILE_PREFIX", "EVENT_MARK", "HPARAMS_END", "HPARAMS_EXPERIMENT", "HPARAMS_START",
-    "LOGDIR_TAG", "PLUGIN_HPARAMS", "PLUGIN_SCALARS", "PLUGIN_TEXT", "SKIPPED_TAG",
+    "LEGACY_AUDIO", "LEGACY_HISTO", "LEGACY_IMAGE", "LOGDIR_TAG", "NOT_SUMMARIES",
+    "PLUGIN_AUDIO", "PLUGIN_CUSTOM_SCALARS", "PLUGIN_HISTOGRAMS", "PLUGIN_HPARAMS",
+    "PLUGIN_IMAGES", "PLUGIN_MESH", "PLUGIN_PR_CURVES", "PLUGIN_SCALARS", "PLUGIN_TEXT",
+    "PR_CURVE_ROWS", "SKIPPED_TAG", "TENSOR_INLINE_VALUES", "TEXT_SUMMARY_SUFFIX", "VENDOR",
 ]
+
+VENDOR = "tensorboard"  # ``source.vendor`` of the media events imported from event files
 
 # --- event files --------------------------------------------------------------------------
 EVENT_FILE_PREFIX = "events.out.tfevents."  # + <wall time>.<host>[.<pid>...][suffix]
@@ -21,6 +26,36 @@ EVENT_MARK = "tfevents"  # TensorBoard's own test for an event file name
 PLUGIN_SCALARS = "scalars"
 PLUGIN_TEXT = "text"
 PLUGIN_HPARAMS = "hparams"
+PLUGIN_IMAGES = "images"  # string tensor [width, height, encoded image, ...]
+PLUGIN_HISTOGRAMS = "histograms"  # float tensor [k, 3]: left edge, right edge, count
+PLUGIN_AUDIO = "audio"  # string tensor [k, 2]: encoded clip, label (markdown)
+PLUGIN_PR_CURVES = "pr_curves"  # float tensor [6, thresholds]: PR_CURVE_ROWS
+PLUGIN_MESH = "mesh"  # one tensor per part: <tag>_VERTEX, <tag>_FACE, <tag>_COLOR
+PLUGIN_CUSTOM_SCALARS = "custom_scalars"  # a layout, not data
+
+# The rows of a PR curve tensor, in order (``tensorboard.plugins.pr_curve``).
+PR_CURVE_ROWS = ("true_positives", "false_positives", "true_negatives", "false_negatives",
+                 "precision", "recall")
+
+# torch's ``add_text(tag, ...)`` writes its summary under ``<tag>/text_summary``.
+TEXT_SUMMARY_SUFFIX = "/text_summary"
+
+# --- legacy (TF1 / torch) summary values: ``Summary.Value.WhichOneof("value")`` -----------
+LEGACY_IMAGE = "image"  # Summary.Image: width, height, colorspace, encoded_image_string
+LEGACY_HISTO = "histo"  # HistogramProto: min, max, num, sum, sum_squares, bucket_limit, bucket
+LEGACY_AUDIO = "audio"  # Summary.Audio: sample_rate, num_channels, length_frames, encoded...
+
+# Event records that are not summaries, by ``Event.WhichOneof("what")``: counted as skipped
+# under these names (``file_version`` and ``source_metadata`` describe the file itself).
+NOT_SUMMARIES = {
+    "graph_def": "graphs", "meta_graph_def": "meta_graphs",
+    "tagged_run_metadata": "run_metadata", "log_message": "log_messages",
+    "session_log": "session_logs",
+}
+
+# A tensor summary of an unknown plugin up to this many values is kept inline as a
+# ``tensor`` media event; a larger one becomes a ``file`` event holding an .npy file.
+TENSOR_INLINE_VALUES = 4096
 
 # --- the hparams plugin's summary tags ----------------------------------------------------
 HPARAMS_EXPERIMENT = "_hparams_/experiment"
