@@ -33,6 +33,7 @@ from bridge.adapters.base import (
 from bridge.adapters.neptune import names as N
 from bridge.adapters.neptune.datadir import data_directory
 from bridge.adapters.neptune.history import OpLogHistory, read_history
+from bridge.adapters.neptune.media import deliver_media
 from bridge.adapters.neptune.names import field as _path
 from bridge.adapters.neptune.paths import PathRefused, Paths, collisions, empty_segments
 
@@ -44,7 +45,7 @@ _INT32 = (-(2**31), 2**31 - 1)
 _MAX_STRING = 16384  # Neptune truncates longer String fields
 _MAX_SERIES_STRING = 1000  # Neptune truncates longer StringSeries values
 _PROJECT_PART = re.compile(r"[^A-Za-z0-9-]+")
-_KEYED = ("metric", "event", "param", "summary", "tag", "text", "dict", "artifact")  # key -> path
+_KEYED = ("metric", "event", "param", "summary", "tag", "text", "dict", "artifact", "media")  # key -> path
 
 
 # --------------------------------------------------------------------------- values
@@ -429,6 +430,8 @@ class NeptuneAdapter(BaseAdapter):
             return reason
         if kind == "artifact":
             return self._artifact(session, run, key, payload)
+        if kind == "media":  # the layout: names.py, "media events"; the code: media.py
+            return deliver_media(self, session, run, ev)
         return f"the neptune backend has no mapping for event kind {kind!r}"
 
     @staticmethod

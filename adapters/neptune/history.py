@@ -7,6 +7,8 @@ and every point, value, upload and tag found here is recognised as already deliv
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,19 @@ def _apply(history: OpLogHistory, run_dir: Path, op: dict[str, Any]) -> None:
             step = int(point["step"])
             series[step] = point["value"]
             stamps.append((round(point["ts"] * 1000), point["value"], step))
+    elif kind == "LogImages":  # a FileSeries value is known by the sha256 of its bytes
+        series = history.points.setdefault(path, {})
+        stamps = history.stamps.setdefault(path, [])
+        for point in op.get("values", []):
+            value = point.get("value")
+            data = value.get("data") if isinstance(value, dict) else value
+            try:
+                digest = hashlib.sha256(base64.b64decode(data or "")).hexdigest()
+            except (binascii.Error, ValueError, TypeError):
+                continue
+            step = int(point["step"])
+            series[step] = digest
+            stamps.append((round(point["ts"] * 1000), digest, step))
     elif kind.startswith("Assign"):
         history.fields[path] = (kind[len("Assign"):], op.get("value"))
     elif kind == "UploadFile":

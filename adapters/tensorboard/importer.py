@@ -1,11 +1,15 @@
 """TensorBoard source: a log directory of ``events.out.tfevents.*`` files.
 
 Each directory holding event files is one run (TensorBoard's own notion of a run). Files are
-read record by record with TensorBoard's ``EventFileLoader``, which also upgrades legacy
-``simple_value`` summaries to the tensor form ``tf.summary`` v2 writes, so both arrive here
-the same way. Scalars become metric points (step and wall time kept), text summaries text
-events, hparams session info params. Other plugins (histograms, images, audio, graphs) are
-counted, not imported, and the count is recorded on the run.
+read record by record with TensorBoard's ``LegacyEventFileLoader``, which parses records
+without upgrading them, so the legacy values torch's ``SummaryWriter`` writes (``simple_value``
+scalars, ``image``, ``histo``, ``audio``) keep every field they have (an audio clip's sample
+rate, a histogram's sum), and the tensor values of ``tf.summary`` v2 arrive as written.
+Scalars become metric points (step and wall time kept), hparams session info params, and
+images, histograms, audio, video, text, PR curves and other tensors media events
+(:mod:`bridge.adapters.tensorboard.media`). What is not imported (graphs, run metadata, a
+custom-scalars layout, an unreadable summary) is counted per plugin: the counts are the run's
+``tensorboard.skipped`` tag and an importer warning, never dropped unsaid.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
+from bridge.adapters.tensorboard.media import Skipped, legacy_media, tensor_media
 from bridge.adapters.tensorboard.names import (
     EVENT_MARK,
     HPARAMS_START,
+    LEGACY_AUDIO,
+    LEGACY_HISTO,
+    LEGACY_IMAGE,
     LOGDIR_TAG,
+    NOT_SUMMARIES,
+    PLUGIN_CUSTOM_SCALARS,
     PLUGIN_HPARAMS,
     PLUGIN_SCALARS,
-    PLUGIN_TEXT,
     SKIPPED_TAG,
 )
 from bridge.adapters.importing import ImportError_, ImportEvent, SourceRun, resolve_source
@@ -83,20 +92,8 @@ def _ms(wall_time: float) -> int:
     return int(round(wall_time * 1000))
 
 
-def _text(array: Any) -> str:
-    """A text summary's string tensor: one string, lines of strings, or a table."""
-    def s(x: Any) -> str:
-        return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-
-    if array.ndim == 0:
-        return s(array.item())
-    if array.ndim == 1:
-        return "\n".join(s(x) for x in array)
-    return "\n".join("\t".join(s(x) for x in row.reshape(-1)) for row in array)
-
-
 class TensorboardImporter:
-    """Runs of a TensorBoard log directory: scalars, text and hparams."""
+    """Runs of a TensorBoard log directory: scalars, hparams and media."""
 
     name = "tensorboard"
 
@@ -107,7 +104,7 @@ class TensorboardImporter:
         self.project = project
         self.warnings: list[str] = []  # event files skipped, with the reason
         loader = _tb("tensorboard.backend.event_processing.event_file_loader")
-        self._loader = loader.EventFileLoader
+        self._loader = loader.LegacyEventFileLoader  # records as written: see the docstring
         self._event_pb2 = _tb("tensorboard.compat.proto.event_pb2")
         self._tensor_util = _tb("tensorboard.util.tensor_util")
         self._plugin_data = _tb("tensorboard.plugins.hparams.plugin_data_pb2")
@@ -138,7 +135,7 @@ class TensorboardImporter:
 
     def _inside(self, files: list[Path]) -> list[Path]:
         """Event files whose real path is inside the log dir: one symlinked out of it would
-        import another run's scalars and text from anywhere on the disk."""
+        import another run's scalars and images from anywhere on the disk."""
         kept = []
         for path in files:
             try:
@@ -166,14 +163,18 @@ class TensorboardImporter:
 
     # -- events ----------------------------------------------------------------------------
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
-        """Every scalar point, text and hparams summary, file by file, record by record."""
+        """Every scalar point, hparams summary and media summary, file by file, record by
+        record; what is not imported is counted (``tensorboard.skipped``, a warning)."""
         files = run.handle or self._inside(event_files(Path(run.extra_tags[LOGDIR_TAG])))
         plugins: dict[str, str] = {}  # tag -> plugin; v2 writers put metadata on the first
         skipped: Counter[str] = Counter()
         last_ms = int(run.start_ms)
         for path in files:
             for event in self._loader(str(path)).Load():
-                if not event.HasField("summary"):
+                what = event.WhichOneof("what")
+                if what != "summary":
+                    if what in NOT_SUMMARIES:
+                        skipped[NOT_SUMMARIES[what]] += 1
                     continue
                 ts = _ms(event.wall_time)
                 last_ms = max(last_ms, ts)
@@ -181,6 +182,9 @@ class TensorboardImporter:
                     yield from self._value(value, int(event.step), ts, plugins, skipped)
         if skipped:
             counts = ",".join(f"{k}:{n}" for k, n in sorted(skipped.items()))
+            self.warnings.append(f"run {run.name}: summaries not imported ({counts}); "
+                                 "bridge has no form for them")
+            log.warning("tensorboard import: %s", self.warnings[-1])
             yield ImportEvent("tag", SKIPPED_TAG, last_ms, payload=counts)
 
     def _value(self, value: Any, step: int, ts: int, plugins: dict[str, str],
@@ -190,22 +194,32 @@ class TensorboardImporter:
             plugins[tag] = value.metadata.plugin_data.plugin_name
         plugin = plugins.get(tag, "")
         kind = value.WhichOneof("value")
-        if kind == "simple_value":
-            yield ImportEvent("metric", tag, ts, step=step, value=float(value.simple_value))
-        elif plugin == PLUGIN_SCALARS and kind == "tensor":
-            array = self._tensor_util.make_ndarray(value.tensor)
-            if array.size == 1:
-                yield ImportEvent("metric", tag, ts, step=step, value=float(array.reshape(-1)[0]))
+        try:
+            if kind == "simple_value":
+                yield ImportEvent("metric", tag, ts, step=step, value=float(value.simple_value))
+            elif kind in (LEGACY_IMAGE, LEGACY_HISTO, LEGACY_AUDIO):
+                yield legacy_media(value, step, ts)
+            elif plugin == PLUGIN_HPARAMS:
+                if tag == HPARAMS_START:
+                    yield from self._hparams(value.metadata.plugin_data.content, ts)
+            elif plugin == PLUGIN_CUSTOM_SCALARS or kind != "tensor":
+                skipped[plugin or kind or "unknown"] += 1
+            elif plugin == PLUGIN_SCALARS:
+                array = self._tensor_util.make_ndarray(value.tensor)
+                if array.size == 1:
+                    yield ImportEvent("metric", tag, ts, step=step,
+                                      value=float(array.reshape(-1)[0]))
+                else:
+                    skipped["scalars(non-scalar)"] += 1
             else:
-                skipped["scalars(non-scalar)"] += 1
-        elif plugin == PLUGIN_TEXT and kind == "tensor":
-            array = self._tensor_util.make_ndarray(value.tensor)
-            yield ImportEvent("text", f"{tag}/{step}.txt", ts, step=step, payload=_text(array))
-        elif plugin == PLUGIN_HPARAMS:
-            if tag == HPARAMS_START:
-                yield from self._hparams(value.metadata.plugin_data.content, ts)
-        else:
-            skipped[plugin or kind or "unknown"] += 1
+                array = self._tensor_util.make_ndarray(value.tensor)
+                yield tensor_media(plugin, value, array, step, ts)
+        except Skipped as why:
+            skipped[str(why)] += 1
+        except (ImportError_, ValueError, TypeError, IndexError) as exc:
+            # a summary whose bytes do not parse: counted, the rest of the run imports
+            log.debug("tensorboard import: %s at step %s: %s", tag, step, exc)
+            skipped[f"{plugin or kind or 'unknown'}(unreadable)"] += 1
 
     def _hparams(self, content: bytes, ts: int) -> Iterator[ImportEvent]:
         data = self._plugin_data.HParamsPluginData.FromString(content)

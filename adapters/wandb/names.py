@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
+    "MAX_HISTOGRAM_BINS",
     "MAX_METRIC_KEY",
+    "MEDIA_DIR",
+    "MEDIA_TYPES",
+    "TABLE_ARTIFACT_TYPE",
+    "CLIENT_ARTIFACT_SCHEME",
     "API_STATES",
     "ARTIFACT_NAME_MAX",
     "COMPAT_ID_TAG",
@@ -93,6 +98,26 @@ def row_ts_ms(row: Mapping[str, Any]) -> int | None:
     if not isinstance(ts, (int, float)):
         return None
     return int(round(float(ts) * 1000))
+
+
+# -- media ---------------------------------------------------------------------------
+
+MAX_HISTOGRAM_BINS = 512  # wandb.Histogram refuses more bins (the adapter re-bins)
+MEDIA_DIR = "media/"  # W&B writes media files under ``files/media/<kind>/``
+TABLE_ARTIFACT_TYPE = "run_table"  # the artifact W&B logs with each table, images included
+# A table row's ``artifact_path``: ``wandb-client-artifact://<client id>/<entry name>``.
+CLIENT_ARTIFACT_SCHEME = "wandb-client-artifact://"
+# W&B history ``_type`` -> bridge media type (``images/separated`` and the other list
+# forms hold several items of one type).
+MEDIA_TYPES: Mapping[str, str] = {
+    "image-file": "image", "images/separated": "image", "images": "image",
+    "histogram": "histogram",
+    "table-file": "table", "incremental-table-file": "table", "table": "table",
+    "audio-file": "audio", "audio": "audio",
+    "video-file": "video", "videos": "video",
+    "html-file": "html", "html": "html",
+    "object3D-file": "object3d", "object3D": "object3d",
+}
 
 
 # -- status <-> exit code --------------------------------------------------------------
