@@ -273,8 +273,10 @@ CONTENDERS = [BridgeLog, NeptuneOffline, CometOffline, MlflowFileSync, MlflowFil
 # -- orchestration -------------------------------------------------------------------------
 
 
-def run(tmp: Path, rounds: int, turn_s: float, with_wandb: bool) -> dict:
-    classes = [c for c in CONTENDERS if with_wandb or c is not WandbOffline]
+def run(tmp: Path, rounds: int, turn_s: float, with_wandb: bool,
+        contenders: list[type] | None = None) -> dict:
+    """Alternate ``contenders`` (default: this module's) in rounds; figures per contender."""
+    classes = [c for c in (contenders or CONTENDERS) if with_wandb or c.name != WandbOffline.name]
     children: dict[str, Child] = {}
     failed: dict[str, str] = {}
     for cls in classes:  # start in parallel: SDK imports dominate the wall time

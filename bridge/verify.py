@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from bridge.spool.media import blob_items, resolve_files
 from bridge.spool.reader import RunRecord, find_run, iter_events
 
 __all__ = ["FidelityReport", "Snapshot", "compare", "destination_snapshot", "spool_snapshot",
@@ -31,6 +32,9 @@ class Snapshot:
     tags: dict[str, str] = field(default_factory=dict)
     summary: dict[str, str] = field(default_factory=dict)
     artifacts: set[str] = field(default_factory=set)  # sha256 of every artifact file
+    # key -> media points: (step, type, sha256 of each file, inline data as canonical JSON)
+    media: dict[str, list[tuple[int | None, str, tuple[str, ...], str]]] = field(
+        default_factory=dict)
     name: str | None = None
     start_ms: int | None = None
     end_ms: int | None = None
@@ -63,7 +67,7 @@ class FidelityReport:
     @property
     def complete(self) -> bool:
         return self.found and all(c.lost == 0 for name, c in self.fields.items()
-                                  if name in ("points", "steps"))
+                                  if name in ("points", "steps", "media"))
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -93,6 +97,24 @@ def _add_event(snap: Snapshot, kind: str, key: str | None, step: int | None, ts:
         _flat(key, payload, snap.summary)
     elif kind == "artifact":
         snap.artifacts.update(files)
+    elif kind == "media" and key is not None and isinstance(payload, dict):
+        shas = tuple(sorted(i["sha256"] for i in blob_items(payload)))
+        snap.media.setdefault(key, []).append(
+            (step, str(payload.get("type")), shas, _canonical_data(payload)))
+
+
+def _canonical_data(payload: dict) -> str:
+    """Inline media data as comparable JSON: histogram numbers to 6 significant digits (a
+    vendor may store float32), a table's cells without its media (compared by sha256)."""
+    data = payload.get("data")
+    if payload.get("type") == "histogram" and isinstance(data, dict):
+        data = {k: [float(f"{float(x):.6g}") for x in data.get(k) or []]
+                for k in ("edges", "counts")}
+    elif payload.get("type") == "table" and isinstance(data, dict):
+        data = {"columns": data.get("columns"),
+                "rows": [[None if isinstance(c, dict) and "media" in c else c for c in row]
+                         for row in data.get("rows") or []]}
+    return json.dumps(data, sort_keys=True, default=str)
 
 
 def spool_snapshot(spool_dir: Path, rec: RunRecord) -> Snapshot:
@@ -147,7 +169,12 @@ def destination_snapshot(spool_dir: Path, rec: RunRecord, spec: dict) -> Snapsho
         snap.status = src.status
         for ev in importer.events(src):
             shas = [_sha(local) for _, local in ev.files] if ev.kind == "artifact" else []
-            _add_event(snap, ev.kind, ev.key, ev.step, ev.ts_ms, ev.value, ev.payload, shas)
+            payload = ev.payload
+            if ev.kind == "media":
+                stored = {ref: (_sha(c) if isinstance(c, Path) else hashlib.sha256(c).hexdigest(), 0)
+                          for ref, c in ev.files}
+                payload = resolve_files(payload, stored)
+            _add_event(snap, ev.kind, ev.key, ev.step, ev.ts_ms, ev.value, payload, shas)
     return snap
 
 
@@ -200,9 +227,48 @@ def compare(expected: Snapshot, got: Snapshot, run_id: str, backend: str) -> Fid
             1 for k, v in want.items() if normalized.get(_norm(k)) == v or have.get(k) == v))
     rep.fields["artifact_files"] = FieldCount(len(expected.artifacts),
                                               len(expected.artifacts & got.artifacts))
+    _compare_media(expected, got, rep)
     rep.fields["start_time"] = FieldCount(1, int(expected.start_ms == got.start_ms))
     rep.fields["name"] = FieldCount(1, int(expected.name == got.name))
     return rep
+
+
+def _compare_media(expected: Snapshot, got: Snapshot, rep: FidelityReport) -> None:
+    """Media per key and step: the event is there (``media``), each file's bytes are
+    identical by sha256 (``media_files``), inline data (histograms, text, tables, curves)
+    is equal (``media_data``)."""
+    events, files, data = FieldCount(), FieldCount(), FieldCount()
+    have_by_key = {_norm(k): v for k, v in got.media.items()}
+    for key, points in expected.media.items():
+        have = have_by_key.get(_norm(key), [])
+        at_step: dict[Any, list] = {}
+        for p in have:
+            at_step.setdefault(p[0], []).append(p)
+        kept = kept_files = kept_data = n_files = 0
+        for step, mtype, shas, canon in points:
+            n_files += len(shas)
+            there = at_step.get(step, [])
+            if there:
+                kept += 1
+                pool = Counter(s for p in there for s in p[2])
+                for sha in shas:
+                    if pool[sha] > 0:
+                        pool[sha] -= 1
+                        kept_files += 1
+                if canon == "null" or any(p[3] == canon for p in there):
+                    kept_data += 1
+        events.expected += len(points)
+        events.kept += kept
+        files.expected += n_files
+        files.kept += kept_files
+        data.expected += len(points)
+        data.kept += kept_data
+        rep.per_key[f"media:{key}"] = {"expected": len(points), "found": len(have),
+                                       "kept": kept, "files": n_files,
+                                       "files_kept": kept_files, "data_kept": kept_data}
+    rep.fields["media"] = events
+    rep.fields["media_files"] = files
+    rep.fields["media_data"] = data
 
 
 def verify_run(spool_dir: Path, run_ref: str, backend: str) -> FidelityReport:

@@ -8,13 +8,18 @@ a test of the importer runs wherever ``[dev]`` is installed.
 
 from __future__ import annotations
 
-from typing import Any
+import io
+import wave
+from typing import Any, Sequence
+
+import numpy as np
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-__all__ = ["LegacyWriter"]
+__all__ = ["LegacyWriter", "MediaWriter", "gif_bytes", "png_bytes", "torch_histogram",
+           "wav_bytes"]
 
 
 def _plugin_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
@@ -66,3 +71,196 @@ class LegacyWriter:
 
     def close(self) -> None:
         self._out.close()
+
+
+# -- media: the records torch's SummaryWriter writes, and the tensor forms of tf.summary v2 --
+
+def png_bytes(hwc: np.ndarray) -> bytes:
+    """A uint8 HW / HWC array encoded as PNG (what torch's ``make_image`` stores)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(hwc).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
+    """Frames (T, H, W, C) uint8 as an animated GIF (what ``add_video`` stores)."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                   duration=int(round(1000 / fps)), loop=0)
+    return buf.getvalue()
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
+    """Mono float samples in [-1, 1] as 16-bit PCM WAV (what ``add_audio`` stores)."""
+    pcm = (np.clip(samples, -1, 1) * np.iinfo(np.int16).max).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def torch_histogram(values: np.ndarray, bins: Any = 10) -> summary_pb2.HistogramProto:
+    """A ``HistogramProto`` laid out as torch's ``add_histogram`` lays it out: the buckets
+    of ``np.histogram`` from the first to the last non-empty one, each named by its right
+    edge, after one empty bucket whose right edge is the first bucket's left edge."""
+    values = np.asarray(values, dtype=float).reshape(-1)
+    counts, limits = np.histogram(values, bins=bins)
+    filled = np.flatnonzero(counts)
+    first, last = int(filled[0]), int(filled[-1])
+    return summary_pb2.HistogramProto(
+        min=values.min(), max=values.max(), num=len(values), sum=values.sum(),
+        sum_squares=float(values.dot(values)),
+        bucket_limit=limits[first:last + 2].tolist(),
+        bucket=[0.0] + counts[first:last + 1].astype(float).tolist())
+
+
+class MediaWriter(LegacyWriter):
+    """Media records in both forms TensorBoard reads: legacy values as torch's
+    ``SummaryWriter`` writes them (``add_image``/``add_histogram``/``add_audio``/
+    ``add_video`` as ``Summary.Value.image``/``histo``/``audio``; ``add_text`` and
+    ``add_pr_curve`` as plugin tensors), and the tensor forms of ``tf.summary`` v2
+    (``images``, ``histograms``, ``audio`` plugins) built from TensorBoard's own metadata."""
+
+    def _event(self, walltime: float, step: int) -> event_pb2.Event:
+        return event_pb2.Event(wall_time=walltime, step=step)
+
+    # legacy values (torch)
+    def add_image(self, tag: str, hwc: np.ndarray, step: int, walltime: float) -> bytes:
+        data = png_bytes(hwc)
+        h, w = hwc.shape[:2]
+        ev = self._event(walltime, step)
+        ev.summary.value.add(tag=tag, image=summary_pb2.Summary.Image(
+            height=h, width=w, colorspace=hwc.shape[2] if hwc.ndim == 3 else 1,
+            encoded_image_string=data))
+        self._out.add_event(ev)
+        return data
+
+    def add_video(self, tag: str, frames: np.ndarray, step: int, walltime: float,
+                  fps: float = 4) -> bytes:
+        data = gif_bytes(frames, fps)
+        _, h, w, c = frames.shape
+        ev = self._event(walltime, step)
+        ev.summary.value.add(tag=tag, image=summary_pb2.Summary.Image(
+            height=h, width=w, colorspace=c, encoded_image_string=data))
+        self._out.add_event(ev)
+        return data
+
+    def add_histogram(self, tag: str, values: np.ndarray, step: int, walltime: float,
+                      bins: Any = 10) -> summary_pb2.HistogramProto:
+        return self.add_histogram_proto(tag, torch_histogram(values, bins), step, walltime)
+
+    def add_histogram_proto(self, tag: str, histo: summary_pb2.HistogramProto, step: int,
+                            walltime: float) -> summary_pb2.HistogramProto:
+        ev = self._event(walltime, step)
+        ev.summary.value.add(tag=tag, histo=histo)
+        self._out.add_event(ev)
+        return histo
+
+    def add_audio(self, tag: str, samples: np.ndarray, step: int, walltime: float,
+                  sample_rate: int = 44100) -> bytes:
+        data = wav_bytes(samples, sample_rate)
+        ev = self._event(walltime, step)
+        ev.summary.value.add(tag=tag, audio=summary_pb2.Summary.Audio(
+            sample_rate=sample_rate, num_channels=1, length_frames=len(samples),
+            encoded_audio_string=data, content_type="audio/wav"))
+        self._out.add_event(ev)
+        return data
+
+    def add_text(self, tag: str, text: str, step: int, walltime: float) -> None:
+        from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2
+        from tensorboard.plugins.text import plugin_data_pb2 as text_pb2
+
+        meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="text", content=text_pb2.TextPluginData(version=0).SerializeToString()))
+        tensor = tensor_pb2.TensorProto(
+            dtype="DT_STRING", string_val=[text.encode("utf-8")],
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
+        ev = self._event(walltime, step)
+        ev.summary.value.add(tag=tag + "/text_summary", metadata=meta, tensor=tensor)
+        self._out.add_event(ev)
+
+    def add_pr_curve(self, tag: str, labels: np.ndarray, predictions: np.ndarray, step: int,
+                     walltime: float, num_thresholds: int = 127) -> np.ndarray:
+        """The [6, num_thresholds] float32 tensor (tp, fp, tn, fn, precision, recall)."""
+        from tensorboard.plugins.pr_curve import plugin_data_pb2 as pr_pb2
+        from tensorboard.util import tensor_util
+
+        index = np.floor(predictions * (num_thresholds - 1)).astype(np.int32)
+        pos = labels.astype(float)
+        tp_b, _ = np.histogram(index, bins=num_thresholds, range=(0, num_thresholds - 1),
+                               weights=pos)
+        fp_b, _ = np.histogram(index, bins=num_thresholds, range=(0, num_thresholds - 1),
+                               weights=1.0 - pos)
+        tp, fp = np.cumsum(tp_b[::-1])[::-1], np.cumsum(fp_b[::-1])[::-1]
+        tn, fn = fp[0] - fp, tp[0] - tp
+        precision = tp / np.maximum(1e-7, tp + fp)
+        recall = tp / np.maximum(1e-7, tp + fn)
+        data = np.stack((tp, fp, tn, fn, precision, recall)).astype(np.float32)
+        meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="pr_curves", content=pr_pb2.PrCurvePluginData(
+                version=0, num_thresholds=num_thresholds).SerializeToString()))
+        ev = self._event(walltime, step)
+        ev.summary.value.add(tag=tag, metadata=meta, tensor=tensor_util.make_tensor_proto(data))
+        self._out.add_event(ev)
+        return data
+
+    # tensor forms (tf.summary v2; metadata on a tag's first value only)
+    def add_tensor(self, tag: str, tensor: Any, step: int, walltime: float,
+                   metadata: summary_pb2.SummaryMetadata | None = None) -> None:
+        from tensorboard.util import tensor_util
+
+        ev = self._event(walltime, step)
+        value = ev.summary.value.add(tag=tag, tensor=tensor_util.make_tensor_proto(tensor))
+        if metadata is not None:
+            value.metadata.CopyFrom(metadata)
+        self._out.add_event(ev)
+
+    def add_v2_images(self, tag: str, images: Sequence[bytes], width: int, height: int,
+                      step: int, walltime: float, first: bool = True) -> None:
+        from tensorboard.plugins.image import metadata as image_metadata
+
+        meta = image_metadata.create_summary_metadata(tag, "") if first else None
+        tensor = np.array([str(width).encode(), str(height).encode(), *images], dtype=object)
+        self.add_tensor(tag, tensor, step, walltime, meta)
+
+    def add_v2_histogram(self, tag: str, buckets: np.ndarray, step: int, walltime: float,
+                         first: bool = True) -> None:
+        from tensorboard.plugins.histogram import metadata as histogram_metadata
+
+        meta = histogram_metadata.create_summary_metadata(tag, "") if first else None
+        self.add_tensor(tag, np.asarray(buckets, dtype=np.float64), step, walltime, meta)
+
+    def add_v2_audio(self, tag: str, clips: Sequence[bytes], labels: Sequence[str], step: int,
+                     walltime: float, first: bool = True) -> None:
+        from tensorboard.plugins.audio import metadata as audio_metadata
+
+        meta = audio_metadata.create_summary_metadata(
+            tag, "", audio_metadata.Encoding.Value("WAV")) if first else None
+        tensor = np.array([[c, lab.encode()] for c, lab in zip(clips, labels)], dtype=object)
+        self.add_tensor(tag, tensor, step, walltime, meta)
+
+    def add_mesh_vertices(self, tag: str, vertices: np.ndarray, step: int,
+                          walltime: float) -> None:
+        """The ``<tag>_VERTEX`` part of torch's ``add_mesh`` (a [B, N, 3] float tensor)."""
+        from tensorboard.plugins.mesh import metadata as mesh_metadata
+        from tensorboard.plugins.mesh import plugin_data_pb2 as mesh_pb2
+
+        kind = mesh_pb2.MeshPluginData.ContentType.Value("VERTEX")
+        meta = mesh_metadata.create_summary_metadata(
+            tag, None, kind, mesh_metadata.get_components_bitmask([kind]),
+            list(vertices.shape))
+        self.add_tensor(mesh_metadata.get_instance_name(tag, kind),
+                        vertices.astype(np.float32), step, walltime, meta)
+
+    def add_graph_def(self, graph: bytes, walltime: float) -> None:
+        """A ``graph_def`` record, as ``add_graph`` writes one."""
+        self._out.add_event(event_pb2.Event(wall_time=walltime, graph_def=graph))

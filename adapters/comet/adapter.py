@@ -58,7 +58,9 @@ from bridge.adapters.base import (
     RunInfo,
     keep_private,
 )
+from bridge.adapters.base import Kind
 from bridge.adapters.comet import names as N
+from bridge.adapters.comet.media import MediaRefused, MediaSender, media_refusal
 from bridge.adapters.comet.sdk import load_comet_ml
 
 __all__ = ["CometAdapter"]
@@ -99,10 +101,11 @@ def _check_archive(path: Path, archive_id: str, writer: _Writer) -> str | None:
         return f"archive {path.name} is incomplete: {exc}"
     if found is None or found.get(N.LEDGER_ARCHIVE_ID) != archive_id:
         return f"archive {path.name} does not hold this batch"
-    if counts.get(N.MSG_METRIC, 0) != writer.metrics or counts.get(N.MSG_UPLOAD, 0) != writer.uploads:
+    if (counts.get(N.MSG_METRIC, 0) != writer.metrics or counts.get(N.MSG_UPLOAD, 0) != writer.uploads
+            or counts.get(N.MSG_HTML, 0) != writer.html):
         return (
-            f"archive {path.name} holds {counts}, "
-            f"expected {writer.metrics} metrics and {writer.uploads} files"
+            f"archive {path.name} holds {counts}, expected {writer.metrics} metrics, "
+            f"{writer.uploads} files and {writer.html} html messages"
         )
     return None
 
@@ -195,6 +198,7 @@ class _Writer:
         self.epochs = epochs
         self.metrics = 0  # metric_msg lines the archive must hold
         self.uploads = 0  # file_upload lines the archive must hold
+        self.html = 0  # html lines the archive must hold
         self.refused: dict[tuple[str, int], str] = {}  # uid -> why comet_ml would not take it
 
     def header(self, key: str) -> None:
@@ -273,6 +277,16 @@ class _Writer:
             raise _Refused(f"comet_ml refused text sample {ev.key!r}")
         self.uploads += 1
 
+    def _media(self, ev: Event) -> None:
+        sender = MediaSender(self.exp, self.run)  # see adapters/comet/media.py
+        try:
+            sender.send(ev)
+        except MediaRefused as exc:
+            raise _Refused(str(exc)) from None
+        finally:
+            self.uploads += sender.uploads
+            self.html += sender.html
+
     def _artifact(self, ev: Event) -> None:
         p = ev.payload
         files = p.get("files") or []
@@ -304,7 +318,7 @@ class _Writer:
         self.uploads += 1
 
 
-_KINDS = frozenset({METRIC, PARAM, TAG, SUMMARY, SYSTEM, NOTE, TEXT, DICT, EVENT, ARTIFACT})
+_KINDS = frozenset({METRIC, PARAM, TAG, SUMMARY, SYSTEM, NOTE, TEXT, DICT, EVENT, ARTIFACT, Kind.MEDIA})
 
 
 def _refusal(ev: Event, run: RunInfo) -> str | None:
@@ -315,6 +329,8 @@ def _refusal(ev: Event, run: RunInfo) -> str | None:
         return f"Comet names are 1-{N.MAX_KEY} characters; got {len(ev.key or '')}"
     if ev.kind == METRIC and ev.value is None:
         return "metric without a value"
+    if ev.kind == Kind.MEDIA:
+        return media_refusal(ev, run)
     if ev.kind == ARTIFACT:
         if run.blob_root is None:
             return "the run has no blob store"

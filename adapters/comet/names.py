@@ -26,6 +26,13 @@ __all__ = [
     "OTHER_RUN_ID", "OTHER_STATUS", "PROCESS_DURATION", "QUIET_CONFIG", "SYS_OTHER_PREFIX",
     "UPLOAD_ASSET", "UPLOAD_MODEL", "UPLOAD_TEXT", "experiment_key_for", "ledger_uids",
     "make_ledger", "readback_source",
+    # media
+    "HTML_MARK", "HTML_MARK_END", "HTML_SERIES", "MAX_META_DATA", "MAX_TABLE_BYTES",
+    "MEDIA_CELL", "MEDIA_DATA", "MEDIA_EVENT", "MEDIA_ITEM", "MEDIA_KEY", "MEDIA_PART",
+    "MEDIA_PARTS", "MEDIA_SOURCE", "MEDIA_STEP", "MEDIA_TS", "MEDIA_TYPE", "META_CAPTION",
+    "META_MEDIA", "MSG_HTML", "MSG_HTML_OVERRIDE", "TABLE_SUFFIXES", "TEXT_SERIES",
+    "UPLOAD_AUDIO", "UPLOAD_CONFUSION", "UPLOAD_CURVE", "UPLOAD_DATAFRAME", "UPLOAD_HISTOGRAM",
+    "UPLOAD_IMAGE", "UPLOAD_IMAGE_REST", "UPLOAD_VIDEO", "VIDEO_FORMATS",
 ]
 
 # --- the ledger: the archive member naming the spool events an archive holds ---------------
@@ -118,6 +125,44 @@ MSG_UPLOAD = "file_upload"
 UPLOAD_TEXT = "text-sample"
 UPLOAD_ASSET = "asset"
 UPLOAD_MODEL = "model-element"
+
+# --- media: what bridge's media events become in an experiment (see ``media``, ``media_in``) --
+
+# Comet's own upload types and messages for media (``file_upload``'s ``upload_type``).
+UPLOAD_IMAGE = "visualization"  # log_image, log_figure (named by ``figName``, no ``fileName``)
+UPLOAD_IMAGE_REST = "image"  # the same images, as the REST asset list names them
+UPLOAD_HISTOGRAM = "histogram3d"
+UPLOAD_AUDIO = "audio"
+UPLOAD_VIDEO = "video"
+UPLOAD_CURVE = "curve"
+UPLOAD_CONFUSION = "confusion-matrix"
+UPLOAD_DATAFRAME = "dataframe"  # log_table of a pandas DataFrame
+MSG_HTML = "html"  # log_html: one message, no step, no time
+MSG_HTML_OVERRIDE = "htmlOverride"  # log_html(clear=True)
+VIDEO_FORMATS = ("mp4", "mov", "wmv", "gif")  # what log_video takes; others go as assets
+TABLE_SUFFIXES = (".csv", ".tsv")  # log_table of rows: an ``asset`` upload with this suffix
+TEXT_SERIES = "text"  # the key of Comet's text samples (log_text names none)
+HTML_SERIES = "html"  # the key of Comet's html messages (log_html names none)
+
+# bridge's marker on every upload of a media event: {META_MEDIA: {MEDIA_KEY: ..., ...}}
+META_MEDIA = "bridge_media"
+MEDIA_KEY = "key"  # the series key
+MEDIA_TYPE = "type"  # bridge's media type
+MEDIA_EVENT = "event"  # the spool event ("file_id:seq"): an event's uploads share it
+MEDIA_TS = "ts_ms"  # the original time (Comet's server stamps uploads itself)
+MEDIA_STEP = "step"  # the original step (None too: Comet needs one for 3-D histograms)
+MEDIA_PART = "part"  # this upload's number among the event's ...
+MEDIA_PARTS = "parts"  # ... uploads and html messages
+MEDIA_ITEM = "item"  # the item this upload holds (bridge's item: name, mime, caption, ...)
+MEDIA_CELL = "cell"  # [row, column] of a table's media cell
+MEDIA_DATA = "data"  # the event's inline data, exact, when under MAX_META_DATA characters
+MEDIA_SOURCE = "source"  # the source vendor's descriptor, under the same limit
+META_CAPTION = "caption"  # an item's caption, where Comet users see metadata
+# log_html has no metadata: bridge's marker rides at the head of the page as a comment.
+HTML_MARK = "<!--bridge_media "
+HTML_MARK_END = "-->\n"
+MAX_META_DATA = 8000  # inline data copied into upload metadata up to this size
+MAX_TABLE_BYTES = 1 << 20  # a Comet CSV/TSV asset up to this size imports as a table
 
 # --- keys, limits, defaults ------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from bridge.adapters.base import (
     flatten,
     require,
 )
-from bridge.adapters.mlflow import names
+from bridge.adapters.mlflow import media, names
 from bridge.adapters.mlflow.names import (
     GROUP_TAG,
     MLFLOW_PARENT_TAG,
@@ -148,7 +148,7 @@ class _FileOp:
     """An artifact write that belongs to some events."""
 
     uids: list[tuple[str, int]]
-    action: str  # "text" | "dict" | "artifact" | "events"
+    action: str  # "text" | "dict" | "artifact" | "events" | "tag" | "media" | "tables"
     path: str
     payload: Any = None
 
@@ -571,6 +571,8 @@ class MlflowAdapter(BaseAdapter):
         tags: dict[str, _Item] = {}
         ops: list[_FileOp] = []
         events: list[Event] = []
+        tables: list[str] = []  # table files written by this batch's media ops
+        table_uids: list[tuple[str, int]] = []
 
         def tag(key: str, value: Any, ev: Event) -> None:
             item = tags.pop(key, None)
@@ -622,9 +624,21 @@ class MlflowAdapter(BaseAdapter):
                 events.append(ev)
             elif kind == "artifact":
                 ops.append(_FileOp([ev.uid], "artifact", ev.key or "", ev.payload))
+            elif kind == "media":  # files in MLflow's own layouts (see media.py)
+                reason = media.check(ev.payload)
+                if reason:
+                    rejected[ev.uid] = reason
+                    continue
+                ops.append(_FileOp([ev.uid], "media", ev.key or "", {"event": ev, "tables": tables}))
+                if media.is_image(ev.payload):
+                    tag(names.LOGGED_IMAGES_TAG, "True", ev)  # MLflow's UI shows its image grid
+                elif ev.payload["type"] == "table":
+                    table_uids.append(ev.uid)
             else:
                 rejected[ev.uid] = f"mlflow: event kind {kind!r} has no MLflow mapping"
         items.extend(tags.values())
+        if table_uids:  # after the tables' files: the tag that lists them
+            ops.append(_FileOp(table_uids, "tables", names.LOGGED_ARTIFACTS_TAG, tables))
         if events:
             ops.append(_FileOp([e.uid for e in events], "events", names.EVENTS_FILE, events))
         return items, ops
@@ -694,6 +708,18 @@ class MlflowAdapter(BaseAdapter):
             self.client.log_dict(remote, op.payload, op.path)
         elif op.action == "tag":
             self.client.set_tag(remote, op.path, op.payload)
+        elif op.action == "media":
+            ev = op.payload["event"]
+            try:
+                staged = media.write(self.client, remote, ev.key or "media", ev.step,
+                                     int(ev.ts_ms), ev.payload, run.blob_path, tmp)
+            except media.Unsendable as exc:
+                raise _Unsendable(str(exc)) from exc
+            if staged.table:
+                op.payload["tables"].append(staged.table)
+        elif op.action == "tables":
+            if op.payload:
+                media.merge_logged_tables(self.client, remote, op.payload)
         elif op.action == "events":
             self.client.log_text(remote, self._merged_events(remote, op.payload, tmp), op.path)
         elif op.action == "artifact":

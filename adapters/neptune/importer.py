@@ -9,6 +9,10 @@
   record batches, twice per run (description, then events), so memory stays bounded.
 * **Offline**: ``.neptune/offline/run__*`` operation logs (:mod:`.offline`).
 
+Media (:mod:`.media_in`): Parquet ``histogram_series`` and ``file_series`` rows and offline
+``LogImages`` values (``FileSeries``) become media events with their steps and times; the
+media bridge's adapter wrote (names.py, "media events") read back as the events they were.
+
 Both are mapped the same way; bridge's own Neptune layout (:mod:`.names`: the run's
 ``bridge`` fields and the namespaces of params, summaries, files, artifacts, events and
 system facts) is recognised so a run bridge wrote reads back as the events it came from.
@@ -27,13 +31,21 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Collection, Iterator
 
 from bridge.adapters.neptune import names as N
+from bridge.adapters.neptune.media_in import (
+    bridge_media_files,
+    histogram_event,
+    image_point_events,
+    parquet_file_event,
+    text_event,
+)
 from bridge.adapters.neptune.offline import (
     OfflineRun,
     bridge_run_id_of,
     find_run_dirs,
+    image_points,
     scan,
     series_points,
 )
@@ -55,7 +67,7 @@ _ATOM_TYPES = {"float", "int", "string", "bool", "datetime", "string_set"}
 _FILE_TYPES = {"file", "file_set", "file_series", "artifact"}
 _READ_COLUMNS = ["project_id", "run_id", "attribute_path", "attribute_type", "step",
                  "timestamp", "int_value", "float_value", "string_value", "bool_value",
-                 "datetime_value", "string_set_value", "file_value"]
+                 "datetime_value", "string_set_value", "file_value", "histogram_value"]
 
 
 def sanitize_path_part(part: str) -> str:
@@ -223,24 +235,38 @@ class NeptuneImporter:
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
         (kind, where), desc, mult = run.handle
         t0 = run.start_ms
+        parquet = kind == "parquet"
         yield from _atom_events(desc, t0)
         yield from _tag_events(desc, t0)
-        if kind == "parquet":
-            yield from self._parquet_series(where, desc, mult)
-        else:
-            for p in series_points(where):
-                yield from _point_events(desc, p.path, p.kind, p.step, p.value, p.ts_ms, mult)
         with tempfile.TemporaryDirectory(prefix="bridge-neptune-") as tmp:
             real_tmp = Path(os.path.realpath(tmp))  # artifact files are named by real paths
-            yield from self._file_events(desc, t0, real_tmp, kind == "parquet")
+            # Media a bridge run holds as files per step (media_in.py); the rest stay files.
+            used: set[int] = set()
+            histograms: set[tuple[str, int]] = set()
+            if desc.bridge_written:
+                media = bridge_media_files(
+                    desc.files, lambda ref, n: self._local(ref, desc, real_tmp, n, parquet),
+                    self._warn)
+                used, histograms = media.used, media.histograms
+                yield from media.events
+            if parquet:
+                yield from self._parquet_series(where, desc, mult, histograms, real_tmp)
+            else:
+                for p in series_points(where):
+                    yield from _point_events(desc, p.path, p.kind, p.step, p.value, p.ts_ms, mult)
+                yield from image_point_events(image_points(where), mult, desc.bridge_written,
+                                              histograms, self._warn)
+            yield from self._file_events(desc, t0, real_tmp, parquet, used)
 
-    def _parquet_series(self, files: list[Path], desc: _Desc, mult: int) -> Iterator[ImportEvent]:
+    def _parquet_series(self, files: list[Path], desc: _Desc, mult: int,
+                        histograms: set[tuple[str, int]], tmp: Path) -> Iterator[ImportEvent]:
         import pyarrow.compute as pc
 
         pa = _pa()
         for batch in _batches(files, self.batch_rows):
             cols = batch.schema.names
             types = batch.column(cols.index("attribute_type"))
+            yield from self._parquet_media(batch, desc, mult, histograms, tmp)
             keep = pc.is_in(types, value_set=pa.array(["float_series", "string_series"]))
             batch = pc.filter(batch, keep)
             if not batch.num_rows:
@@ -257,11 +283,50 @@ class NeptuneImporter:
                 yield from _point_events(desc, paths[i], which, steps[i], value,
                                          ts[i] or 0, mult)
 
-    def _file_events(self, desc: _Desc, ts: int, tmp: Path, parquet: bool) -> Iterator[ImportEvent]:
+    def _parquet_media(self, batch: Any, desc: _Desc, mult: int,
+                       histograms: set[tuple[str, int]], tmp: Path) -> Iterator[ImportEvent]:
+        """``histogram_series`` and ``file_series`` rows as media events (media_in.py)."""
+        import pyarrow.compute as pc
+
+        pa = _pa()
+        cols = batch.schema.names
+        types = batch.column(cols.index("attribute_type"))
+        batch = pc.filter(batch, pc.is_in(types, value_set=pa.array(["histogram_series",
+                                                                     "file_series"])))
+        if not batch.num_rows:
+            return
+        steps = pc.cast(batch.column(cols.index("step")), pa.float64()).to_pylist()
+        ts = pc.cast(batch.column(cols.index("timestamp")), pa.int64()).to_pylist()
+        for i, row in enumerate(batch.select([c for c in cols if c in (
+                "attribute_path", "attribute_type", "file_value", "histogram_value")]).to_pylist()):
+            path, step = row["attribute_path"], N.decode_step(steps[i], mult)
+            if row["attribute_type"] == "histogram_series":
+                event = histogram_event(path, step, ts[i] or 0, row.get("histogram_value"),
+                                        self._warn)
+                if event is not None:
+                    yield event
+                continue
+            if desc.bridge_written and step is not None and (path, step) in histograms:
+                continue  # bridge's rendering of a histogram whose JSON was imported
+            rel = (row.get("file_value") or {}).get("path")
+            try:
+                local = self._local(rel, desc, tmp, i, True) if rel else None
+            except ImportError_ as exc:
+                self._warn(f"file series {path!r} at step {step} refused: {exc}")
+                continue
+            if local is None or not local.is_file():
+                self._warn(f"file series {path!r} at step {step}: {rel!r} is missing; not imported")
+                continue
+            yield parquet_file_event(path, step, ts[i] or 0, rel, local)
+
+    def _file_events(self, desc: _Desc, ts: int, tmp: Path, parquet: bool,
+                     skip: Collection[int] = ()) -> Iterator[ImportEvent]:
         manifests = {name: v for p, (_, v) in desc.atoms.items()
                      if (name := N.relative(N.MANIFESTS, p)) is not None}
         grouped: dict[str, list[tuple[str, Path]]] = {}
         for n, (path, kind, ref, step) in enumerate(desc.files):
+            if n in skip:
+                continue  # held by a media event
             try:
                 local = self._local(ref, desc, tmp, n, parquet)
             except ImportError_ as exc:
@@ -428,6 +493,8 @@ def _point_events(desc: _Desc, path: str, kind: str, step: float | None, value: 
                           value=float("nan") if value is None else float(value))
     elif desc.bridge_written and in_events is not None:
         yield ImportEvent("event", in_events, ts_ms, step=istep, payload=N.decode_event(value))
+    elif desc.bridge_written and isinstance(value, str):  # bridge's text series (names.py)
+        yield text_event(path, istep, ts_ms, value)
     else:
         yield ImportEvent("event", path, ts_ms, step=istep, payload=value)
 

@@ -22,10 +22,12 @@ from typing import Any, Iterator
 from bridge.adapters.neptune import names as N
 
 __all__ = [
+    "ImagePoint",
     "OfflineRun",
     "SeriesPoint",
     "bridge_run_id_of",
     "find_run_dirs",
+    "image_points",
     "iter_ops",
     "scan",
     "series_points",
@@ -49,6 +51,19 @@ class SeriesPoint:
     step: float | None
     value: Any
     ts_ms: int
+
+
+@dataclass(frozen=True)
+class ImagePoint:
+    """One value of a ``FileSeries`` (a ``LogImages`` operation): the image's bytes as the
+    client stored them (empty when it refused an image over its size limit)."""
+
+    path: str
+    step: float | None
+    ts_ms: int
+    data: bytes | None  # None: the op log's base64 did not decode
+    name: str | None
+    description: str | None
 
 
 @dataclass
@@ -129,8 +144,9 @@ def scan(dirs: list[Path]) -> OfflineRun:
     for run_dir in dirs:
         for op in iter_ops(run_dir):
             kind, path = str(op.get("type", "")), _path(op)
-            if kind in ("LogFloats", "LogStrings"):
-                run.series_types.setdefault(path, "float" if kind == "LogFloats" else "string")
+            if kind in ("LogFloats", "LogStrings", "LogImages"):
+                run.series_types.setdefault(path, {"LogFloats": "float", "LogStrings": "string",
+                                                   "LogImages": "image"}[kind])
                 for point in op.get("values") or []:
                     step = point.get("step")
                     if step is not None:
@@ -159,6 +175,8 @@ def scan(dirs: list[Path]) -> OfflineRun:
                 run.fields.pop(path, None)
                 run.uploads.pop(path, None)
                 run.series_types.pop(path, None)
+            elif kind == "ClearImageLog":
+                run.series_types.pop(path, None)
     run.tags = list(tags)
     return run
 
@@ -176,3 +194,27 @@ def series_points(dirs: list[Path]) -> Iterator[SeriesPoint]:
                 step = point.get("step")
                 yield SeriesPoint(path, which, None if step is None else float(step),
                                   point.get("value"), int(round(float(point.get("ts") or 0) * 1000)))
+
+
+def image_points(dirs: list[Path]) -> Iterator[ImagePoint]:
+    """Stream every ``FileSeries`` value of ``dirs`` in log order, decoded one at a time."""
+    for run_dir in dirs:
+        for op in iter_ops(run_dir):
+            if op.get("type") != "LogImages":
+                continue
+            path = _path(op)
+            for point in op.get("values") or []:
+                value = point.get("value")
+                if isinstance(value, dict):
+                    raw, name, description = value.get("data"), value.get("name"), value.get("description")
+                else:  # an older client wrote the base64 text alone
+                    raw, name, description = value, None, None
+                try:
+                    data: bytes | None = base64.b64decode(raw or "", validate=True)
+                except (ValueError, TypeError):
+                    data = None
+                step = point.get("step")
+                yield ImagePoint(path, None if step is None else float(step),
+                                 int(round(float(point.get("ts") or 0) * 1000)), data,
+                                 name if isinstance(name, str) else None,
+                                 description if isinstance(description, str) else None)

@@ -1,7 +1,9 @@
 """TensorBoard: everything bridge knows about TensorBoard event files lives in this package.
 
 - ``names``: event file names, plugin names, hparams tags and provenance tags, defined once;
-- ``importer``: reads a log directory of event files (``bridge import tensorboard``).
+- ``importer``: reads a log directory of event files (``bridge import tensorboard``);
+- ``media``: turns image, histogram, audio, text, PR curve and tensor summaries (legacy and
+  tensor forms) into media events for the importer.
 
 A TensorBoard writer (a destination) will live here too and share ``names``. Importing the
 package never imports ``tensorboard``.

@@ -171,13 +171,13 @@ class TensorboardImporter:
         last_ms = int(run.start_ms)
         for path in files:
             for event in self._loader(str(path)).Load():
+                ts = _ms(event.wall_time)
+                last_ms = max(last_ms, ts)
                 what = event.WhichOneof("what")
                 if what != "summary":
                     if what in NOT_SUMMARIES:
                         skipped[NOT_SUMMARIES[what]] += 1
                     continue
-                ts = _ms(event.wall_time)
-                last_ms = max(last_ms, ts)
                 for value in event.summary.value:
                     yield from self._value(value, int(event.step), ts, plugins, skipped)
         if skipped:

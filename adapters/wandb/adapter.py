@@ -208,6 +208,7 @@ class WandbAdapter(BaseAdapter):
         except Exception as exc:  # the SDK raises many types; nothing was confirmed
             self._abandon_session(rid)
             return ExportResult.retry(f"wandb: {type(exc).__name__}: {exc}")
+        rejected.update(plan.media_failed)  # media W&B refused while the session logged
         st["tags"], st["config"], st["summary"] = plan.tags, plan.config, plan.summary
         st["auto_step"], st["notes"], st["last"] = plan.auto_step, plan.notes, plan.last
         if closing:
@@ -297,8 +298,32 @@ class WandbAdapter(BaseAdapter):
             plan.events_name = plan.events_name or names.events_file(ev.file_id, ev.seq)
         elif kind == "artifact":
             return self._plan_artifact(run, plan, ev)
+        elif kind == "media":
+            return self._plan_media(run, plan, ev)
         else:
             return f"the wandb backend does not know event kind {kind!r}"
+        return None
+
+    def _plan_media(self, run: RunInfo, plan: "SessionPlan", ev: Event) -> str | None:
+        """A media value in the row of its step (see :mod:`~bridge.adapters.wandb.media_out`);
+        skipped when a session whose SUCCESS was lost already delivered it."""
+        from bridge.adapters.wandb.media_out import MediaValue, check_media, media_value_id
+
+        key = ev.key or ""
+        reason = check_metric_key(key) or check_media(ev.payload, run.blob_path)
+        if reason:
+            return reason
+        step = ev.step
+        if step is None:  # a series without steps: numbered like metrics
+            step = plan.auto_step.get(key, 0)
+            plan.auto_step[key] = step + 1
+        value = MediaValue(ev.uid, key, ev.payload)
+        point = (key, int(step), int(ev.ts_ms), media_value_id(value))
+        seen = self._seen.get(remote_run_id(run.run_id))
+        if seen and seen[point] > 0:
+            seen[point] -= 1
+            return None
+        plan.add_media(key, int(step), int(ev.ts_ms), value)
         return None
 
     def _plan_artifact(self, run: RunInfo, plan: "SessionPlan", ev: Event) -> str | None:
@@ -366,11 +391,15 @@ class WandbAdapter(BaseAdapter):
             reinit="create_new",
             settings=settings,
         )
+        from bridge.adapters.wandb.media_out import SessionMedia
+
+        media = SessionMedia(wandb, run.blob_path, self.dir / names.MEDIA_STAGING / rid)
         try:
             wb.define_metric(STEP_KEY)
             wb.define_metric("*", step_metric=STEP_KEY)
             for row in plan.rows:
-                wb.log(row)
+                wb.log(media.row(row))
+            plan.media_failed = media.failed
             self._write_files(wb, plan)
             for art in plan.artifacts:
                 wb.log_artifact(self._artifact(art))
@@ -380,9 +409,11 @@ class WandbAdapter(BaseAdapter):
                 wb.summary[key] = value
         except BaseException:
             wb.finish(exit_code=1)
+            media.cleanup()
             self._discard(Path(wb.settings.sync_dir))
             raise
         wb.finish(exit_code=exit_code)
+        media.cleanup()  # W&B has copied every staged file into the run (or its staging)
         if self.mode != "offline":
             return None
         sync_file = Path(wb.settings.sync_file)

@@ -158,19 +158,24 @@ class WandbImporter:
         labels = next((i.tags for i in reversed(infos) if i.tags), [])
         yield from _tags(labels, bridge_written, t0)
         series = _LastValues()
+        from bridge.adapters.wandb.media_import import MediaJoin
+
+        media = MediaJoin(self.roots, [a for i in infos for a in i.artifacts], self._warn)
         for d in dirs:
             for row in iter_history(d, skip_corrupt=self.skip_corrupt):
-                yield from _row_events(row, bridge_written, t0, series)
+                yield from _row_events(row, bridge_written, t0, series, media, d)
         for key, value in summary.items():
             if key.startswith("_") or key in HISTORY_SKIP_KEYS or series.is_auto_summary(key, value):
                 continue
             yield ImportEvent("summary", key, t0, payload=value)
         with tempfile.TemporaryDirectory(prefix="bridge-wandb-") as tmp:
             for info in infos:
-                yield from self._files(info, bridge_written, t0, Path(tmp))
+                yield from self._files(info, bridge_written, t0, Path(tmp), media.used_files)
             seen: set[tuple[str, str]] = set()
             for info in infos:
                 for art in info.artifacts:
+                    if art.get("client_id") in media.used_artifacts:
+                        continue  # a table's images, imported with the table
                     if (art["name"], art["digest"]) in seen:
                         continue  # a replayed batch logs the same artifact again
                     seen.add((art["name"], art["digest"]))
@@ -178,9 +183,13 @@ class WandbImporter:
                     if ev is not None:
                         yield ev
 
-    def _files(self, info: Any, bridge_written: bool, ts: int, tmp: Path) -> Iterator[ImportEvent]:
+    def _files(self, info: Any, bridge_written: bool, ts: int, tmp: Path,
+               media_files: set[tuple[Path, str]] = frozenset()  # type: ignore[assignment]
+               ) -> Iterator[ImportEvent]:
         files_dir = info.path.parent / "files"
         for rel in info.files:
+            if (info.path.parent, rel) in media_files:
+                continue  # imported with its history row, as media
             local = files_dir / rel
             try:
                 safe = safe_relative_path(rel)
@@ -313,6 +322,10 @@ class _LastValues:
     def __init__(self) -> None:
         self.last: dict[str, float] = {}
         self.finite: dict[str, float] = {}
+        self.media: dict[str, Any] = {}  # last text or media descriptor per media key
+
+    def add_media(self, key: str, value: Any) -> None:
+        self.media[key] = value
 
     def add(self, key: str, value: float) -> None:
         self.last[key] = value
@@ -320,6 +333,8 @@ class _LastValues:
             self.finite[key] = value
 
     def is_auto_summary(self, key: str, value: Any) -> bool:
+        if key in self.media:  # W&B's summary repeats the last media value of a key
+            return value == self.media[key] or (isinstance(value, dict) and "_type" in value)
         if key not in self.last or isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         v = float(value)
@@ -341,7 +356,11 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
-                series: _LastValues) -> Iterator[ImportEvent]:
+                series: _LastValues, media: Any = None,
+                session: Path | None = None) -> Iterator[ImportEvent]:
+    """A history row's events: numbers are metric points; offline (``media`` and the
+    row's ``session`` dir given), strings and media descriptors are media events joined
+    with their files (:mod:`~bridge.adapters.wandb.media_import`); anything else is an event."""
     step = names.row_step(row)
     step = int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
     ts_ms = names.row_ts_ms(row)
@@ -353,6 +372,12 @@ def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
             series.add(key, float(value))
             yield ImportEvent("metric", key, ts_ms, step=step, value=float(value))
         elif value is not None:  # text, media or booleans: not a numeric series
+            found = None if media is None or session is None else media.events(
+                session, key, value, step, ts_ms)
+            if found is not None:
+                series.add_media(key, value)
+                yield from found
+                continue
             yield ImportEvent("event", key, ts_ms, step=step, payload={"value": value})
 
 

@@ -313,6 +313,7 @@ def _artifact(rec: Any) -> dict[str, Any]:
         "digest": rec.digest,
         "aliases": list(rec.aliases),
         "metadata": _json(rec.metadata) if rec.metadata else {},
+        "client_id": rec.client_id,  # what a table row's ``artifact_path`` names
         "files": [
             {
                 "path": e.path,

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_HISTOGRAM_BINS",
     "MAX_METRIC_KEY",
     "MEDIA_DIR",
+    "MEDIA_STAGING",
     "MEDIA_TYPES",
     "TABLE_ARTIFACT_TYPE",
     "CLIENT_ARTIFACT_SCHEME",
@@ -103,6 +104,7 @@ def row_ts_ms(row: Mapping[str, Any]) -> int | None:
 # -- media ---------------------------------------------------------------------------
 
 MAX_HISTOGRAM_BINS = 512  # wandb.Histogram refuses more bins (the adapter re-bins)
+MEDIA_STAGING = ".media-staging"  # under the adapter's dir: blobs named for W&B, per session
 MEDIA_DIR = "media/"  # W&B writes media files under ``files/media/<kind>/``
 TABLE_ARTIFACT_TYPE = "run_table"  # the artifact W&B logs with each table, images included
 # A table row's ``artifact_path``: ``wandb-client-artifact://<client id>/<entry name>``.

@@ -32,6 +32,7 @@ class SessionPlan:
         self.events: list[dict[str, Any]] = []
         self.events_name = ""
         self.artifacts: list[dict[str, Any]] = []
+        self.media_failed: dict[tuple[str, int], str] = {}  # uid -> why W&B refused it
         self._row_key: tuple[int, int] | None = None
 
     @classmethod
@@ -60,7 +61,7 @@ class SessionPlan:
             and self.notes == state.get("notes")
         )
 
-    def add_metric(self, key: str, step: int, ts_ms: int, value: float | None) -> None:
+    def _row(self, key: str, step: int, ts_ms: int) -> dict[str, Any]:
         # One row per (step, time): the values of one log() call share a row; a key
         # seen twice (another DDP rank, a repeat) starts a new row, nothing is merged.
         row = self.rows[-1] if self.rows else None
@@ -68,10 +69,19 @@ class SessionPlan:
             row = names.history_row(step, ts_ms)
             self.rows.append(row)
             self._row_key = (step, ts_ms)
+        return row
+
+    def add_metric(self, key: str, step: int, ts_ms: int, value: float | None) -> None:
+        row = self._row(key, step, ts_ms)
         value = float("nan") if value is None else float(value)
         row[key] = value
         if math.isfinite(value):
             self.last[key] = value
+
+    def add_media(self, key: str, step: int, ts_ms: int, value: Any) -> None:
+        """A media value (:class:`~bridge.adapters.wandb.media_out.MediaValue`) in the row
+        of its step and time, beside the metrics of the same ``log`` call."""
+        self._row(key, step, ts_ms)[key] = value
 
 
 def value_id(value: float | None) -> str:
@@ -79,11 +89,18 @@ def value_id(value: float | None) -> str:
 
 
 def points(row: dict[str, Any]) -> Iterable[tuple[str, int, int, str]]:
+    """The points of a history row W&B holds: metric values and media (strings, media
+    descriptors), each as (key, step, time, identity) to recognise a replayed batch."""
+    from bridge.adapters.wandb.media_out import media_value_id
+
     step, ts_ms = row.get(STEP_KEY), names.row_ts_ms(row)
     if step is None or ts_ms is None:
         return []
-    return [
-        (k, int(step), ts_ms, value_id(v))
-        for k, v in row.items()
-        if not k.startswith("_") and k != STEP_KEY and isinstance(v, (int, float))
-    ]
+    out = []
+    for k, v in row.items():
+        if k.startswith("_") or k == STEP_KEY:
+            continue
+        ident = value_id(v) if isinstance(v, (int, float)) else media_value_id(v)
+        if ident is not None:
+            out.append((k, int(step), ts_ms, ident))
+    return out

@@ -69,6 +69,9 @@ _MEDIA = 6  # (_MEDIA, run_id, key, step, ts_ms, bridge.media.Media) — encoded
 # Media not yet encoded holds the caller's pixels: past this many bytes in the queue, the
 # caller encodes and commits itself (backpressure), so memory stays bounded.
 MAX_QUEUED_MEDIA_BYTES = 256 << 20
+# Encoding an image takes milliseconds: a commit encodes at most this many media calls, so
+# the metrics logged meanwhile are committed between them instead of after a whole backlog.
+MEDIA_PER_COMMIT = 8
 
 _COLS = f"({', '.join(EVENT_COLUMNS)})"
 # Rows per statement: SQLite before 3.32 allows only 999 bound values per statement.
@@ -251,7 +254,9 @@ class SpoolWriter:
         """Drain the queue (or its first ``limit`` calls) and commit in one transaction."""
         _guard.depth = getattr(_guard, "depth", 0) + 1
         try:
-            self._commit_pending(limit)
+            # A media backlog is committed a few media calls at a time (MEDIA_PER_COMMIT).
+            while self._commit_pending(limit) and limit is None:
+                pass
         finally:
             _guard.depth -= 1
             deferred = getattr(_guard, "deferred", None)
@@ -259,7 +264,8 @@ class SpoolWriter:
                 _guard.deferred = None
                 deferred()  # the signal that arrived meanwhile: raised now, nothing half-done
 
-    def _commit_pending(self, limit: int | None) -> None:
+    def _commit_pending(self, limit: int | None) -> bool:
+        """One transaction; True when it stopped early at MEDIA_PER_COMMIT media calls."""
         with self._lock:
             q = self._queue
             items = self._retry
@@ -267,12 +273,19 @@ class SpoolWriter:
             markers = []
             pop = q.popleft
             budget = -1 if limit is None else limit
+            media = 0
+            early = False
             try:
                 while budget != 0:
                     budget -= 1
                     item = pop()
                     if type(item) is tuple:
                         items.append(item)
+                        if item[0] == _MEDIA:
+                            media += 1
+                            if media >= MEDIA_PER_COMMIT:
+                                early = True
+                                break
                     else:
                         markers.append(item)
             except IndexError:
@@ -291,6 +304,7 @@ class SpoolWriter:
                     raise
             for m in markers:
                 m.set()
+            return early
 
     def _encode_media(self, items: list, deferred: list) -> list:
         """Each media call becomes its blobs (stored and fsynced now, before the event can
