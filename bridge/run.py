@@ -267,7 +267,8 @@ class Run:
             except Problem:
                 if not media_ok:
                     raise
-                from bridge.media import MediaError, as_media
+                from bridge.media import MediaError
+                from bridge.media.convert import as_media
 
                 if isinstance(value, str):
                     value, changed = clean_text(value)
@@ -303,7 +304,8 @@ class Run:
             step = self._bad_step("log_media", step)
             if step is None:
                 return
-        from bridge.media import MediaError, as_media
+        from bridge.media import MediaError
+        from bridge.media.convert import as_media
 
         try:
             check_key(key)

@@ -357,9 +357,8 @@ def _cell(value: Any) -> Any:
             return item()
         except Exception:
             pass
-    converted = as_media(value)
-    if converted is not None:
-        return converted
+    if _is_pil(value) or _is_figure(value):
+        return Image(value)
     return str(value)
 
 
@@ -436,25 +435,10 @@ class _Text(Media):
         return {"text": self.text}
 
 
-def as_media(value: Any) -> Media | None:
-    """``value`` as a media value ``run.log`` records, or None if it is not media: bridge's
-    media, a string (a text point), a list of media of one type, a PIL image or a matplotlib
-    figure (an Image), a W&B media object (converted by bridge's W&B package)."""
-    if isinstance(value, Media):
-        return value
-    if isinstance(value, str):
-        return _Text(value)
-    if isinstance(value, (list, tuple)) and value:
-        members = [as_media(v) for v in value]
-        if all(isinstance(m, _FileMedia) for m in members) and len(
-                {m.type for m in members}) == 1:  # type: ignore[union-attr]
-            return _Group(members)  # type: ignore[arg-type]
-        return None
-    if _is_pil(value) or _is_figure(value):
-        return Image(value)
-    module = type(value).__module__
-    if module.startswith("wandb"):
-        from bridge.adapters.wandb.media_in import from_wandb
+def __getattr__(name: str) -> Any:
+    """``as_media`` lives in :mod:`bridge.media.convert`, which may reach a vendor package."""
+    if name == "as_media":
+        from bridge.media.convert import as_media
 
-        return from_wandb(value)
-    return None
+        return as_media
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
