@@ -4,8 +4,10 @@ One vendor in one package so that what the adapter writes and what the importer 
 are defined once (:mod:`.names`). Modules: ``names`` (field names, namespaces, steps, where
 files live), ``adapter`` (delivery through the neptune 1.x client), ``paths`` (which bridge
 keys may share Neptune fields), ``history`` (what earlier offline sessions wrote),
-``datadir`` (a data directory per run), ``importer`` (exporter Parquet and offline logs)
-and ``offline`` (the 1.x offline op-log reader). Importing it does not import the SDK.
+``datadir`` (a data directory per run), ``media`` (media events delivered: FileSeries,
+StringSeries, files per step), ``importer`` (exporter Parquet and offline logs),
+``media_in`` (the media it reads back) and ``offline`` (the 1.x offline op-log reader).
+Importing it does not import the SDK.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Collection, Iterator
+from typing import Any, Callable, ClassVar, Collection, Iterator
 
 from bridge.adapters.neptune import names as N
 from bridge.adapters.neptune.media_in import (
@@ -88,6 +88,7 @@ class _Desc:
     places: int = 0
     created_ms: int = 0
     last_ts_ms: int = 0
+    long_text: Callable[[str, int | None], str | None] = lambda key, step: None
 
     @property
     def bridge_written(self) -> bool:
@@ -248,6 +249,7 @@ class NeptuneImporter:
                     desc.files, lambda ref, n: self._local(ref, desc, real_tmp, n, parquet),
                     self._warn)
                 used, histograms = media.used, media.histograms
+                desc.long_text = self._long_text(media.long_texts, desc, real_tmp, parquet)
                 yield from media.events
             if parquet:
                 yield from self._parquet_series(where, desc, mult, histograms, real_tmp)
@@ -282,6 +284,27 @@ class NeptuneImporter:
                 value = floats[i] if which == "float" else strings[i]
                 yield from _point_events(desc, paths[i], which, steps[i], value,
                                          ts[i] or 0, mult)
+
+    def _long_text(self, where: dict[tuple[str, int], tuple[Any, int]], desc: _Desc, tmp: Path,
+                   parquet: bool) -> Callable[[str, int | None], str | None]:
+        """The whole text of a text point Neptune's StringSeries holds only the start of."""
+
+        def whole(key: str, step: int | None) -> str | None:
+            if step is None or (key, step) not in where:
+                return None
+            ref, n = where[(key, step)]
+            try:
+                local = self._local(ref, desc, tmp, n, parquet)
+                if local is not None:
+                    return local.read_text(encoding="utf-8")
+                problem = "its file is missing"
+            except (ImportError_, OSError, ValueError) as exc:
+                problem = str(exc)
+            self._warn(f"text {key!r} at step {step}: {problem}; imported as the first "
+                       f"{N.MAX_SERIES_STRING} characters Neptune's series holds")
+            return None
+
+        return whole
 
     def _parquet_media(self, batch: Any, desc: _Desc, mult: int,
                        histograms: set[tuple[str, int]], tmp: Path) -> Iterator[ImportEvent]:
@@ -493,8 +516,8 @@ def _point_events(desc: _Desc, path: str, kind: str, step: float | None, value: 
                           value=float("nan") if value is None else float(value))
     elif desc.bridge_written and in_events is not None:
         yield ImportEvent("event", in_events, ts_ms, step=istep, payload=N.decode_event(value))
-    elif desc.bridge_written and isinstance(value, str):  # bridge's text series (names.py)
-        yield text_event(path, istep, ts_ms, value)
+    elif isinstance(value, str):  # a StringSeries is a text series (names.py, "media events")
+        yield text_event(path, istep, ts_ms, desc.long_text(path, istep) or value)
     else:
         yield ImportEvent("event", path, ts_ms, step=istep, payload=value)
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from bridge.adapters.neptune import names as N
 from bridge.adapters.neptune.paths import PathRefused, empty_segments
+from bridge.adapters.neptune.series import Series
 from bridge.spool.media import blob_items, extension_for
 
 if TYPE_CHECKING:
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["IMAGE_LIMIT", "deliver_media", "render_histogram"]
 
 IMAGE_LIMIT = 32 * 1024 * 1024  # the client logs a larger image as empty bytes
-_MAX_SERIES_STRING = 1000  # Neptune truncates longer StringSeries values
 _FILE_TYPES = ("table", "audio", "video", "html", "object3d", "curve", "tensor", "file")
 
 
@@ -70,15 +71,25 @@ def _text(adapter: "NeptuneAdapter", session: "_Session", ev: "Event", key: str,
     text = data.get("text")
     if not isinstance(text, str):
         return f"text {key!r}: the point holds no text"
-    if len(text) > _MAX_SERIES_STRING:
-        return (f"text {key!r} at step {ev.step} is {len(text)} characters; Neptune truncates "
-                f"string series values at {_MAX_SERIES_STRING}")
     owner = f"media {key!r}"
-    adapter._check(session, owner, [key])
-    reason = adapter._queue_point(session, key, ev, text, numeric=False)
-    if not reason:
-        session.paths.claim(owner, [key])
-    return reason
+    preview = N.text_preview(text)
+    long = preview != text
+    adapter._check(session, owner, [key, N.long_text_field(key, 0)] if long else [key])
+    reason = adapter._queue_point(session, key, ev, preview, numeric=False)
+    if reason:
+        return reason
+    session.paths.claim(owner, [key])
+    if long:  # kept whole beside the series (names.py, "media events")
+        step = ev.step
+        if step is None:
+            queued = session.queued.get(key) or []
+            if not queued or queued[-1][0] is not ev:
+                return None  # a replay of a point delivered earlier, with its file
+            step = queued[-1][1]
+        field = N.long_text_field(key, step)
+        _upload_text(adapter, session, field, text, "txt")
+        session.paths.claim(owner, [N.long_text_field(key, _first_step(session, key, step))])
+    return None
 
 
 # --------------------------------------------------------------------------- file series
@@ -86,9 +97,7 @@ def _text(adapter: "NeptuneAdapter", session: "_Session", ev: "Event", key: str,
 
 def _classify(session: "_Session", name: str, step: int | None, value: str,
               ts_ms: int) -> tuple[str, Any]:
-    from bridge.adapters.neptune.adapter import _Series
-
-    return session.series.setdefault(name, _Series()).classify(name, step, value, ts_ms)
+    return session.series.setdefault(name, Series()).classify(name, step, value, ts_ms)
 
 
 def _append_image(adapter: "NeptuneAdapter", session: "_Session", field: str, content: bytes,
@@ -189,6 +198,13 @@ def _histogram(adapter: "NeptuneAdapter", session: "_Session", ev: "Event", key:
     if not counts or len(edges) != len(counts) + 1:
         return (f"histogram {key!r} at step {ev.step}: {len(edges)} edges for {len(counts)} "
                 "counts (edges must be one more than counts)")
+    try:
+        finite = all(math.isfinite(float(v)) for v in edges + counts)
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        return (f"histogram {key!r} at step {ev.step}: edges and counts must be finite numbers "
+                "(Neptune gets a rendered PNG and JSON of them)")
     png = render_histogram(edges, counts)
     owner = f"media {key!r}"
     probe = N.histogram_field(key, 0)
@@ -202,7 +218,7 @@ def _histogram(adapter: "NeptuneAdapter", session: "_Session", ev: "Event", key:
         item = {"name": f"{key.rsplit('/', 1)[-1]}.png", "mime": "image/png"}
         desc = N.encode_image_description("histogram", key, 0, 1, item)
         _append_image(adapter, session, key, png, step, ev.ts_ms, None, desc)
-    _upload_json(adapter, session, data_field, _descriptor(ev, step, payload, {}))
+    _upload_text(adapter, session, data_field, _descriptor(ev, step, payload, {}), "json")
     session.paths.claim(owner, [key, N.histogram_field(key, _first_step(session, key, step))])
     return None
 
@@ -218,11 +234,12 @@ def _descriptor(ev: "Event", step: int, payload: Mapping[str, Any],
                       sort_keys=True)
 
 
-def _upload_json(adapter: "NeptuneAdapter", session: "_Session", field: str, text: str) -> None:
+def _upload_text(adapter: "NeptuneAdapter", session: "_Session", field: str, text: str,
+                 ext: str) -> None:
     fp = ("content", hashlib.sha256(text.encode("utf-8")).hexdigest())
     if session.fields.get(field) == fp:
         return
-    session.handle[field].upload(adapter._File.from_content(text, extension="json"))
+    session.handle[field].upload(adapter._File.from_content(text, extension=ext))
     session.fields[field] = fp
 
 
@@ -272,7 +289,7 @@ def _files_per_step(adapter: "NeptuneAdapter", session: "_Session", run: "RunInf
         session.fields[field] = fp
     descriptor = N.media_step_field(key, step, N.MEDIA_DESCRIPTOR)
     rel = {sha: names[sha] for sha in files}
-    _upload_json(adapter, session, descriptor, _descriptor(ev, step, payload, rel))
+    _upload_text(adapter, session, descriptor, _descriptor(ev, step, payload, rel), "json")
     session.series[key].seen[step] = fingerprint
     first = _first_step(session, key, step)
     session.paths.claim(owner, [N.media_step_field(key, first, N.MEDIA_DESCRIPTOR)])

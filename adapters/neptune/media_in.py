@@ -10,6 +10,8 @@ Sources, and what each becomes:
 * 1.x offline ``LogImages`` operations (``FileSeries`` values, bytes inline) -> ``image``
   events; Neptune's ``name`` becomes the caption (else its ``description``), both kept in
   the source descriptor;
+* ``StringSeries`` values (``LogStrings``, Parquet ``string_series``) -> ``text`` points
+  (bridge's own ``events/<key>`` series excepted: those are events);
 * what bridge's own adapter wrote (names.py, "media events"): items of one event spread
   over ``<key>``, ``<key>_1``… are joined again, histograms come back from their JSON
   (not from the rendered PNG), files per step from their descriptor, text series as text.
@@ -77,9 +79,13 @@ def histogram_event(path: str, step: int | None, ts_ms: int, value: Any,
         warn(f"histogram {path!r} at step {step}: {len(edges or [])} edges for "
              f"{len(counts or [])} values; not imported")
         return None
-    return media_event(path, step, ts_ms, "histogram",
-                       data={"edges": [float(e) for e in edges],
-                             "counts": [float(c) for c in counts]},
+    try:
+        data = {"edges": [float(e) for e in edges], "counts": [float(c) for c in counts]}
+    except (TypeError, ValueError):
+        warn(f"histogram {path!r} at step {step}: edges or values that are not numbers; "
+             "not imported")
+        return None
+    return media_event(path, step, ts_ms, "histogram", data=data,
                        source=_source(type=value.get("type")))
 
 
@@ -143,8 +149,11 @@ def image_point_events(points: Iterable[ImagePoint], mult: int, bridge_written: 
                               source=_source(name=p.name, description=p.description))
             continue
         key = str(facts.get("key") or p.path)
-        if facts.get("type") == "histogram" and step is not None and (key, step) in histograms:
-            continue  # the JSON beside it holds the histogram itself
+        if facts.get("type") == "histogram":
+            if step is not None and (key, step) in histograms:
+                continue  # the JSON beside it holds the histogram itself
+            warn(f"histogram {key!r} at step {step}: its edges and counts are missing; "
+                 "imported as the image bridge rendered of it")
         extra = {k: v for k, v in facts.items()
                  if k not in ("type", "key", "item", "items", "name", "mime")}
         item = MediaFile(p.data, str(facts.get("mime") or mime),
@@ -177,23 +186,31 @@ class BridgeMedia:
     events: list[ImportEvent]
     used: set[int]  # indices of the file fields these events hold
     histograms: set[tuple[str, int]]
+    long_texts: dict[tuple[str, int], tuple[Any, int]]  # (key, step) -> (reference, index)
 
 
 def bridge_media_files(files: list[tuple[str, str, Any, float | None]], resolve: Resolve,
                        warn: Warn) -> BridgeMedia:
     """Media events from the descriptors bridge's adapter writes beside a media event's
-    files (``<key>/step_<N>/media.json``, ``histograms/<key>/step_<N>/histogram.json``);
-    every other file field is left to the caller (see ``used``)."""
+    files (``<key>/step_<N>/media.json``, ``histograms/<key>/step_<N>/histogram.json``),
+    and where long text points are kept whole (``texts/<key>/step_<N>/text.txt``); every
+    other file field is left to the caller (see ``used``)."""
     dirs: dict[str, dict[str, tuple[int, Any]]] = {}
     for n, (path, _, ref, _) in enumerate(files):
         head, _, name = path.rpartition("/")
         dirs.setdefault(head, {})[name] = (n, ref)
-    out = BridgeMedia([], set(), set())
+    out = BridgeMedia([], set(), set(), {})
     for path, _, ref, _ in files:
         parsed = N.parse_media_step_field(path)
         if parsed is None:
             continue
         key, step, name = parsed
+        text_key = N.relative(N.LONG_TEXT_DATA, key)
+        if name == N.LONG_TEXT_FILE and text_key:
+            n = dirs[path.rpartition("/")[0]][name][0]
+            out.long_texts[(text_key, step)] = (ref, n)
+            out.used.add(n)
+            continue
         hist_key = N.relative(N.HISTOGRAM_DATA, key)
         if not (name == N.MEDIA_DESCRIPTOR or (name == N.HISTOGRAM_FILE and hist_key)):
             continue
@@ -221,9 +238,13 @@ def _descriptor_event(members: Mapping[str, tuple[int, Any]], name: str,
     local = resolve(ref, n)
     if local is None:
         raise ImportError_("the file is missing")
-    mark = json.loads(local.read_text(encoding="utf-8")).get(N.MEDIA_MARK)
+    try:
+        doc = json.loads(local.read_text(encoding="utf-8"))
+    except ValueError:
+        return None  # not bridge's descriptor: a file that happens to have the name
+    mark = doc.get(N.MEDIA_MARK) if isinstance(doc, dict) else None
     if not isinstance(mark, dict):
-        return None  # a user's file that happens to have the name
+        return None
     payload = dict(mark["payload"])
     files: dict[str, str] = mark.get("files") or {}
     cache: dict[str, MediaFile] = {}

@@ -17,8 +17,9 @@ from typing import Any, Mapping
 
 __all__ = [
     "ARTIFACTS", "BRIDGE", "DATA_DIR_ENV", "DATA_DIR_NAME", "END_TIME", "ENVIRONMENT",
-    "EVENTS", "EXPORTER_FILES_DIR", "HISTOGRAM_DATA", "HISTOGRAM_FILE", "MEDIA_DESCRIPTOR",
-    "MEDIA_MARK", "decode_image_description", "encode_image_description", "histogram_field",
+    "EVENTS", "EXPORTER_FILES_DIR", "HISTOGRAM_DATA", "HISTOGRAM_FILE", "LONG_TEXT_DATA",
+    "LONG_TEXT_FILE", "MAX_SERIES_STRING", "MEDIA_DESCRIPTOR", "MEDIA_MARK", "long_text_field",
+    "text_preview", "decode_image_description", "encode_image_description", "histogram_field",
     "image_field", "media_step_field", "parse_media_step_field", "FAILED_STATUSES", "FILES", "GROUP", "HEAD_FIELDS",
     "MANIFESTS", "MANIFEST_KEYS", "MAX_STEP_PLACES", "OFFLINE_DIR", "OP_LOG_GLOB",
     "PARAMETERS", "PROJECT", "RESERVED", "RUN_DIR_GLOB", "RUN_ID", "SOURCE_CODE",
@@ -62,13 +63,18 @@ ENVIRONMENT = "environment"  # the system facts of a run
 # * histogram: FileSeries ``<key>`` of a PNG rendered with Pillow (Neptune 1.x has no
 #   histogram type), plus ``HISTOGRAM_DATA/<key>/step_<N>/HISTOGRAM_FILE``, the event as
 #   JSON (edges, counts, step, timestamp), which the importer reads back.
-# * text: StringSeries ``<key>`` (step, timestamp); every string series of a bridge run
-#   outside ``EVENTS`` is a text series.
+# * text: StringSeries ``<key>`` (step, timestamp). The importer reads every StringSeries
+#   as a text series (Neptune's own, e.g. captured stdout, too), except bridge's ``EVENTS``. Neptune truncates a StringSeries value at
+#   MAX_SERIES_STRING characters: a longer text is logged as :func:`text_preview` and kept
+#   whole in ``LONG_TEXT_DATA/<key>/step_<N>/LONG_TEXT_FILE``, which the importer prefers.
 # * table, audio, video, html, object3d, curve, tensor, file: files per step,
 #   ``<key>/step_<N>/<item name>`` for each blob (a table's media cells included) and
 #   ``<key>/step_<N>/MEDIA_DESCRIPTOR``, the event as JSON (payload, step, timestamp).
 
 HISTOGRAM_DATA = "histograms"
+LONG_TEXT_DATA = "texts"
+LONG_TEXT_FILE = "text.txt"
+MAX_SERIES_STRING = 1000  # Neptune truncates longer StringSeries values
 HISTOGRAM_FILE = "histogram.json"
 MEDIA_DESCRIPTOR = "media.json"
 MEDIA_MARK = "bridge_media"  # the key of a descriptor's or description's JSON object
@@ -87,6 +93,16 @@ def media_step_field(key: str, step: int, name: str) -> str:
 def histogram_field(key: str, step: int) -> str:
     """The field of a histogram event's JSON (edges and counts) at ``step``."""
     return media_step_field(f"{HISTOGRAM_DATA}/{key}", step, HISTOGRAM_FILE)
+
+
+def long_text_field(key: str, step: int) -> str:
+    """The field holding a text point too long for Neptune's StringSeries, whole."""
+    return media_step_field(f"{LONG_TEXT_DATA}/{key}", step, LONG_TEXT_FILE)
+
+
+def text_preview(text: str) -> str:
+    """The StringSeries value of a text point: the text, or its start when too long."""
+    return text if len(text) <= MAX_SERIES_STRING else text[:MAX_SERIES_STRING - 1] + "…"
 
 
 def parse_media_step_field(path: str) -> tuple[str, int, str] | None:

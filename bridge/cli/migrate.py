@@ -122,7 +122,7 @@ def _parse_opts(to: list[str], opts: list[str]) -> list[dict]:
 def _report_table(reports: list) -> Table:
     table = Table(title="fidelity", box=box.SIMPLE_HEAD)
     for col in ("run", "backend", "points", "steps", "timestamps", "params", "tags", "summary",
-                "artifacts", "start", "note"):
+                "artifacts", "media", "media files", "start", "note"):
         table.add_column(col, overflow="fold")
 
     def cell(rep: Any, name: str) -> str:
@@ -132,7 +132,8 @@ def _report_table(reports: list) -> Table:
     for rep in reports:
         table.add_row(rep.run_id[:12], rep.backend, cell(rep, "points"), cell(rep, "steps"),
                       cell(rep, "timestamps"), cell(rep, "params"), cell(rep, "tags"),
-                      cell(rep, "summary"), cell(rep, "artifact_files"), cell(rep, "start_time"),
+                      cell(rep, "summary"), cell(rep, "artifact_files"), cell(rep, "media"),
+                      cell(rep, "media_files"), cell(rep, "start_time"),
                       "; ".join(rep.notes) or ("" if rep.found else "not found"))
     return table
 

@@ -208,10 +208,11 @@ def test_media_the_adapter_refuses_has_a_reason(tmp_path: Path, make_adapter: An
         sp.media("svg", 0, "image", [sp.item(b"<svg/>", "image/svg+xml", "x.svg")]),
         sp.media("gone", 0, "image", [{"sha256": "ab" * 32, "size": 1, "mime": "image/png", "name": "x.png"}]),
         sp.media("h", 0, "histogram", data={"edges": [0, 1], "counts": [1, 2]}),
-        sp.media("t", 0, "text", data={"text": "x" * 1001}),
+        sp.media("t", 0, "text", data={"text": "x" * 1001}),  # kept: see the long-text test
         sp.media("sys/img", 0, "image", [sp.item(red, "image/png", "r.png")]),
         sp.media("loss", 0, "image", [sp.item(red, "image/png", "r.png")]),  # the metric's field
         sp.media("img", None, "image", [sp.item(green, "image/png", "g.png")]),  # no step: next one
+        sp.media("h2", 0, "histogram", data={"edges": [0, float("nan"), 2], "counts": [1, 2]}),
     ]
     metric = Event("f1", 999, RUN_ID, "metric", "loss", 0, T0, 1.0, None, "n0")
     adapter = make_adapter()
@@ -220,15 +221,15 @@ def test_media_the_adapter_refuses_has_a_reason(tmp_path: Path, make_adapter: An
     result = adapter.export(run, [metric] + events)
     assert result.outcome is Outcome.SUCCESS
     rejected = dict(result.rejected)
-    assert set(rejected) == {events[i].uid for i in (1, 2, 4, 5, 6, 7, 8, 9)}
+    assert set(rejected) == {events[i].uid for i in (1, 2, 4, 5, 6, 8, 9, 11)}
     assert "strictly increasing" in rejected[events[1].uid]
     assert "one value per step" in rejected[events[2].uid]
     assert "Pillow" in rejected[events[4].uid]
     assert "missing" in rejected[events[5].uid]
     assert "edges" in rejected[events[6].uid]
-    assert "1000" in rejected[events[7].uid]
     assert "reserved" in rejected[events[8].uid]
     assert "'loss'" in rejected[events[9].uid]
+    assert "finite" in rejected[events[11].uid]
     adapter.shutdown()
     images = image_ops(only_dir(tmp_path).path)
     assert [(s, b) for s, _, b, _, _ in images["img"]] == [(3, red), (4, green)]
@@ -281,3 +282,77 @@ def test_histogram_png_is_deterministic() -> None:
     assert a != render_histogram([0.0, 1.0, 3.0], [5, 2])
     with Image.open(io.BytesIO(render_histogram([1.0, 1.0], [0]))) as img:  # degenerate: still a PNG
         assert img.format == "PNG"
+
+
+def test_bridge_log_to_neptune_offline_verifies_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bridge.init -> run.log(media) -> sync -> Neptune's op log, and ``bridge verify``
+    reading it back finds every media event, file and inline value at its step."""
+    np = pytest.importorskip("numpy")
+    import bridge
+    from bridge.agent.sync import Syncer
+    from bridge.verify import verify_run
+
+    for var in ("NEPTUNE_API_TOKEN", "NEPTUNE_PROJECT", "NEPTUNE_DATA_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+    spool, out = tmp_path / "spool", tmp_path / "out"
+    run = bridge.init(project="media", dir=spool, sync="offline",
+                      backends=[{"name": "neptune", "mode": "offline", "data_dir": str(out)}])
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in range(3)]
+    for step in range(3):
+        run.log({"samples": bridge.Image(frames[step], caption=f"step {step}"),
+                 "pair": [bridge.Image(frames[step]), bridge.Image(frames[(step + 1) % 3])],
+                 "weights": bridge.Histogram(rng.normal(size=100), bins=8),
+                 "note": f"epoch {step}"}, step=step)
+    table = bridge.Table(columns=["id", "img"], data=[[1, bridge.Image(frames[0])],
+                                                      [2, bridge.Image(frames[1])]])
+    run.log({"preds": table, "sound": bridge.Audio(np.zeros(800, dtype=np.float32), sample_rate=8000),
+             "page": bridge.Html("<b>hi</b>")}, step=3)
+    run.finish()
+    summary = Syncer(spool).run_once()
+    (result,) = summary.results
+    assert result.error is None and result.pending == 0 and result.dead == 0, result
+
+    rep = verify_run(spool, run.id, "neptune")
+    assert rep.found
+    for name in ("media", "media_files", "media_data"):
+        count = rep.fields[name]
+        assert count.expected > 0 and count.lost == 0, (name, rep.per_key)
+    assert rep.per_key["media:pair"]["files_kept"] == 6
+    (got,) = readback.runs_for(out / ".neptune", run.id)
+    images = image_ops(got.path)
+    assert [s for s, *_ in images["samples"]] == [0, 1, 2]
+    assert [s for s, *_ in images["pair_1"]] == [0, 1, 2]
+    assert [s for s, *_ in images["weights"]] == [0, 1, 2]
+    assert [(p.step, p.value) for p in got.series["note"]] == [(0, "epoch 0"), (1, "epoch 1"), (2, "epoch 2")]
+    assert N.media_step_field("sound", 3, N.MEDIA_DESCRIPTOR) in got.files
+
+
+def test_long_text_points_are_kept_whole_beside_the_series(tmp_path: Path, make_adapter: Any) -> None:
+    """Neptune truncates a StringSeries value at 1000 characters: the series gets the start,
+    ``texts/<key>/step_<N>/text.txt`` the whole text, and the importer puts them together."""
+    from bridge.adapters.neptune.importer import NeptuneImporter
+
+    sp = Spool(tmp_path)
+    long = "".join(f"line {i}\n" for i in range(400))
+    events = [sp.media("log", 0, "text", data={"text": "short"}),
+              sp.media("log", 1, "text", data={"text": long}),
+              sp.media("log", None, "text", data={"text": long + "more"})]
+    adapter = make_adapter()
+    run = make_run(tmp_path)
+    adapter.open_run(run)
+    assert not adapter.export(run, events).rejected
+    adapter.close_run(run, "FINISHED", T0 + 100)
+    got = only_dir(tmp_path)
+    values = [(p.step, p.value) for p in got.series["log"]]
+    assert values == [(0, "short"), (1, N.text_preview(long)), (2, N.text_preview(long + "more"))]
+    assert all(len(v) <= N.MAX_SERIES_STRING for _, v in values)
+    assert got.files[N.long_text_field("log", 1)] == long.encode()
+    assert got.files[N.long_text_field("log", 2)] == (long + "more").encode()
+    imp = NeptuneImporter(tmp_path / "nd")
+    (src,) = list(imp.runs())
+    imported = list(imp.events(src))
+    texts = [(e.step, e.payload["data"]["text"]) for e in imported if e.kind == "media"]
+    assert texts == [(0, "short"), (1, long), (2, long + "more")]
+    assert not [e for e in imported if e.kind in ("artifact", "event")]
+    assert imp.warnings == []

@@ -105,7 +105,8 @@ def export(tmp_path: Path) -> Path:
              fs("3", T0 + 30, f"{run}/preds/gone.png"),  # the exporter's file is missing
              fs("4", T0 + 40, "../../outside.png"),  # leaves the files root
              hs("1", T0 + 11, [0.0, 1.0, 2.0, 4.0], [1.0, 0.0, 9.0]),
-             hs("2", T0 + 21, [0.0, 1.0], [1.0, 2.0])]  # edges and values do not fit
+             hs("2", T0 + 21, [0.0, 1.0], [1.0, 2.0]),  # edges and values do not fit
+             hs("3", T0 + 31, [0.0, 1.0], [None])]  # a value that is not a number
     pq.write_table(_table(project, run, part0), data / f"{run}_part_0.parquet")
     pq.write_table(_table(project, run, part1), data / f"{run}_part_1.parquet")
     (tmp_path / "exports" / "outside.png").write_bytes(png("black"))
@@ -133,7 +134,8 @@ def test_parquet_file_and_histogram_series(export: Path) -> None:
     assert h0.payload["source"] == {"vendor": "neptune", "descriptor": {"type": "COUNTING"}}
     assert not [e for e in events if e.kind == "artifact"]
     # nothing dropped without a counted reason
-    assert len(imp.warnings) == 3, imp.warnings
+    assert len(imp.warnings) == 4, imp.warnings
+    assert any("grads/w" in w and "step 3" in w and "not numbers" in w for w in imp.warnings)
     assert any("gone.png" in w and "missing" in w for w in imp.warnings)
     assert any("step 4" in w and "refused" in w for w in imp.warnings)
     assert any("grads/w" in w and "step 2" in w for w in imp.warnings)
@@ -194,9 +196,10 @@ def test_offline_file_series_written_by_neptune(tmp_path: Path, monkeypatch: pyt
     (plain,) = [e for e in events if e.key == "val/plain"]
     assert plain.ts_ms == T0 + 7 and _content(plain, "item0") == png("white", (2, 2))
     assert "caption" not in plain.payload["items"][0]
-    # a native string series stays a series of events, as before
-    lines = [(e.step, e.payload) for e in events if e.kind == "event" and e.key == "logs/lines"]
-    assert lines == [(0, "first"), (1, "second")]
+    # a native string series is a text series
+    lines = [(e.step, e.ts_ms, e.payload) for e in events if e.key == "logs/lines"]
+    assert lines == [(0, T0, {"type": "text", "items": [], "data": {"text": "first"}}),
+                     (1, T0 + 1, {"type": "text", "items": [], "data": {"text": "second"}})]
     assert imp.warnings == []
 
 
@@ -215,7 +218,7 @@ def test_unreadable_file_series_values_are_counted(tmp_path: Path, monkeypatch: 
     assert not [e for e in events if e.key == "val/broken"]
     assert len(imp.warnings) == 3 and all("val/broken" in w for w in imp.warnings)
     assert any("base64" in w for w in imp.warnings) and any("empty" in w for w in imp.warnings)
-    assert len(_media(events)) == 4  # the readable values are all there
+    assert len([e for e in events if e.kind == "media" and e.payload["type"] == "image"]) == 4
 
 
 # -- bridge -> neptune (offline) -> import -> spool -> neptune again -------------------
@@ -317,3 +320,64 @@ def test_bridge_media_round_trips_through_neptune(tmp_path: Path, monkeypatch: p
         return images, strings, uploads
 
     assert content(tmp_path / "nep2") == content(tmp_path / "nep1")
+
+
+def test_bridge_histogram_without_its_data_is_imported_as_its_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync killed between the PNG and the JSON of a histogram: the PNG is imported as an
+    image, with a counted warning."""
+    pytest.importorskip("neptune")
+    from bridge.adapters.base import Event, RunInfo
+    from bridge.adapters.neptune import NeptuneAdapter
+    from bridge.adapters.neptune import names as N
+
+    for var in ("NEPTUNE_API_TOKEN", "NEPTUNE_PROJECT", "NEPTUNE_DATA_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+    adapter = NeptuneAdapter(mode="offline", data_dir=str(tmp_path / "nep"), spool_dir=str(tmp_path))
+    info = RunInfo(run_id=RID, project="p", name="h", blob_root=tmp_path / "blobs", start_ms=T0)
+    adapter.open_run(info)
+    hist = {"type": "histogram", "items": [], "data": {"edges": [0.0, 1.0, 2.0], "counts": [2.0, 1.0]}}
+    events = [Event("f0", n + 1, RID, "media", "h", n, T0 + n, None, hist, "n0") for n in range(2)]
+    assert not adapter.export(info, events).rejected
+    adapter.close_run(info, "FINISHED", T0 + 9)
+    (log,) = list((tmp_path / "nep" / ".neptune" / "offline").glob("run__*/data-*.log"))
+    lost = json.dumps(N.histogram_field("h", 1).split("/"))
+    lines = [ln for ln in log.read_text(encoding="utf-8").splitlines()
+             if lost not in json.dumps(json.loads(ln)["obj"].get("path"))]
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    imp = NeptuneImporter(tmp_path / "nep")
+    _, imported = _events(imp)
+    media = _media(imported)
+    assert media["h", 0].payload["type"] == "histogram"
+    assert media["h", 1].payload["type"] == "image"
+    assert Image.open(io.BytesIO(_content(media["h", 1], "item0"))).format == "PNG"
+    assert len(imp.warnings) == 1 and "'h' at step 1" in imp.warnings[0]
+
+
+def test_a_file_named_like_a_descriptor_stays_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("neptune")
+    from bridge.adapters.base import Event, RunInfo
+    from bridge.adapters.neptune import NeptuneAdapter
+
+    for var in ("NEPTUNE_API_TOKEN", "NEPTUNE_PROJECT", "NEPTUNE_DATA_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+    blobs = tmp_path / "blobs"
+    members = {}
+    for rel, data in (("step_1/media.json", b"[1, 2]"), ("step_2/media.json", b"\xff\xfe")):
+        sha = hashlib.sha256(data).hexdigest()
+        (blobs / sha[:2]).mkdir(parents=True, exist_ok=True)
+        (blobs / sha[:2] / sha).write_bytes(data)
+        members[rel] = {"path": rel, "sha256": sha, "size": len(data)}
+    art = Event("f0", 1, RID, "artifact", "ckpt", None, T0, None, {
+        "name": "ckpt", "type": "model", "is_dir": True, "source": "x", "files": list(members.values())}, "n0")
+    adapter = NeptuneAdapter(mode="offline", data_dir=str(tmp_path / "nep"), spool_dir=str(tmp_path))
+    info = RunInfo(run_id=RID, project="p", name="a", blob_root=blobs, start_ms=T0)
+    adapter.open_run(info)
+    assert not adapter.export(info, [art]).rejected
+    adapter.close_run(info, "FINISHED", T0 + 9)
+    imp = NeptuneImporter(tmp_path / "nep")
+    _, events = _events(imp)
+    (got,) = [e for e in events if e.kind == "artifact"]
+    assert sorted((rel, p.read_bytes()) for rel, p in got.files) == [
+        ("step_1/media.json", b"[1, 2]"), ("step_2/media.json", b"\xff\xfe")]
+    assert not _media(events) and imp.warnings == []
