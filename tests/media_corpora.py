@@ -152,9 +152,9 @@ _COMET = _PRELUDE + textwrap.dedent("""
     exp = comet_ml.start(project_name="media", online=False, experiment_config=cfg)
     exp.set_name("comet-media")
     for s in STEPS:
-        exp.log_image(image(s), name="samples", step=s)
+        exp.log_image(image(s), name="samples", step=s, image_minmax=(0, 255))
         exp.log_histogram_3d(hist_values(s), name="weights", step=s)
-        exp.log_text(f"epoch {s}", step=s, metadata={"key": "status"})
+        exp.log_text(f"epoch {s}", step=s)  # a text sample has no name: key "text"
     exp.end()
     print(json.dumps({"source_id": exp.get_key()}))
 """)
@@ -168,7 +168,7 @@ def build_comet(work: Path) -> MediaCorpus:
         env.pop(var, None)
     _run(_COMET, [str(Path(__file__).parent), str(work / "archives")], env, work)
     return MediaCorpus("comet", str(work / "archives"), {}, {
-        "samples": _images_expected(), "weights": _series("histogram")})
+        "samples": _images_expected(), "weights": _series("histogram"), "text": _series("text")})
 
 
 # -- Neptune 1.x offline: an image FileSeries and a string series ------------------------

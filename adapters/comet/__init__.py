@@ -4,6 +4,7 @@
   asset metadata keys, archive members, the quiet settings), defined once;
 - ``adapter``: delivers spooled runs to Comet, offline archives or online (:class:`CometAdapter`);
 - ``importer``: reads Comet experiments back (``bridge import``, ``bridge verify``);
+- ``media``, ``media_in``: media events as Comet's own media calls, and back;
 - ``offline``: reads Comet offline archives without comet_ml;
 - ``sdk``: imports comet_ml without leaving a setting behind in the host process.
 

@@ -20,6 +20,9 @@ reached the server.
 Metric points go through Comet's own ``MetricMessage`` with the spool timestamp, the only
 way to keep per-point time (the public ``log_metric`` stamps the time of the call).
 
+Media events (images, histograms, tables, audio, video, html, curves, text points) become
+Comet's own media calls with their steps: :mod:`bridge.adapters.comet.media`.
+
 Every name bridge writes into Comet comes from :mod:`bridge.adapters.comet.names`, which the
 importer reads with; comet_ml is imported through :mod:`bridge.adapters.comet.sdk`, which
 leaves no process setting behind.
@@ -54,11 +57,11 @@ from bridge.adapters.base import (
     BaseAdapter,
     Event,
     ExportResult,
+    Kind,
     Limits,
     RunInfo,
     keep_private,
 )
-from bridge.adapters.base import Kind
 from bridge.adapters.comet import names as N
 from bridge.adapters.comet.media import MediaRefused, MediaSender, media_refusal
 from bridge.adapters.comet.sdk import load_comet_ml

@@ -7,6 +7,9 @@ time. Archives bridge's Comet adapter wrote are recognised by the names both sid
 :mod:`bridge.adapters.comet.names` (the ledger's run id as the source id, bridge's others for
 group, notes and status, bridge's asset metadata for artifacts and events), so
 ``bridge verify`` reads them back.
+Comet's media (``log_image``/``log_figure`` uploads, 3-D histograms, audio, video, curves,
+confusion matrices, tables, html, text samples) become media events with their steps
+(:mod:`bridge.adapters.comet.media_in`); what cannot be read is a warning with its reason.
 The REST path turns the API's answers into the archive message shapes and maps them with
 the same code, so both paths make the same decisions (REST param values are strings, and
 system details are not read).
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 from bridge.adapters.comet import names as N
+from bridge.adapters.comet.media_in import MediaReader
 from bridge.adapters.comet.offline import (
     ArchiveHead,
     copy_member,
@@ -134,12 +138,18 @@ class CometImporter:
             # artifact_event takes nothing reached through a symlink.
             tmp = os.path.realpath(tmp_dir)
             n = 0
+            media = MediaReader(self._warn)  # see adapters/comet/media_in.py
+            last_ts = t0  # html messages carry no time: the message before them gives it
             for head in heads:
                 tags.update(dict.fromkeys(head.meta.get("tags") or []))
                 with zipfile.ZipFile(head.path) as zf:
                     for msg in iter_messages(zf):
                         kind, p = msg.get("type"), msg["payload"]
-                        if kind == N.MSG_METRIC:
+                        if isinstance(p.get("local_timestamp"), (int, float)):
+                            last_ts = int(p["local_timestamp"])
+                        if kind in (N.MSG_HTML, N.MSG_HTML_OVERRIDE):
+                            yield from media.html(p, last_ts, kind == N.MSG_HTML_OVERRIDE)
+                        elif kind == N.MSG_METRIC:
                             m = p.get("metric") or {}
                             if m.get("metricName") in N.AUTO_METRICS:
                                 continue
@@ -162,7 +172,9 @@ class CometImporter:
                                 self._warn(f"{head.path.name}: upload {p.get('file_path')!r} "
                                            "is missing from the archive")
                                 continue
-                            yield from self._upload(p, local, t0, bridge_written, summary, grouped)
+                            yield from self._upload(p, local, t0, bridge_written, summary,
+                                                    grouped, media)
+            yield from media.finish()
             for key, value in params.items():
                 yield ImportEvent("param", key, t0, payload=value)
             for key, value in summary.items():
@@ -179,25 +191,25 @@ class CometImporter:
 
     def _upload(self, p: dict[str, Any], local: Path, t0: int, bridge_written: bool,
                 summary: dict[str, Any], grouped: dict[str, tuple[str, list[tuple[str, Path]]]],
-                ) -> Iterator[ImportEvent]:
+                media: MediaReader) -> Iterator[ImportEvent]:
         extra = p.get("additional_params") or {}
         meta = p.get("metadata") or {}
         name = str(extra.get("fileName") or "")
         step = extra.get("step")
         ts = int(p.get("local_timestamp") or t0)
         upload_type = p.get("upload_type")
-        if upload_type == N.UPLOAD_TEXT:
+        as_media = media.upload(p, local, ts, bridge_written)
+        if as_media is not None:  # images, histograms, text samples... (media_in.py)
+            yield from as_media
+            return
+        if upload_type == N.UPLOAD_TEXT:  # a bridge event (media.upload left it)
             text = local.read_text(encoding="utf-8", errors="replace")
-            if bridge_written and N.META_EVENT in meta:
-                try:
-                    payload = json.loads(text)
-                except ValueError:
-                    payload = text
-                yield ImportEvent("event", meta[N.META_EVENT], int(meta.get(N.META_EVENT_TS) or ts),
-                                  step=step, payload=payload)
-            else:
-                yield ImportEvent("event", "text", ts, step=step,
-                                  payload={"text": text, "metadata": meta})
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                payload = text
+            yield ImportEvent("event", meta[N.META_EVENT], int(meta.get(N.META_EVENT_TS) or ts),
+                              step=step, payload=payload)
             return
         if bridge_written and meta.get(N.META_KIND) == N.KIND_OTHER:
             if meta.get(N.META_OTHER_KEY) not in N.BRIDGE_OTHERS:  # long notes: not a summary
@@ -224,6 +236,10 @@ class CometImporter:
                         pass
                 yield ImportEvent("text", name, ts, step=step, payload=text)
                 return
+        if not name:
+            self._warn(f"{upload_type or 'file'} upload without a file name (step {step}); "
+                       "bridge does not know this kind of upload, skipped")
+            return
         atype = "model" if upload_type == N.UPLOAD_MODEL else "file"
         art_name = str(extra.get("groupingName") or name) if atype == "model" else name
         try:
@@ -288,13 +304,15 @@ class CometImporter:
         grouped: dict[str, tuple[str, list[tuple[str, Path]]]] = {}
         with tempfile.TemporaryDirectory(prefix="bridge-comet-") as tmp_dir:
             tmp = os.path.realpath(tmp_dir)  # see events(): artifact files by real path
+            media = MediaReader(self._warn)
             for n, asset in enumerate(exp.get_asset_list() or [], start=1):
                 local = Path(tmp) / f"asset-{n}"
                 if not _download(exp, asset, local):
                     self._warn(f"asset {asset.get('fileName')!r} could not be downloaded")
                     continue
                 yield from self._upload(_upload_message(asset), local, t0, h.bridge_written,
-                                        summary, grouped)
+                                        summary, grouped, media)
+            yield from media.finish()
             for key, value in params.items():
                 yield ImportEvent("param", key, t0, payload=value)
             for key, value in summary.items():

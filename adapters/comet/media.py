@@ -105,13 +105,14 @@ def _as_file(message: Any, tmpdir: str | None) -> Any:
 
 
 @contextmanager
-def _upload(exp: Any, step: int | None, ts_ms: int, metadata: Mapping[str, Any] | None = None,
-            extension: str | None = None) -> Iterator[None]:
-    """Give the uploads logged inside the block ``step``, the original time, ``metadata``
-    (for calls that take none, such as ``log_table``) and an image ``extension``.
+def _upload(exp: Any, step: int | None, ts_ms: int, extension: str | None = None) -> Iterator[None]:
+    """Give the uploads logged inside the block ``step``, the original time and, when
+    comet_ml sets none, the file ``extension`` (an image from a blob path has none).
 
-    Passing ``step=`` to comet_ml would make it the experiment's current step for every
-    later upload and log a step parameter; its messages take their time when queued."""
+    The step rides in ``curr_step``: the adapter's ``_hush`` turns comet_ml's own step
+    setting off (it would make the step current for every later upload and log a step
+    parameter), so the ``step=`` the calls also pass changes nothing. comet_ml stamps a
+    message with the time it is queued: the original time is set on the queued message."""
     enqueue = getattr(exp, "_enqueue_message", None)
     own = "_enqueue_message" in vars(exp)
 
@@ -119,8 +120,6 @@ def _upload(exp: Any, step: int | None, ts_ms: int, metadata: Mapping[str, Any] 
         if getattr(message, "type", None) == N.MSG_UPLOAD:
             message = _as_file(message, getattr(exp, "tmpdir", None))
             message.local_timestamp = ts_ms
-            if metadata:
-                message.metadata = {**(getattr(message, "metadata", None) or {}), **metadata}
             params = getattr(message, "additional_params", None)
             if extension and isinstance(params, dict) and not params.get("extension"):
                 params["extension"] = extension
@@ -161,7 +160,7 @@ class MediaSender:
         p: Mapping[str, Any] = ev.payload
         kind = str(p["type"])
         source = p.get("source") if isinstance(p.get("source"), Mapping) else None
-        if source and source.get("vendor") == "comet" and self._native(ev, p, source):
+        if source and source.get("vendor") == N.VENDOR and self._native(ev, p, source):
             return
         getattr(self, "_" + kind, self._file)(ev, p)
 
@@ -360,7 +359,9 @@ class MediaSender:
     # -- media a Comet import brought in: their original form ------------------------------
 
     def _native(self, ev: Event, p: Mapping[str, Any], source: Mapping[str, Any]) -> bool:
-        descriptor = source.get("descriptor") if isinstance(source.get("descriptor"), Mapping) else {}
+        descriptor = source.get("descriptor")
+        if not isinstance(descriptor, Mapping):
+            return False
         upload_type, body = descriptor.get("upload_type"), descriptor.get("json")
         if upload_type == N.UPLOAD_HISTOGRAM and isinstance(body, Mapping):
             import comet_ml

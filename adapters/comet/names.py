@@ -32,7 +32,7 @@ __all__ = [
     "MEDIA_PARTS", "MEDIA_SOURCE", "MEDIA_STEP", "MEDIA_TS", "MEDIA_TYPE", "META_CAPTION",
     "META_MEDIA", "MSG_HTML", "MSG_HTML_OVERRIDE", "TABLE_SUFFIXES", "TEXT_SERIES",
     "UPLOAD_AUDIO", "UPLOAD_CONFUSION", "UPLOAD_CURVE", "UPLOAD_DATAFRAME", "UPLOAD_HISTOGRAM",
-    "UPLOAD_IMAGE", "UPLOAD_IMAGE_REST", "UPLOAD_VIDEO", "VIDEO_FORMATS",
+    "UPLOAD_IMAGE", "UPLOAD_IMAGE_REST", "UPLOAD_VIDEO", "VENDOR", "VIDEO_FORMATS",
 ]
 
 # --- the ledger: the archive member naming the spool events an archive holds ---------------
@@ -127,6 +127,8 @@ UPLOAD_ASSET = "asset"
 UPLOAD_MODEL = "model-element"
 
 # --- media: what bridge's media events become in an experiment (see ``media``, ``media_in``) --
+
+VENDOR = "comet"  # ``source.vendor`` of media a Comet import brought in
 
 # Comet's own upload types and messages for media (``file_upload``'s ``upload_type``).
 UPLOAD_IMAGE = "visualization"  # log_image, log_figure (named by ``figName``, no ``fileName``)

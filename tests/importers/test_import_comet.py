@@ -110,8 +110,10 @@ def test_archives_written_by_comet_ml(tmp_path: Path) -> None:
     assert _by(events, "summary") == {"dataset": "mnist"}
     assert _by(events, "tag") == {"t1": "", "t2": ""}
     assert _by(events, "system") == {"system": {"host": "node7"}}
-    (text,) = [e for e in events if e.kind == "event"]
-    assert text.step == 1 and text.payload == {"text": "a sample", "metadata": {"m": 1}}
+    (text,) = [e for e in events if e.kind == "media"]  # a text sample: a text series point
+    assert (text.key, text.step, text.payload["type"], text.payload["data"]) == (
+        "text", 1, "text", {"text": "a sample"})
+    assert text.payload["source"]["descriptor"]["metadata"] == {"m": 1}
     (art,) = [e for e in events if e.kind == "artifact"]
     assert art.key == "dir/blob.bin" and _files(art) == [("dir/blob.bin", b"\x00bytes")]
 
