@@ -62,6 +62,7 @@ class FidelityReport:
     found: bool
     fields: dict[str, FieldCount] = field(default_factory=dict)
     per_key: dict[str, dict[str, int]] = field(default_factory=dict)
+    media_per_key: dict[str, dict[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -247,7 +248,9 @@ def _compare_media(expected: Snapshot, got: Snapshot, rep: FidelityReport) -> No
         kept = kept_files = kept_data = n_files = 0
         for step, mtype, shas, canon in points:
             n_files += len(shas)
-            there = at_step.get(step, [])
+            # A stepless event matches at any step: a destination numbers them (W&B) as it
+            # numbers stepless metric points.
+            there = have if step is None else at_step.get(step, [])
             if there:
                 kept += 1
                 pool = Counter(s for p in there for s in p[2])
@@ -263,7 +266,7 @@ def _compare_media(expected: Snapshot, got: Snapshot, rep: FidelityReport) -> No
         files.kept += kept_files
         data.expected += len(points)
         data.kept += kept_data
-        rep.per_key[f"media:{key}"] = {"expected": len(points), "found": len(have),
+        rep.media_per_key[key] = {"expected": len(points), "found": len(have),
                                        "kept": kept, "files": n_files,
                                        "files_kept": kept_files, "data_kept": kept_data}
     rep.fields["media"] = events

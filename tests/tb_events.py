@@ -3,7 +3,9 @@
 The records are the ones ``torch.utils.tensorboard.SummaryWriter`` writes — legacy
 ``simple_value`` scalars and the hparams plugin's experiment / session-start / session-end
 summaries — built from TensorBoard's own protobufs and written by its ``EventFileWriter``, so
-a test of the importer runs wherever ``[dev]`` is installed.
+a test of the importer runs wherever ``[dev]`` is installed. ``MediaWriter`` adds the media
+records (images, video, histograms, audio, text, PR curves, mesh parts, graphs, projector
+files) in torch's forms and the tensor forms of ``tf.summary`` v2.
 """
 
 from __future__ import annotations
@@ -264,3 +266,46 @@ class MediaWriter(LegacyWriter):
     def add_graph_def(self, graph: bytes, walltime: float) -> None:
         """A ``graph_def`` record, as ``add_graph`` writes one."""
         self._out.add_event(event_pb2.Event(wall_time=walltime, graph_def=graph))
+
+    def add_embedding(self, mat: np.ndarray, metadata: Sequence[Any] | None = None,
+                      label_img: np.ndarray | None = None, global_step: int = 0,
+                      tag: str = "default", metadata_header: Sequence[str] | None = None
+                      ) -> None:
+        """The projector files torch's ``add_embedding`` writes beside the event files:
+        ``<step:05d>/<tag>/tensors.tsv`` (+ ``metadata.tsv``, ``sprite.png`` of the
+        ``label_img`` NCHW floats tiled in a square) and ``projector_config.pbtxt``."""
+        import math
+        import os
+
+        from google.protobuf import text_format
+        from tensorboard.plugins.projector import projector_config_pb2
+
+        logdir = self._out.get_logdir()
+        subdir = f"{global_step:05d}/{tag}"
+        os.makedirs(os.path.join(logdir, subdir), exist_ok=True)
+        info = projector_config_pb2.EmbeddingInfo(tensor_name=f"{tag}:{global_step:05d}",
+                                                  tensor_path=f"{subdir}/tensors.tsv")
+        with open(os.path.join(logdir, subdir, "tensors.tsv"), "w") as f:
+            f.writelines("\t".join(str(float(x)) for x in row) + "\n" for row in mat)
+        if metadata is not None:
+            lines = ([str(x) for x in metadata] if not metadata_header else
+                     ["\t".join(map(str, r)) for r in [metadata_header, *metadata]])
+            with open(os.path.join(logdir, subdir, "metadata.tsv"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+            info.metadata_path = f"{subdir}/metadata.tsv"
+        if label_img is not None:
+            n, _, h, w = label_img.shape
+            side = math.ceil(n ** 0.5)  # tiles per row; the sprite is a square
+            canvas = np.zeros((max(side * w, math.ceil(n / side) * h), side * w, 3))
+            for i in range(n):
+                y, x = (i // side) * h, (i % side) * w
+                canvas[y:y + h, x:x + w] = label_img[i].transpose(1, 2, 0)
+            png = png_bytes(np.uint8((canvas * 255).clip(0, 255)))
+            with open(os.path.join(logdir, subdir, "sprite.png"), "wb") as f:
+                f.write(png)
+            info.sprite.image_path = f"{subdir}/sprite.png"
+            info.sprite.single_image_dim.extend([w, h])
+        self._embeddings = [*getattr(self, "_embeddings", []), info]
+        config = projector_config_pb2.ProjectorConfig(embeddings=self._embeddings)
+        with open(os.path.join(logdir, "projector_config.pbtxt"), "w") as f:
+            f.write(text_format.MessageToString(config))

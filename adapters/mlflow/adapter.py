@@ -629,7 +629,8 @@ class MlflowAdapter(BaseAdapter):
                 if reason:
                     rejected[ev.uid] = reason
                     continue
-                ops.append(_FileOp([ev.uid], "media", ev.key or "", {"event": ev, "tables": tables}))
+                ops.append(_FileOp([ev.uid], "media", ev.key or "",
+                                   {"event": ev, "tables": tables}))
                 if media.is_image(ev.payload):
                     tag(names.LOGGED_IMAGES_TAG, "True", ev)  # MLflow's UI shows its image grid
                 elif ev.payload["type"] == "table":

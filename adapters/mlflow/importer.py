@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from bridge.adapters.mlflow import names
+from bridge.adapters.mlflow.media_import import media_events
 from bridge.adapters.mlflow.names import GROUP_TAG, MLFLOW_PARENT_TAG, NOTE_TAG, RUN_NAME_TAG
 from bridge.adapters.mlflow.sdk_env import ScopedClient, scoped_env
 from bridge.adapters.importing import (
@@ -176,7 +177,8 @@ class MlflowImporter:
 
     # -- events ----------------------------------------------------------------------------
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
-        """Params, tags, summaries, every metric point (key by key), then artifacts."""
+        """Params, tags, summaries, every metric point (key by key), then media (step images,
+        tables: ``media_import``) and artifacts."""
         mrun = run.handle if run.handle is not None else self.client.get_run(run.source_id)
         at = int(run.start_ms)
         for key, value in sorted(mrun.data.params.items()):
@@ -267,10 +269,11 @@ class MlflowImporter:
             return  # a run that logged no artifact has no directory
         rid = run.source_id
         with tempfile.TemporaryDirectory(prefix="bridge-import-mlflow-") as tmp:
+            tops: list[tuple[str, list[tuple[str, str, Path]]]] = []  # (top, [(path, rel, local)])
             for n, top in enumerate(self._checked(rid, self.client.list_artifacts(rid), root)):
                 dest = Path(os.path.realpath(tmp)) / str(n)
                 dest.mkdir()
-                files: list[tuple[str, Path]] = []
+                files: list[tuple[str, str, Path]] = []
                 listing = self._listing(rid, top.path, root) if top.is_dir else [top]
                 for info in listing:
                     try:
@@ -282,12 +285,20 @@ class MlflowImporter:
                         yield from _logged_events(local)
                         continue
                     rel = info.path[len(top.path) + 1:] if top.is_dir else info.path
-                    files.append((rel, local))
-                if files:
+                    files.append((info.path, rel, local))
+                tops.append((top.path, files))
+            # Step images, log_table tables and bridge's media layout become media events.
+            media, claimed = media_events(
+                [(path, local) for _, files in tops for path, _, local in files],
+                mrun.data.tags, at, lambda why: self._warn(f"run {rid}: {why}"))
+            yield from media
+            for top_path, files in tops:
+                rest = [(rel, local) for path, rel, local in files if path not in claimed]
+                if rest:
                     try:
-                        yield artifact_event(top.path, files, at)
+                        yield artifact_event(top_path, rest, at)
                     except ImportError_ as exc:
-                        self._warn(f"run {rid}: artifact {top.path!r} refused: {exc}")
+                        self._warn(f"run {rid}: artifact {top_path!r} refused: {exc}")
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)

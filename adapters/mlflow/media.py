@@ -1,6 +1,6 @@
 """Media events (``bridge.spool.media``) as MLflow holds them, for both clients of the adapter.
 
-The layout (names and patterns in ``names``; documented in ``docs/backends/mlflow.md``):
+The layout (its names and patterns are defined in ``names``):
 
 - **image**: each item as ``mlflow.log_image(key=, step=, timestamp=)`` writes it —
   ``images/<key>+step+<N>+timestamp+<T>+<uuid>.png`` and its WebP thumbnail
@@ -9,7 +9,8 @@ The layout (names and patterns in ``names``; documented in ``docs/backends/mlflo
   another format is converted to PNG for the grid and its original bytes are kept beside the
   event's descriptor. Several items of one event are several images at that step.
 - **table**: ``log_table``'s JSON (``{"columns": [...], "data": [[...]]}``) at
-  ``tables/<key>/step_<N>.json`` (or the ``artifact_file`` an MLflow source named), listed in
+  ``tables/<key>/step_<N>.json`` (or the ``artifact_file`` an MLflow source named, a
+  ``.parquet`` one as ``.json``), listed in
   the run tag ``mlflow.loggedArtifacts``; an image cell is stored as ``log_table`` stores one
   (``table_images/<table>/<uuid>.png`` + ``.webp``, the cell ``{"type": "image", "filepath",
   "compressed_filepath"}``); another media cell is ``{"type", "filepath"}`` under
@@ -40,10 +41,11 @@ from typing import Any, Callable, Mapping
 from bridge.adapters.mlflow import names
 from bridge.spool.media import MEDIA_TYPES, extension_for
 
-__all__ = ["Staged", "Unsendable", "check", "is_image", "merge_logged_tables", "stage",
-           "table_path", "write"]
+__all__ = ["Staged", "Unsendable", "check", "histogram_png", "is_image", "merge_logged_tables",
+           "stage", "table_path", "write"]
 
 MAX_TAG_VALUE = 8000  # MLflow's limit on a tag value
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _EXT = re.compile(r"^(\.[A-Za-z0-9]{1,8}){1,2}$")
 BlobPath = Callable[[str], Path]
 
@@ -68,8 +70,8 @@ def check(payload: Any) -> str | None:
     if kind not in MEDIA_TYPES:
         return f"mlflow: unknown media type {kind!r}"
     for item in payload.get("items") or ():
-        if not isinstance(item, Mapping) or not isinstance(item.get("sha256"), str):
-            return f"mlflow: a {kind} item without its sha256"
+        if not isinstance(item, Mapping) or not _SHA256.match(str(item.get("sha256"))):
+            return f"mlflow: a {kind} item without a valid sha256"
     return None
 
 
@@ -84,6 +86,8 @@ def table_path(key: str, step: int | None, payload: Mapping[str, Any]) -> str:
     desc = source.get("descriptor") if isinstance(source, Mapping) else None
     if source.get("vendor") == "mlflow" and isinstance(desc, Mapping):
         path = desc.get("artifact_file")
+        if isinstance(path, str) and path.endswith(".parquet"):
+            path = path[: -len(".parquet")] + ".json"  # bridge writes log_table's JSON form
         if isinstance(path, str) and path.endswith(".json") and _safe(path):
             return path
     return names.table_file(key, step)
@@ -106,6 +110,8 @@ def _ext(item: Mapping[str, Any]) -> str:
 
 
 def _blob(blob_path: BlobPath, item: Mapping[str, Any]) -> Path:
+    if not _SHA256.match(str(item.get("sha256"))):
+        raise Unsendable(f"{item.get('name')!r}: no valid sha256")
     try:
         src = blob_path(str(item["sha256"]))
     except Exception as exc:  # AdapterError: not a blob name
@@ -119,6 +125,8 @@ def _blob(blob_path: BlobPath, item: Mapping[str, Any]) -> Path:
 def _put(dest: Path, rel: str, content: Path | bytes) -> None:
     target = dest / rel
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # the same content again (names follow content): never write
+        target.unlink()  # through a hard link into the blob store
     if isinstance(content, bytes):
         target.write_bytes(content)
         return
@@ -136,9 +144,9 @@ def _open(path: Path) -> Any:
     try:
         from PIL import Image
 
-        img = Image.open(path)
-        img.load()
-        return img
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()  # the file is closed (an animated GIF would keep it open)
     except Exception:
         return None
 
@@ -178,6 +186,13 @@ def histogram_png(data: Mapping[str, Any], width: int = 640, height: int = 360) 
         return None
     if not counts or len(edges) != len(counts) + 1:
         return None
+    try:
+        return _draw_histogram(edges, counts, width, height)
+    except (ValueError, OverflowError):  # non-finite edges: the JSON holds the data
+        return None
+
+
+def _draw_histogram(edges: list[float], counts: list[float], width: int, height: int) -> bytes:
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), "white")

@@ -5,11 +5,13 @@ read record by record with TensorBoard's ``LegacyEventFileLoader``, which parses
 without upgrading them, so the legacy values torch's ``SummaryWriter`` writes (``simple_value``
 scalars, ``image``, ``histo``, ``audio``) keep every field they have (an audio clip's sample
 rate, a histogram's sum), and the tensor values of ``tf.summary`` v2 arrive as written.
-Scalars become metric points (step and wall time kept), hparams session info params, and
-images, histograms, audio, video, text, PR curves and other tensors media events
-(:mod:`bridge.adapters.tensorboard.media`). What is not imported (graphs, run metadata, a
-custom-scalars layout, an unreadable summary) is counted per plugin: the counts are the run's
-``tensorboard.skipped`` tag and an importer warning, never dropped unsaid.
+Scalars become metric points (step and wall time kept), hparams session info params;
+images, histograms, audio, video, text, PR curves and other tensors become media events
+(:mod:`bridge.adapters.tensorboard.media`), and the projector's embeddings (files beside
+the event files) tables (:mod:`bridge.adapters.tensorboard.projector`). What is not imported
+(graphs, run metadata, a custom-scalars layout, an unreadable summary) is counted per
+plugin: the counts are the run's ``tensorboard.skipped`` tag and an importer warning, never
+dropped unsaid.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bridge.adapters.tensorboard.media import Skipped, legacy_media, tensor_media
+from bridge.adapters.tensorboard.projector import embeddings
 from bridge.adapters.tensorboard.names import (
     EVENT_MARK,
     HPARAMS_START,
@@ -180,10 +183,11 @@ class TensorboardImporter:
                     continue
                 for value in event.summary.value:
                     yield from self._value(value, int(event.step), ts, plugins, skipped)
+        yield from embeddings(Path(run.extra_tags[LOGDIR_TAG]), [self.logdir], skipped)
         if skipped:
             counts = ",".join(f"{k}:{n}" for k, n in sorted(skipped.items()))
-            self.warnings.append(f"run {run.name}: summaries not imported ({counts}); "
-                                 "bridge has no form for them")
+            self.warnings.append(f"run {run.name}: not imported ({counts}): no bridge form, "
+                                 f"empty or unreadable; counted in tag {SKIPPED_TAG}")
             log.warning("tensorboard import: %s", self.warnings[-1])
             yield ImportEvent("tag", SKIPPED_TAG, last_ms, payload=counts)
 
@@ -216,7 +220,7 @@ class TensorboardImporter:
                 yield tensor_media(plugin, value, array, step, ts)
         except Skipped as why:
             skipped[str(why)] += 1
-        except (ImportError_, ValueError, TypeError, IndexError) as exc:
+        except (ImportError_, ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:
             # a summary whose bytes do not parse: counted, the rest of the run imports
             log.debug("tensorboard import: %s at step %s: %s", tag, step, exc)
             skipped[f"{plugin or kind or 'unknown'}(unreadable)"] += 1

@@ -12,8 +12,10 @@ __all__ = [
     "EVENT_FILE_PREFIX", "EVENT_MARK", "HPARAMS_END", "HPARAMS_EXPERIMENT", "HPARAMS_START",
     "LEGACY_AUDIO", "LEGACY_HISTO", "LEGACY_IMAGE", "LOGDIR_TAG", "NOT_SUMMARIES",
     "PLUGIN_AUDIO", "PLUGIN_CUSTOM_SCALARS", "PLUGIN_HISTOGRAMS", "PLUGIN_HPARAMS",
-    "PLUGIN_IMAGES", "PLUGIN_MESH", "PLUGIN_PR_CURVES", "PLUGIN_SCALARS", "PLUGIN_TEXT",
-    "PR_CURVE_ROWS", "SKIPPED_TAG", "TENSOR_INLINE_VALUES", "TEXT_SUMMARY_SUFFIX", "VENDOR",
+    "PLUGIN_IMAGES", "PLUGIN_MESH", "PLUGIN_PR_CURVES", "PLUGIN_PROJECTOR", "PLUGIN_SCALARS",
+    "PLUGIN_TEXT", "PR_CURVE_ROWS", "PROJECTOR_CONFIG", "EMBEDDINGS_PREFIX",
+    "EMBEDDING_TABLE_VALUES", "SKIPPED_TAG", "TENSOR_INLINE_VALUES", "TEXT_SUMMARY_SUFFIX",
+    "VENDOR",
 ]
 
 VENDOR = "tensorboard"  # ``source.vendor`` of the media events imported from event files
@@ -39,6 +41,16 @@ PR_CURVE_ROWS = ("true_positives", "false_positives", "true_negatives", "false_n
 
 # torch's ``add_text(tag, ...)`` writes its summary under ``<tag>/text_summary``.
 TEXT_SUMMARY_SUFFIX = "/text_summary"
+
+# --- the embedding projector: files beside the event files, not summaries -------------------
+PLUGIN_PROJECTOR = "projector"
+PROJECTOR_CONFIG = "projector_config.pbtxt"  # a text ProjectorConfig naming each embedding's
+# tensors.tsv, metadata.tsv and sprite.png (paths relative to the run directory); torch's
+# add_embedding names an embedding "<tag>:<step, 5 digits>"
+EMBEDDINGS_PREFIX = "embeddings/"  # bridge's key for an embedding: embeddings/<tag>
+# An embedding of up to this many values becomes a table (metadata, dim_0..., image);
+# a larger one keeps its files as they are (a ``file`` event).
+EMBEDDING_TABLE_VALUES = 250_000
 
 # --- legacy (TF1 / torch) summary values: ``Summary.Value.WhichOneof("value")`` -----------
 LEGACY_IMAGE = "image"  # Summary.Image: width, height, colorspace, encoded_image_string

@@ -307,7 +307,12 @@ class WandbAdapter(BaseAdapter):
     def _plan_media(self, run: RunInfo, plan: "SessionPlan", ev: Event) -> str | None:
         """A media value in the row of its step (see :mod:`~bridge.adapters.wandb.media_out`);
         skipped when a session whose SUCCESS was lost already delivered it."""
-        from bridge.adapters.wandb.media_out import MediaValue, check_media, media_value_id
+        from bridge.adapters.wandb.media_out import (
+            MediaValue,
+            check_media,
+            media_value_id,
+            run_files,
+        )
 
         key = ev.key or ""
         reason = check_metric_key(key) or check_media(ev.payload, run.blob_path)
@@ -317,6 +322,16 @@ class WandbAdapter(BaseAdapter):
         if step is None:  # a series without steps: numbered like metrics
             step = plan.auto_step.get(key, 0)
             plan.auto_step[key] = step + 1
+        if ev.payload.get("type") in ("file", "tensor"):  # no W&B history type: run files
+            if _safe_relpath(key) is None:
+                return f"media key {key!r} must be a relative path to be a W&B run file"
+            seen = self._seen.get(remote_run_id(run.run_id)) or Counter()
+            plan.media_files.extend(
+                (rel, content)
+                for rel, content in run_files(ev.payload, key, int(step), int(ev.ts_ms),
+                                              run.blob_path)
+                if not seen[_file_point(rel)])  # saved by a session whose SUCCESS was lost
+            return None
         value = MediaValue(ev.uid, key, ev.payload)
         point = (key, int(step), int(ev.ts_ms), media_value_id(value))
         seen = self._seen.get(remote_run_id(run.run_id))
@@ -398,7 +413,7 @@ class WandbAdapter(BaseAdapter):
             wb.define_metric(STEP_KEY)
             wb.define_metric("*", step_metric=STEP_KEY)
             for row in plan.rows:
-                wb.log(media.row(row))
+                media.log(wb, row)
             plan.media_failed = media.failed
             self._write_files(wb, plan)
             for art in plan.artifacts:
@@ -431,6 +446,14 @@ class WandbAdapter(BaseAdapter):
             target = Path(wb.dir) / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
+            wb.save(str(target), base_path=wb.dir, policy="now")
+        for rel, content in plan.media_files:
+            target = Path(wb.dir) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                shutil.copyfile(content, target)
             wb.save(str(target), base_path=wb.dir, policy="now")
 
     def _artifact(self, art: dict) -> Any:
@@ -470,6 +493,8 @@ class WandbAdapter(BaseAdapter):
                 continue
             for row in log.history:
                 seen.update(points(row))
+            seen.update(_file_point(rel) for rel in log.files
+                        if rel.startswith(names.MEDIA_FILES_DIR))
         return seen
 
     def _abandon_session(self, rid: str) -> None:
@@ -508,6 +533,11 @@ class WandbAdapter(BaseAdapter):
 
 
 # -- helpers ------------------------------------------------------------------------
+
+
+def _file_point(rel: str) -> tuple[str, int, int, str]:
+    """A media run file (``file``/``tensor`` events) among the points a fragment holds."""
+    return (rel, -1, -1, "file")
 
 
 def _fsync(path: Path) -> None:

@@ -9,6 +9,12 @@ step, ``key:value`` labels as tags, ``bridge/system.json`` and ``bridge/events/*
 back into system facts and events), so ``bridge verify`` reads them back faithfully; those
 names are the adapter's own, from :mod:`bridge.adapters.wandb.names`.
 
+History media (``image-file``, ``histogram``, ``table-file``, ``audio-file``, ``video-file``,
+``html-file``, ``object3D-file`` and their list forms) and strings become media events at
+their row's step and time, joined with their files under ``files/media/`` and, for a table,
+with the images of the run-table artifact W&B staged (:mod:`~bridge.adapters.wandb.media_import`);
+what was joined is not imported again as a file or an artifact.
+
 ``location = "wandb://entity/project"`` reads the public API (``wandb.Api().runs`` and
 ``run.scan_history``) instead; that path needs credentials and is tested against recorded
 GraphQL responses served on loopback, not against a live server.
@@ -16,8 +22,6 @@ GraphQL responses served on loopback, not against a live server.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import math
@@ -33,6 +37,7 @@ from bridge.adapters.wandb.names import (
     HISTORY_SKIP_KEYS,
     INTERNAL_FILES,
     STEP_KEY,
+    manifest_md5,
     session_key,
     status_of_exit,
 )
@@ -160,7 +165,8 @@ class WandbImporter:
         series = _LastValues()
         from bridge.adapters.wandb.media_import import MediaJoin
 
-        media = MediaJoin(self.roots, [a for i in infos for a in i.artifacts], self._warn)
+        media = MediaJoin(self.roots, [a for i in infos for a in i.artifacts], self._warn,
+                          bridge_written)
         for d in dirs:
             for row in iter_history(d, skip_corrupt=self.skip_corrupt):
                 yield from _row_events(row, bridge_written, t0, series, media, d)
@@ -169,8 +175,14 @@ class WandbImporter:
                 continue
             yield ImportEvent("summary", key, t0, payload=value)
         with tempfile.TemporaryDirectory(prefix="bridge-wandb-") as tmp:
+            from bridge.adapters.wandb.media_import import BridgeMediaFiles
+
+            bridge_media = BridgeMediaFiles() if bridge_written else None
             for info in infos:
-                yield from self._files(info, bridge_written, t0, Path(tmp), media.used_files)
+                yield from self._files(info, bridge_written, t0, Path(tmp), media.used_files,
+                                       bridge_media)
+            if bridge_media is not None:
+                yield from bridge_media.events()
             seen: set[tuple[str, str]] = set()
             for info in infos:
                 for art in info.artifacts:
@@ -184,8 +196,8 @@ class WandbImporter:
                         yield ev
 
     def _files(self, info: Any, bridge_written: bool, ts: int, tmp: Path,
-               media_files: set[tuple[Path, str]] = frozenset()  # type: ignore[assignment]
-               ) -> Iterator[ImportEvent]:
+               media_files: set[tuple[Path, str]] = frozenset(),  # type: ignore[assignment]
+               bridge_media: Any = None) -> Iterator[ImportEvent]:
         files_dir = info.path.parent / "files"
         for rel in info.files:
             if (info.path.parent, rel) in media_files:
@@ -211,6 +223,8 @@ class WandbImporter:
                 continue
             if rel in INTERNAL_FILES:
                 continue
+            if bridge_media is not None and bridge_media.add(safe, local):
+                continue  # a file/tensor media event, read back once all sessions are seen
             if bridge_written:
                 yield from _bridge_file(safe, local, ts)
             else:
@@ -228,7 +242,7 @@ class WandbImporter:
                     self._warn(f"artifact {art['name']!r}: file {f['path']!r} has no local copy")
                     return None
                 files.append((f["path"], resolve_source(local, self.roots,
-                                                        digest=_md5(f.get("digest")))))
+                                                        digest=manifest_md5(f.get("digest")))))
             return artifact_event(art["name"], files, ts, art.get("type") or "file")
         except ImportError_ as exc:
             self._warn(f"artifact {art['name']!r} refused: {exc}")
@@ -402,15 +416,6 @@ def _iso_ms(text: Any) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1000)
-
-
-def _md5(digest: Any) -> tuple[str, bytes] | None:
-    """A W&B manifest digest (base64 MD5 of the file) as raw bytes, when it is one."""
-    try:
-        raw = base64.b64decode(str(digest), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return ("md5", raw) if len(raw) == 16 else None
 
 
 def _read_json(path: Path) -> Any:

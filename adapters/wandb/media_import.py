@@ -5,7 +5,8 @@ W&B writes a media value as a descriptor in the history row (``{"_type": "image-
 :class:`MediaJoin` reads both into one media event at the row's step and time, so an image
 arrives as an image at its step rather than as an event plus a disconnected artifact:
 
-- ``image-file`` / ``images/separated``: one item per image, captions and sizes kept;
+- ``image-file`` / ``images/separated``: one item per image, captions and sizes kept, an
+  image's bounding boxes inline in its descriptor (read from W&B's ``boxes2D`` files);
 - ``histogram``: edges and counts (``bins``/``values``, or W&B's ``packedBins``);
 - ``table-file``: columns and rows. W&B's own ``files/media/table`` copy holds the string
   ``"Image"`` where an image was; the images are in the ``run_table`` artifact W&B logged
@@ -14,6 +15,9 @@ arrives as an image at its step rather than as an event plus a disconnected arti
   bytes; otherwise the cells keep W&B's placeholder and a warning says so (counted);
 - ``audio-file``, ``video-file``, ``html-file``, ``object3D-file`` (and their list forms);
 - a string: a text point; any other descriptor with a ``path``: a ``file`` media event.
+
+In a run bridge's W&B adapter wrote, a table of columns ``x``, ``y`` (and a constant
+``name``) is the form the adapter gives a curve, and is read back as that curve.
 
 The W&B descriptor is kept in ``source`` ({"vendor": "wandb", "descriptor": …}). Files are
 read only through :func:`~bridge.adapters.importing.resolve_source` (inside the import
@@ -38,7 +42,7 @@ from bridge.adapters.importing import (
 from bridge.adapters.wandb import names
 from bridge.spool.media import mime_for
 
-__all__ = ["MediaJoin"]
+__all__ = ["BridgeMediaFiles", "MediaJoin"]
 
 Warn = Callable[[str], None]
 
@@ -56,8 +60,9 @@ class MediaJoin:
     """
 
     def __init__(self, roots: Iterable[Path], artifacts: Iterable[Mapping[str, Any]],
-                 warn: Warn) -> None:
+                 warn: Warn, bridge_written: bool = False) -> None:
         self.roots = list(roots)
+        self.bridge_written = bridge_written
         self.warn = warn
         self.by_client = {a.get("client_id"): a for a in artifacts if a.get("client_id")}
         self.used_files: set[tuple[Path, str]] = set()
@@ -89,8 +94,13 @@ class MediaJoin:
             return media_event(key, step, ts_ms, "histogram", data=_histogram(d), source=source)
         if kind == "table":
             data, cells = self._table(session, key, d, step)
+            curve = _curve(data) if self.bridge_written and not cells else None
+            if curve is not None:  # how bridge's adapter writes a curve
+                return media_event(key, step, ts_ms, "curve", data=curve)
             return media_event(key, step, ts_ms, "table", data=data, source=source, cells=cells)
         if kind is not None:
+            if wtype == "image-file" and isinstance(d.get("boxes"), Mapping):
+                d["boxes"] = self._boxes(session, d["boxes"])
             items = [self._file(session, kind, entry) for entry in _entries(wtype, d)]
             if not items:
                 raise ValueError(f"a {wtype} without files")
@@ -107,6 +117,27 @@ class MediaJoin:
             raise ValueError(f"{rel} is not a regular file")
         self.used_files.add((session, rel))
         return MediaFile(local, _mime(kind, rel), Path(rel).name, _facts(entry))
+
+    def _boxes(self, session: Path, boxes: Mapping[str, Any]) -> dict[str, Any]:
+        """An image's bounding boxes inline (``{layer: {"box_data", "class_labels"}}``),
+        read from the ``boxes2D`` files W&B wrote beside it; a layer whose file cannot be
+        read keeps W&B's reference (and the file is imported as a plain file)."""
+        out: dict[str, Any] = {}
+        for layer, ref in boxes.items():
+            out[layer] = ref
+            if not isinstance(ref, Mapping) or not isinstance(ref.get("path"), str):
+                continue
+            try:
+                rel = safe_relative_path(ref["path"])
+                local = resolve_source(session / "files" / rel, self.roots)
+                value = json.loads(local.read_text(encoding="utf-8"))
+            except (ImportError_, OSError, ValueError):
+                continue
+            if isinstance(value, Mapping) and isinstance(value.get("box_data"), list):
+                out[layer] = {"box_data": value["box_data"],
+                              "class_labels": value.get("class_labels")}
+                self.used_files.add((session, rel))
+        return out
 
     def _table(self, session: Path, key: str, d: Mapping[str, Any], step: int | None
                ) -> tuple[dict[str, Any], dict[str, MediaFile]]:
@@ -147,15 +178,14 @@ class MediaJoin:
         art = self.by_client.get(client_id)
         if art is None:
             return None
-        from bridge.adapters.wandb.importer import _md5
-
         files: dict[str, Path] = {}
         for f in art.get("files") or ():
             local = f.get("local_path")
             if not local:
                 continue
             try:
-                files[f["path"]] = resolve_source(local, self.roots, digest=_md5(f.get("digest")))
+                files[f["path"]] = resolve_source(
+                    local, self.roots, digest=names.manifest_md5(f.get("digest")))
             except ImportError_:
                 continue
         if entry not in files:
@@ -180,7 +210,61 @@ class MediaJoin:
         return {"media": {"type": kind, "items": [item], "data": None}}
 
 
+class BridgeMediaFiles:
+    """``file`` and ``tensor`` media that bridge's W&B adapter wrote as run files
+    (:func:`~bridge.adapters.wandb.names.media_file`), gathered across the run's sessions
+    (a replayed batch saves the same path again: kept once) and read back as events."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, Path] = {}
+
+    def add(self, rel: str, local: Path) -> bool:
+        """Take ``rel`` if it is one of these files; False leaves it to the caller."""
+        if names.parse_media_file(rel) is None:
+            return False
+        self.files.setdefault(rel, local)
+        return True
+
+    def events(self) -> Iterable[ImportEvent]:
+        groups: dict[tuple[str, str, int, int], list[tuple[int, str, Path]]] = {}
+        for rel, local in self.files.items():
+            parsed = names.parse_media_file(rel)
+            assert parsed is not None
+            kind, key, step, ts_ms, n, name = parsed
+            groups.setdefault((kind, key, step, ts_ms), []).append((n, name, local))
+        for (kind, key, step, ts_ms), items in sorted(groups.items()):
+            items.sort()
+            if kind == "tensor":
+                data = json.loads(items[0][2].read_text(encoding="utf-8"))
+                yield media_event(key, step, ts_ms, "tensor", data=data)
+            else:
+                yield media_event(key, step, ts_ms, "file",
+                                  [MediaFile(local, mime_for(name), name)
+                                   for _, name, local in items])
+
+
 _PLACEHOLDERS = {"Image", "Audio", "Video", "Html", "Object3D", "Molecule"}
+
+
+def _curve(table: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A curve from the table bridge's W&B adapter writes for one (columns ``x``, ``y`` and
+    an optional constant ``name``, numbers in ``x`` and ``y``), else None."""
+    columns, rows = table.get("columns"), table.get("rows") or []
+    if columns not in (["x", "y"], ["x", "y", "name"]):
+        return None
+    numbers = (int, float)
+    if not all(isinstance(r, list) and len(r) == len(columns)
+               and all(isinstance(v, numbers) and not isinstance(v, bool) for v in r[:2])
+               for r in rows):
+        return None
+    out: dict[str, Any] = {"x": [r[0] for r in rows], "y": [r[1] for r in rows]}
+    if len(columns) == 3:
+        labels = {r[2] for r in rows}
+        if len(labels) > 1:
+            return None
+        if labels:
+            out["name"] = labels.pop()
+    return out
 
 
 def _entries(wtype: str, d: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -8,8 +8,9 @@ type is written, and why:
 
 - image: ``wandb.Image`` of the stored file itself (W&B copies a file it is given by path,
   byte for byte, to ``files/media/images/``); several items under one key are a list of
-  images (W&B's ``images/separated``). Captions are kept; the item's file name is not
-  (W&B names media files ``<key>_<_step>_<sha256[:20]>.<ext>``).
+  images (W&B's ``images/separated``). Captions are kept, and the bounding boxes of an
+  image first logged as a ``wandb.Image`` (kept in its W&B descriptor); the item's file
+  name is not (W&B names media files ``<key>_<_step>_<sha256[:20]>.<ext>``).
 - histogram: ``wandb.Histogram(np_histogram=(counts, edges))``. W&B refuses more than
   :data:`~bridge.adapters.wandb.names.MAX_HISTOGRAM_BINS` bins, so a larger histogram is
   re-binned: every ``k`` adjacent bins are merged (counts summed, ``k`` the smallest factor
@@ -19,22 +20,31 @@ type is written, and why:
   W&B's own ``"Image"`` placeholders, as every W&B run does).
 - curve: a ``wandb.Table`` with columns ``x`` and ``y`` (and ``name`` when the curve has
   one): the data W&B's line charts are drawn from, kept as data rather than as a chart
-  preset, so it reads back point for point.
+  preset, so it reads back point for point (bridge's importer reads such a table of a run
+  the adapter wrote back as the curve).
 - text: the string itself (W&B keeps strings in history rows).
 - audio / video / html / object3d: the stored file by path, in a staging copy named with
   the extension W&B reads its format from (``.wav``, ``.gif``/``.mp4``, ``.html``,
   ``.glb``/``.pts.json``...); HTML is not rewritten (``inject=False``).
-- tensor and file: W&B has no history type for them; such events are rejected with the
-  reason (a dead letter, counted), never dropped.
+- tensor and file: W&B has no history type for them; each item is a run file with the
+  step in its path, ``bridge/media/<type>/<step>/<ts_ms>/<key>/<n>-<name>`` (a tensor's
+  inline data as one JSON file), which bridge's importer reads back as the same event.
 
 Every file is checked at planning time (its blob present, its format one W&B reads), so a
 bad event is rejected on its own; the W&B objects are made only while the session logs
-its rows, one row at a time, so a batch of thousands of images is never held decoded.
+its rows, one row at a time, so a batch of thousands of images is never held decoded. A
+value the SDK still refuses while logging (a page that is not UTF-8) is rejected with the
+SDK's reason and the rest of its row is logged.
+
+Replays: a media value in a fragment written since the last confirmed one counts as
+delivered by (key, step, time, identity) — a string by its text, any W&B media descriptor
+as "media" — exactly as metric points do; run files by their path.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -45,7 +55,7 @@ from typing import Any, Mapping
 from bridge.adapters.wandb import names
 from bridge.spool.media import blob_items, extension_for
 
-__all__ = ["MediaValue", "SessionMedia", "check_media", "media_value_id", "rebin"]
+__all__ = ["MediaValue", "SessionMedia", "check_media", "media_value_id", "rebin", "run_files"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,9 @@ def check_media(payload: Any, blob_path: Any, *, nested: bool = False) -> str | 
         columns = data.get("columns")
         if not isinstance(columns, list):
             return "a table needs its columns"
+        if len(data.get("rows") or ()) > names.MAX_TABLE_ROWS:
+            return (f"W&B keeps at most {names.MAX_TABLE_ROWS:,} rows of a table and would "
+                    "silently drop the rest")
         for row in data.get("rows") or ():
             if not isinstance(row, list) or len(row) != len(columns):
                 return "every table row needs one cell per column"
@@ -153,14 +166,31 @@ def check_media(payload: Any, blob_path: Any, *, nested: bool = False) -> str | 
         if not isinstance(data.get("text"), str):
             return "a text point needs its text"
     elif kind in ("tensor", "file"):
-        return (f"W&B has no history type for a {kind} media event; it is not sent "
-                "(import it into a backend that keeps files, or log it as an artifact)")
+        if nested:
+            return f"W&B cannot hold a {kind} in a table cell"
+        if kind == "tensor" and not data:
+            return "a tensor event needs its data"
+        if kind == "file" and not items:
+            return "a file event without items holds nothing to send"
     else:
         return f"unknown media type {kind!r}"
     for item in blob_items(payload):
         if not Path(blob_path(item["sha256"])).is_file():
             return f"media file {item.get('name')!r} is missing from the spool blob store"
     return None
+
+
+def run_files(payload: Mapping[str, Any], key: str, step: int, ts_ms: int,
+              blob_path: Any) -> list[tuple[str, Path | bytes]]:
+    """The run files of a ``file`` or ``tensor`` media event: (path in the run, the blob
+    to copy or the bytes to write)."""
+    kind = str(payload.get("type"))
+    if kind == "tensor":
+        data = json.dumps(payload.get("data"), allow_nan=True).encode("utf-8")
+        return [(names.media_file(kind, key, step, ts_ms, 0, "tensor.json"), data)]
+    return [(names.media_file(kind, key, step, ts_ms, n, str(item.get("name") or "item")),
+             Path(blob_path(item["sha256"])))
+            for n, item in enumerate(payload.get("items") or ())]
 
 
 def rebin(edges: list[float], counts: list[float],
@@ -174,6 +204,31 @@ def rebin(edges: list[float], counts: list[float],
     new_counts = [float(sum(counts[i:i + k])) for i in range(0, n, k)]
     new_edges = [edges[i] for i in range(0, n, k)] + [edges[-1]]
     return new_edges, new_counts
+
+
+def _boxes(payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Bounding boxes a W&B image carried when it was logged through bridge (kept in the
+    event's W&B descriptor), in ``wandb.Image(boxes=...)``'s form; class ids, which JSON
+    made strings, are integers again."""
+    source = payload.get("source")
+    if not isinstance(source, Mapping) or source.get("vendor") != "wandb":
+        return None
+    boxes = (source.get("descriptor") or {}).get("boxes")
+    if not isinstance(boxes, Mapping):
+        return None
+    out = {}
+    for name, layer in boxes.items():
+        if not isinstance(layer, Mapping) or not isinstance(layer.get("box_data"), list):
+            return None
+        entry: dict[str, Any] = {"box_data": layer["box_data"]}
+        labels = layer.get("class_labels")
+        if isinstance(labels, Mapping):
+            try:
+                entry["class_labels"] = {int(k): str(v) for k, v in labels.items()}
+            except (TypeError, ValueError):
+                return None
+        out[str(name)] = entry
+    return out or None
 
 
 # -- making W&B objects while a session logs ---------------------------------------------
@@ -205,6 +260,23 @@ class SessionMedia:
                                          f"{type(exc).__name__}: {exc}"
         return out
 
+    def log(self, wb: Any, row: Mapping[str, Any]) -> None:
+        """``wb.log`` one planned row. Should W&B fail on one of its media values while
+        writing it (copying a file, serialising a table), the row's media are rejected
+        with the reason and the rest of the row is logged, so one bad value never keeps
+        the batch from being confirmed."""
+        values = self.row(row)
+        try:
+            wb.log(values)
+        except Exception as exc:
+            media = {k: v for k, v in row.items() if isinstance(v, MediaValue)}
+            if not media:
+                raise
+            for value in media.values():
+                self.failed.setdefault(value.uid, f"W&B could not log the "
+                                       f"{value.payload.get('type')}: {type(exc).__name__}: {exc}")
+            wb.log({k: v for k, v in values.items() if k not in media})
+
     def value(self, payload: Mapping[str, Any]) -> Any:
         wandb = self.wandb
         kind = payload.get("type")
@@ -224,7 +296,8 @@ class SessionMedia:
                 columns.append("name")
                 rows = [r + [str(data["name"])] for r in rows]
             return wandb.Table(columns=columns, data=rows)
-        objects = [self._file(kind, item) for item in payload.get("items") or ()]
+        boxes = _boxes(payload) if kind == "image" else None
+        objects = [self._file(kind, item, boxes) for item in payload.get("items") or ()]
         return objects[0] if len(objects) == 1 else objects
 
     def _cell(self, cell: Any) -> Any:
@@ -232,12 +305,18 @@ class SessionMedia:
             return self.value(cell["media"])
         return cell
 
-    def _file(self, kind: str | None, item: Mapping[str, Any]) -> Any:
+    def _file(self, kind: str | None, item: Mapping[str, Any],
+              boxes: dict[str, Any] | None = None) -> Any:
         wandb = self.wandb
         ext = _extension(str(kind), item) or extension_for(str(item.get("mime")))
         path = str(self._stage(item["sha256"], ext))
         caption = item.get("caption")
         if kind == "image":
+            if boxes:
+                try:
+                    return wandb.Image(path, caption=caption, boxes=boxes)
+                except Exception:  # boxes W&B does not take: the image without them
+                    pass
             return wandb.Image(path, caption=caption)
         if kind == "audio":
             return wandb.Audio(path, sample_rate=item.get("sample_rate"), caption=caption)

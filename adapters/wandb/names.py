@@ -9,6 +9,8 @@ round trip without the W&B SDK.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import uuid
 from pathlib import Path
@@ -17,7 +19,9 @@ from typing import Any, Mapping
 __all__ = [
     "MAX_HISTOGRAM_BINS",
     "MAX_METRIC_KEY",
+    "MAX_TABLE_ROWS",
     "MEDIA_DIR",
+    "MEDIA_FILES_DIR",
     "MEDIA_STAGING",
     "MEDIA_TYPES",
     "TABLE_ARTIFACT_TYPE",
@@ -58,6 +62,9 @@ __all__ = [
     "history_row",
     "is_events_file",
     "log_file_name",
+    "manifest_md5",
+    "media_file",
+    "parse_media_file",
     "parse_label",
     "readback_source",
     "remote_run_id",
@@ -104,6 +111,7 @@ def row_ts_ms(row: Mapping[str, Any]) -> int | None:
 # -- media ---------------------------------------------------------------------------
 
 MAX_HISTOGRAM_BINS = 512  # wandb.Histogram refuses more bins (the adapter re-bins)
+MAX_TABLE_ROWS = 200_000  # rows W&B keeps of a logged table (it truncates the rest)
 MEDIA_STAGING = ".media-staging"  # under the adapter's dir: blobs named for W&B, per session
 MEDIA_DIR = "media/"  # W&B writes media files under ``files/media/<kind>/``
 TABLE_ARTIFACT_TYPE = "run_table"  # the artifact W&B logs with each table, images included
@@ -212,6 +220,16 @@ def check_artifact_name(name: str) -> str | None:
     return None
 
 
+def manifest_md5(digest: Any) -> tuple[str, bytes] | None:
+    """A W&B artifact manifest digest (base64 MD5 of the file) as ("md5", raw bytes), when
+    it is one: what lets an importer read W&B's staged copy outside the import root."""
+    try:
+        raw = base64.b64decode(str(digest), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return ("md5", raw) if len(raw) == 16 else None
+
+
 # -- files in a run --------------------------------------------------------------------
 
 SYSTEM_FILE = "bridge/system.json"  # bridge's system facts
@@ -225,6 +243,32 @@ INTERNAL_FILES = frozenset({"wandb-summary.json", "config.yaml", METADATA_FILE,
 def events_file(file_id: str, seq: int) -> str:
     """The run file holding a batch's events, named after its first event."""
     return f"{EVENTS_DIR}{file_id}-{seq}.jsonl"
+
+
+# Media W&B has no history type for (``file``, ``tensor``) are run files, one per item:
+# ``bridge/media/<type>/<step>/<ts_ms>/<key>/<n>-<item name>``; a tensor's one file is its
+# inline data as JSON.
+MEDIA_FILES_DIR = "bridge/media/"
+_MEDIA_FILE_TYPES = ("file", "tensor")
+
+
+def media_file(kind: str, key: str, step: int, ts_ms: int, n: int, name: str) -> str:
+    """The run file of item ``n`` of a ``file``/``tensor`` media event."""
+    base = (name or "item").replace("\\", "/").rsplit("/", 1)[-1] or "item"
+    return f"{MEDIA_FILES_DIR}{kind}/{step}/{ts_ms}/{key}/{n}-{base}"
+
+
+def parse_media_file(rel: str) -> tuple[str, str, int, int, int, str] | None:
+    """(type, key, step, ts_ms, n, name) of a :func:`media_file` path, or None."""
+    if not rel.startswith(MEDIA_FILES_DIR):
+        return None
+    parts = rel[len(MEDIA_FILES_DIR):].split("/")
+    if len(parts) < 5 or parts[0] not in _MEDIA_FILE_TYPES:
+        return None
+    n, sep, name = parts[-1].partition("-")
+    if not (parts[1].isdigit() and parts[2].isdigit() and n.isdigit() and sep and name):
+        return None
+    return parts[0], "/".join(parts[3:-1]), int(parts[1]), int(parts[2]), int(n), name
 
 
 def is_events_file(rel: str) -> bool:

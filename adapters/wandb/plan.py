@@ -33,6 +33,8 @@ class SessionPlan:
         self.events_name = ""
         self.artifacts: list[dict[str, Any]] = []
         self.media_failed: dict[tuple[str, int], str] = {}  # uid -> why W&B refused it
+        # file/tensor media as run files: (path in the run, blob path or bytes)
+        self.media_files: list[tuple[str, Any]] = []
         self._row_key: tuple[int, int] | None = None
 
     @classmethod
@@ -54,7 +56,8 @@ class SessionPlan:
 
     def adds_nothing_to(self, state: dict) -> bool:
         """True when this session would only repeat what W&B already has."""
-        return not (self.rows or self.files or self.events or self.artifacts) and (
+        return not (self.rows or self.files or self.events or self.artifacts
+                    or self.media_files) and (
             self.tags == list(state.get("tags", []))
             and self.config == state.get("config", {})
             and self.summary == state.get("summary", {})

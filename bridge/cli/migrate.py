@@ -218,6 +218,14 @@ def verify_cmd(
                 t.add_row(key, str(c["expected"]), str(c["found"]), str(c["kept"]),
                           str(c["steps_kept"]), str(c["timestamps_kept"]))
             console.print(t)
+        if rep.media_per_key:
+            t = Table(title="media per key", box=box.SIMPLE_HEAD)
+            for col in ("key", "events", "found", "kept", "files", "files kept", "data kept"):
+                t.add_column(col)
+            for key, c in rep.media_per_key.items():
+                t.add_row(key, str(c["expected"]), str(c["found"]), str(c["kept"]),
+                          str(c["files"]), str(c["files_kept"]), str(c["data_kept"]))
+            console.print(t)
     if not rep.complete:
         raise typer.Exit(1)
 

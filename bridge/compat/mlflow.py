@@ -13,11 +13,18 @@ spool and reaches MLflow (or any backend) through the sync agent. Mapping:
 
 Like MLflow, logging without an active run starts one, and runs still open at exit are
 finished by bridge. ``autolog`` is accepted and does nothing.
+
+Media: ``log_image(image, key=, step=, timestamp=)`` records an image at its step (MLflow's
+image grid once synced), ``log_image(image, artifact_file)`` a file; ``log_table`` records a
+table whose rows accumulate per ``artifact_file`` within the run, as MLflow appends to the
+file (each call records the table so far; the last one is what MLflow holds);
+``log_figure(..., step=)`` records the figure as an image at that step.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -32,9 +39,9 @@ from bridge.errors import BridgeWarning, RunStateError, Terminated
 __all__ = [
     "ActiveRun", "Experiment", "RunData", "RunInfo", "active_run", "autolog", "configure",
     "end_run", "get_experiment_by_name", "get_tracking_uri", "last_active_run",
-    "log_artifact", "log_artifacts", "log_dict", "log_figure", "log_metric", "log_metrics",
-    "log_param", "log_params", "log_text", "set_experiment", "set_tag", "set_tags",
-    "set_tracking_uri", "start_run",
+    "log_artifact", "log_artifacts", "log_dict", "log_figure", "log_image", "log_metric",
+    "log_metrics", "log_param", "log_params", "log_table", "log_text", "set_experiment",
+    "set_tag", "set_tags", "set_tracking_uri", "start_run",
 ]  # fmt: skip
 
 
@@ -195,6 +202,8 @@ def end_run(status: str = "FINISHED") -> None:
     if not _stack:
         return
     active = _stack.pop()
+    for held in [k for k in _tables if k[0] == active.info.run_id]:
+        del _tables[held]
     if active._sampler is not None:
         active._sampler.stop()
     active.run.finish(status)
@@ -286,12 +295,27 @@ def log_text(text: str, artifact_file: str, run_id: str | None = None) -> None:
 
 
 def log_figure(figure: Any, artifact_file: str, *, save_kwargs: dict | None = None,
-               run_id: str | None = None) -> None:
-    """Save a matplotlib figure (anything with ``savefig``) as an image artifact."""
+               run_id: str | None = None, step: int | None = None,
+               timestamp: int | None = None) -> None:
+    """Save a matplotlib figure (anything with ``savefig``) as an image artifact; with
+    ``step``, as an image at that step under the key ``artifact_file`` without its extension
+    (MLflow's image grid), so a figure drawn each epoch keeps its epoch."""
     if not hasattr(figure, "savefig"):
         warnings.warn(f"log_figure: {type(figure).__name__} has no savefig(); only "
                       "matplotlib figures are supported; not recorded", BridgeWarning,
                       stacklevel=2)
+        return
+    if step is not None:
+        import io
+
+        import bridge
+
+        buf = io.BytesIO()
+        figure.savefig(buf, **{**(save_kwargs or {}), "format": "png"})
+        key = str(artifact_file).rsplit(".", 1)[0] if "." in Path(artifact_file).name \
+            else str(artifact_file)
+        _target(run_id).run.log_media(key, bridge.Image(buf.getvalue()), step=step,
+                                      timestamp=timestamp)
         return
     target = Path(artifact_file)
     with tempfile.TemporaryDirectory(prefix="bridge-fig-") as tmp:
@@ -300,6 +324,117 @@ def log_figure(figure: Any, artifact_file: str, *, save_kwargs: dict | None = No
         parent = target.parent.as_posix()
         name = _artifact_name(None if parent == "." else parent, target.name)
         _target(run_id).run.log_artifact(path, name=name, type="image")
+
+
+def _pil(image: Any) -> Any:
+    """A PIL image from what ``mlflow.log_image`` takes (numpy array, PIL image,
+    ``mlflow.Image``), converted as bridge converts arrays."""
+    if hasattr(image, "to_pil"):  # mlflow.Image
+        return image.to_pil()
+    if hasattr(image, "save") and hasattr(image, "mode"):
+        return image
+    import io
+
+    from PIL import Image as PILImage
+
+    from bridge.media.encode import array_to_png
+
+    try:
+        png, _, _ = array_to_png(image)
+    except ValueError as exc:
+        raise TypeError(f"Unsupported image object: {exc}") from None
+    return PILImage.open(io.BytesIO(png))
+
+
+_IMAGE_KEY = re.compile(r"^[a-zA-Z0-9_\-./ ]+$")  # the keys mlflow.log_image accepts
+
+
+def log_image(image: Any, artifact_file: str | None = None, key: str | None = None,
+              step: int | None = None, timestamp: int | None = None,
+              synchronous: bool | None = None, run_id: str | None = None) -> None:
+    """An image at a step (``key``, ``step`` default 0, ``timestamp`` in ms), shown in
+    MLflow's image grid once synced; or, with ``artifact_file``, an image file."""
+    if artifact_file is not None and any(a is not None for a in (key, step, timestamp)):
+        raise TypeError("log_image: artifact_file cannot be given with key, step or timestamp")
+    if artifact_file is None and key is None:
+        raise TypeError("log_image: give key (an image at a step) or artifact_file (a file)")
+    pil = _pil(image)
+    a = _target(run_id)
+    if key is not None:
+        if not _IMAGE_KEY.match(key):
+            raise ValueError(f"log_image: the key {key!r} may only contain alphanumerics, "
+                             "underscores, dashes, periods, spaces and slashes")
+        import bridge
+
+        a.run.log_media(key, bridge.Image(pil), step=step or 0, timestamp=timestamp)
+        return
+    target = Path(str(artifact_file))
+    with tempfile.TemporaryDirectory(prefix="bridge-img-") as tmp:
+        path = Path(tmp) / target.name
+        pil.save(path)
+        parent = target.parent.as_posix()
+        a.run.log_artifact(path, name=_artifact_name(None if parent == "." else parent,
+                                                     target.name), type="image")
+
+
+_TABLE_FORBIDDEN = set("\"',:[]{}")
+# Rows of each table recorded so far, per bridge run and artifact_file: MLflow appends.
+_tables: dict[tuple[str, str], tuple[list[str], list[list[Any]]]] = {}
+
+
+def _table_cell(value: Any) -> Any:
+    if hasattr(value, "to_pil"):  # mlflow.Image
+        value = value.to_pil()
+    if hasattr(value, "save") and hasattr(value, "resize") and hasattr(value, "size"):
+        import bridge
+
+        return bridge.Image(value)
+    return value
+
+
+def log_table(data: Any, artifact_file: str, run_id: str | None = None) -> None:
+    """A table (a dict of columns or a DataFrame; PIL or ``mlflow.Image`` cells are images)
+    delivered to MLflow as ``log_table`` writes it, at ``artifact_file``. Calls with the same
+    ``artifact_file`` append rows, as in MLflow."""
+    bad = sorted(_TABLE_FORBIDDEN & set(artifact_file))
+    if bad:
+        raise ValueError(f"The artifact_file contains forbidden character: {bad[0]}")
+    if not artifact_file.endswith((".json", ".parquet")):
+        raise ValueError(f"Invalid artifact file path {artifact_file!r}: a table file ends "
+                         "with .json or .parquet")
+    import pandas as pd
+
+    import bridge
+
+    if isinstance(data, dict):
+        try:
+            frame = pd.DataFrame(data)
+        except ValueError:  # scalars only: one row
+            frame = pd.DataFrame([data])
+    elif isinstance(data, pd.DataFrame):
+        frame = data
+    else:
+        raise TypeError("data must be a pandas.DataFrame or a dictionary")
+    a = _target(run_id)
+    columns = [str(c) for c in frame.columns]
+    rows = [[_table_cell(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+    held = _tables.get((a.run.id, artifact_file))
+    if held is not None:
+        old_cols, old_rows = held
+        merged = old_cols + [c for c in columns if c not in old_cols]
+        pad = [[*r, *([None] * (len(merged) - len(r)))] for r in old_rows]
+        place = {c: merged.index(c) for c in columns}
+        new = []
+        for row in rows:
+            cells: list[Any] = [None] * len(merged)
+            for c, v in zip(columns, row):
+                cells[place[c]] = v
+            new.append(cells)
+        columns, rows = merged, pad + new
+    _tables[(a.run.id, artifact_file)] = (columns, rows)
+    table = bridge.Table(columns=columns, data=rows)
+    table.source = {"vendor": "mlflow", "descriptor": {"artifact_file": artifact_file}}
+    a.run.log_media(artifact_file, table)
 
 
 def autolog(*args: Any, **kwargs: Any) -> None:

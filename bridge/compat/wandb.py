@@ -11,8 +11,12 @@ once, at the step it belongs to, so nothing waits for a commit. Other mapping:
 - ``mode="disabled"`` → a :class:`~bridge.disabled.DisabledRun`; ``"offline"`` → bridge's
   ``sync="offline"``; ``dir`` → the spool directory; ``job_type`` → tag ``wandb.job_type``;
 - nested dicts in ``log`` are flattened with dots (``{"train": {"loss": 1}}`` →
-  ``train.loss``); values that are not numbers (images, tables, histograms) are skipped with
-  a counted warning.
+  ``train.loss``); ``wandb.Image``, ``Histogram``, ``Table``, ``Audio``, ``Video``,
+  ``Html`` and ``Object3D`` (this module's, built on :mod:`bridge.media`, or the real
+  wandb SDK's) are recorded as media events at the row's step, a string as a text point
+  (see :mod:`bridge.compat.wandb_media`);
+- ``watch(model, log=..., log_freq=...)`` records parameter/gradient histograms through
+  torch hooks, as W&B does.
 
 Module attributes ``wandb.run``, ``wandb.config`` and ``wandb.summary`` follow the current
 run, as in W&B.
@@ -31,11 +35,22 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
 from bridge.adapters.wandb.names import COMPAT_ID_TAG, COMPAT_JOB_TYPE_TAG, MODE_ENV
+from bridge.compat.wandb_media import (
+    Audio,
+    Histogram,
+    Html,
+    Image,
+    Object3D,
+    Table,
+    Video,
+    unwatch_run,
+)
 from bridge.errors import BridgeWarning
 
 __all__ = [
-    "Artifact", "Config", "Run", "Summary", "config", "define_metric", "finish", "init",
-    "log", "log_artifact", "login", "run", "save", "summary", "watch",
+    "Artifact", "Audio", "Config", "Histogram", "Html", "Image", "Object3D", "Run",
+    "Summary", "Table", "Video", "config", "define_metric", "finish", "init", "log",
+    "log_artifact", "login", "run", "save", "summary", "unwatch", "watch",
 ]  # fmt: skip
 
 run: "Run | None" = None
@@ -265,12 +280,25 @@ class Run:
     def define_metric(self, *args: Any, **kwargs: Any) -> None:
         """Accepted; backends chart every series against its step."""
 
-    def watch(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn("wandb.watch is not supported by bridge; ignored", BridgeWarning,
-                      stacklevel=2)
+    def watch(self, models: Any, criterion: Any = None, log: str | None = "gradients",
+              log_freq: int = 1000, idx: int | None = None, log_graph: bool = False) -> None:
+        """Histograms of a torch model's gradients and/or parameters every ``log_freq``
+        passes, at the current step (``gradients/<name>``, ``parameters/<name>``)."""
+        from bridge.compat.wandb_media import watch as _watch
+
+        if log_graph:
+            warnings.warn("wandb.watch: log_graph is not recorded by bridge", BridgeWarning,
+                          stacklevel=2)
+        _watch(self, models, criterion, log=log, log_freq=log_freq, idx=idx)
+
+    def unwatch(self, models: Any = None) -> None:
+        from bridge.compat.wandb_media import unwatch as _unwatch
+
+        _unwatch(models)
 
     def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
         global run, config, summary
+        unwatch_run(self)  # the model outlives the run: its hooks must not log into it
         self.bridge_run.finish("FINISHED" if not exit_code else "FAILED")
         if run is self:
             run, config, summary = None, None, None
@@ -373,8 +401,18 @@ def define_metric(*args: Any, **kwargs: Any) -> None:
     """Accepted for compatibility; see :meth:`Run.define_metric`."""
 
 
-def watch(*args: Any, **kwargs: Any) -> None:
-    _require().watch(*args, **kwargs)
+def watch(models: Any, criterion: Any = None, log: str | None = "gradients",
+          log_freq: int = 1000, idx: int | None = None, log_graph: bool = False) -> None:
+    """W&B's ``watch``: see :meth:`Run.watch`."""
+    _require().watch(models, criterion, log=log, log_freq=log_freq, idx=idx,
+                     log_graph=log_graph)
+
+
+def unwatch(models: Any = None) -> None:
+    """Remove the hooks ``watch`` added."""
+    from bridge.compat.wandb_media import unwatch as _unwatch
+
+    _unwatch(models)
 
 
 def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:

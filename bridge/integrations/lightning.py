@@ -7,6 +7,14 @@ step), and every checkpoint the ``ModelCheckpoint`` callback writes is copied in
 as an artifact named ``checkpoints`` of type ``model`` (one version per file) at once, so
 a later top-k deletion does not lose it.
 
+Media, as Lightning's ``WandbLogger`` takes it: ``log_image(key, images, step=None,
+caption=[...])`` records one media event ``key`` at ``step`` with an image per item (arrays,
+tensors, PIL images, paths; ``CHW`` or ``HWC``), ``log_table(key, columns, data, dataframe,
+step)`` a table, ``log_text`` a table of strings, ``log_audio(key, audios, step,
+sample_rate=[...], caption=[...])`` and ``log_video(key, videos, step, fps=[...])`` audio and
+video items. A per-item option bridge cannot keep (W&B's ``masks``, ``boxes``) warns and is
+counted on the run; the images are still recorded.
+
 ``finalize`` finishes the run (``success`` → FINISHED, ``failed`` → FAILED); a later
 ``trainer.test()`` with the same logger resumes the same run. Only rank 0 logs, as with
 Lightning's own loggers; pass ``run=`` to log into a run you manage yourself.
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 from argparse import Namespace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 try:
     from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
@@ -89,6 +97,76 @@ class BridgeLogger(Logger):
         self.experiment.log_metrics(dict(metrics), step=step)
 
     @rank_zero_only
+    def log_image(self, key: str, images: list[Any], step: int | None = None,
+                  **kwargs: Any) -> None:
+        """Images under one key at ``step`` (one event, an item each); ``caption=[...]``
+        gives each its caption, as with ``WandbLogger.log_image``."""
+        self._log_items("log_image", key, images, step, kwargs, ("caption",))
+
+    @rank_zero_only
+    def log_audio(self, key: str, audios: list[Any], step: int | None = None,
+                  **kwargs: Any) -> None:
+        """Audio clips under one key (``sample_rate=[...]``, ``caption=[...]`` per clip)."""
+        self._log_items("log_audio", key, audios, step, kwargs, ("caption", "sample_rate"))
+
+    @rank_zero_only
+    def log_video(self, key: str, videos: list[Any], step: int | None = None,
+                  **kwargs: Any) -> None:
+        """Videos under one key (``fps=[...]``, ``caption=[...]``, ``format=[...]`` each)."""
+        self._log_items("log_video", key, videos, step, kwargs, ("caption", "fps", "format"))
+
+    @rank_zero_only
+    def log_table(self, key: str, columns: Sequence[str] | None = None,
+                  data: Sequence[Sequence[Any]] | None = None, dataframe: Any = None,
+                  step: int | None = None) -> None:
+        """A table (``columns`` and rows of ``data``, or a pandas ``dataframe``); cells may
+        be media (``bridge.Image``...)."""
+        from bridge.media import MediaError, Table
+
+        run = self.experiment
+        try:
+            table = Table(columns=columns, data=data, dataframe=dataframe)
+        except (MediaError, TypeError, ValueError) as exc:
+            _problem(run, "log_table", f"{key!r:.80}: {exc}; not recorded")
+            return
+        run.log_media(key, table, step=step)
+
+    @rank_zero_only
+    def log_text(self, key: str, columns: Sequence[str] | None = None,
+                 data: Sequence[Sequence[Any]] | None = None, dataframe: Any = None,
+                 step: int | None = None) -> None:
+        """Text rows as a table, as ``WandbLogger.log_text`` logs them."""
+        self.log_table(key, columns=columns, data=data, dataframe=dataframe, step=step)
+
+    def _log_items(self, call: str, key: str, values: list[Any], step: int | None,
+                   options: dict[str, Any], kept: tuple[str, ...]) -> None:
+        """One media event of ``values``, each with its own options (lists as long as
+        ``values``); options bridge has no place for are a counted warning."""
+        from bridge.media import Audio, Image, MediaError, Video
+
+        run = self.experiment
+        if not isinstance(values, (list, tuple)):
+            raise TypeError(f'Expected a list as "{call[4:]}s", found {type(values)}')
+        n = len(values)
+        for name, given in options.items():
+            if not isinstance(given, (list, tuple)) or len(given) != n:
+                raise ValueError(f"Expected {n} items for {name}, found "
+                                 f"{len(given) if hasattr(given, '__len__') else given!r}")
+        dropped = sorted(set(options) - set(kept))
+        if dropped:
+            _problem(run, call, f"{key!r:.80}: {', '.join(dropped)} not kept by bridge; "
+                     "the items are recorded without them")
+        make = {"log_image": Image, "log_audio": Audio, "log_video": Video}[call]
+        try:
+            items = [make(v, **{k: options[k][i] for k in kept if k in options})
+                     for i, v in enumerate(values)]
+        except (MediaError, TypeError, ValueError) as exc:
+            _problem(run, call, f"{key!r:.80}: {exc}; not recorded")
+            return
+        if items:
+            run.log_media(key, items, step=step)
+
+    @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         if not self._log_checkpoints:
             return
@@ -120,3 +198,16 @@ class BridgeLogger(Logger):
             self._run.finish(_STATUS.get(status, "FINISHED"))
         else:
             self._run.flush()
+
+
+def _problem(run: Any, call: str, why: str) -> None:
+    """A counted warning on the run (an error when the run is strict)."""
+    problem = getattr(run, "_problem", None)
+    if problem is not None:
+        problem(f"BridgeLogger.{call}", why)
+    else:
+        import warnings
+
+        from bridge.errors import BridgeWarning
+
+        warnings.warn(f"BridgeLogger.{call}: {why}", BridgeWarning, stacklevel=3)

@@ -131,9 +131,7 @@ def test_every_media_type_lands_in_its_row(out: Path, tmp_path: Path) -> None:
             "tensor", data={"dtype": "float32", "shape": [2], "values": [1.0, 2.0]})),
     ]
     (res,) = sync(out, tmp_path, run, batch, close="FINISHED")
-    assert res.outcome is Outcome.SUCCESS
-    raw_uid = batch[-1].uid
-    assert set(res.rejected) == {raw_uid} and "tensor" in res.rejected[raw_uid]
+    assert res.outcome is Outcome.SUCCESS and not res.rejected
 
     back = read_back(out, run.run_id)
     # image: the stored PNG, byte for byte, in the row of step 3 with the metric of the call
@@ -179,6 +177,12 @@ def test_every_media_type_lands_in_its_row(out: Path, tmp_path: Path) -> None:
     rows = json.loads(file_of(out, back, row["pr"]["path"]))
     assert rows["columns"] == ["x", "y", "name"]
     assert rows["data"] == [[0.0, 1.0, "pr"], [0.5, 0.8, "pr"], [1.0, 0.2, "pr"]]
+    # tensor: no W&B history type; a run file with the step in its path
+    assert "raw" not in {k for r in back.history for k in r}
+    (tensor,) = [k for k in back.files if k.startswith("bridge/media/tensor/8/")]
+    assert tensor == f"bridge/media/tensor/8/{T0 + 8000}/raw/0-tensor.json"
+    assert json.loads(back.files[tensor]) == {"dtype": "float32", "shape": [2],
+                                              "values": [1.0, 2.0]}
     assert not (out / ".media-staging").exists() or not any((out / ".media-staging").iterdir())
 
 
@@ -192,12 +196,70 @@ def test_stepless_media_are_numbered_and_bad_media_rejected(out: Path, tmp_path:
     svg = ev("media", "svg", step=1, payload=media_payload(
         "image", [item(run, b"<svg/>", "image/svg+xml", "x.svg")]))
     reserved = ev("media", "_hidden", step=1, payload=media_payload("text", data={"text": "x"}))
-    (res,) = sync(out, tmp_path, run, [*good, missing, svg, reserved])
+    # refused by the SDK itself while the session writes (wandb.Html reads UTF-8 only)
+    latin = ev("media", "page", step=1, payload=media_payload(
+        "html", [item(run, b"<p>caf\xe9</p>", "text/html", "p.html")]))
+    jpeg = ev("media", "photo", step=1, payload=media_payload(
+        "image", [item(run, jpeg_bytes(), "image/jpeg", "photo.jpg")]))
+    (res,) = sync(out, tmp_path, run, [*good, missing, svg, reserved, latin, jpeg])
     assert res.outcome is Outcome.SUCCESS
-    assert set(res.rejected) == {missing.uid, svg.uid, reserved.uid}
+    assert set(res.rejected) == {missing.uid, svg.uid, reserved.uid, latin.uid}
     assert "missing" in res.rejected[missing.uid] and "svg" in res.rejected[svg.uid]
+    assert "UnicodeDecodeError" in res.rejected[latin.uid]
     back = read_back(out, run.run_id)
     assert [(r["bridge/step"], r["note"]) for r in rows_with(back, "note")] == [(0, "a"), (1, "b")]
+    (row,) = rows_with(back, "photo")  # a JPEG stays the JPEG it was: W&B copies the file
+    assert row["photo"]["format"] == "jpg"
+    assert file_of(out, back, row["photo"]["path"]) == jpeg_bytes()
+    assert not rows_with(back, "page")
+
+
+def jpeg_bytes() -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.fromarray(np.full((4, 6, 3), 90, np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_boxes_of_a_wandb_image_go_back_to_wandb(out: Path, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    ev = Events(run.run_id)
+    box = {"position": {"minX": 0.1, "maxX": 0.5, "minY": 0.2, "maxY": 0.6}, "class_id": 1,
+           "box_caption": "cat"}
+    source = {"vendor": "wandb", "descriptor": {"_type": "image-file", "boxes": {
+        "predictions": {"box_data": [box], "class_labels": {"1": "cat"}}}}}
+    e = ev("media", "det", step=1, payload=media_payload(
+        "image", [item(run, png(5), "image/png", "det.png")], source=source))
+    (res,) = sync(out, tmp_path, run, [e])
+    assert not res.rejected
+    (row,) = rows_with(read_back(out, run.run_id), "det")
+    d = row["det"]
+    assert d["_type"] == "image-file" and "predictions" in d["boxes"]
+    assert sha(file_of(out, read_back(out, run.run_id), d["path"])) == sha(png(5))
+
+
+def test_a_value_wandb_fails_to_log_is_rejected_and_the_row_kept(tmp_path: Path) -> None:
+    from bridge.adapters.wandb.media_out import MediaValue, SessionMedia
+
+    class Wb:
+        rows: list = []
+
+        def log(self, row: dict) -> None:
+            if "bad" in row:
+                raise OSError("disk full")
+            self.rows.append(row)
+
+    media = SessionMedia(object(), lambda sha: tmp_path / sha, tmp_path / "staging")
+    bad = MediaValue(("f", 1), "bad", media_payload("text", data={"text": "t"}))
+    wb = Wb()
+    media.log(wb, {"bridge/step": 1, "_timestamp": 1.0, "loss": 0.5, "bad": bad})
+    assert wb.rows == [{"bridge/step": 1, "_timestamp": 1.0, "loss": 0.5}]
+    assert "disk full" in media.failed[("f", 1)]
+    with pytest.raises(OSError):  # a row without media fails the session, as before
+        media.log(wb, {"bad": 1.0})
 
 
 def test_check_media_explains_refusals(tmp_path: Path) -> None:
@@ -206,11 +268,13 @@ def test_check_media_explains_refusals(tmp_path: Path) -> None:
 
     assert "histogram" in check_media(media_payload("histogram", data={"edges": [0.0],
                                                                       "counts": [1.0]}), blob)
-    assert "no history type" in check_media(media_payload("file", [
+    assert "missing" in check_media(media_payload("file", [
         media_item("1" * 64, 1, "application/octet-stream", "x.bin")]), blob)
     nested = media_payload("table", data={"columns": ["t"], "rows": [[{"media": media_payload(
         "table", data={"columns": [], "rows": []})}]]})
     assert "nest" in check_media(nested, blob)
+    big = media_payload("table", data={"columns": ["n"], "rows": [[i] for i in range(200_001)]})
+    assert "200,000 rows" in check_media(big, blob)
 
 
 def test_replayed_media_batch_adds_no_duplicates(out: Path, tmp_path: Path) -> None:
@@ -226,6 +290,8 @@ def test_replayed_media_batch_adds_no_duplicates(out: Path, tmp_path: Path) -> N
         ev("media", "h", step=1, ts=T0 + 1000, payload=media_payload(
             "histogram", data={"edges": [0.0, 1.0], "counts": [4.0]})),
         ev.metric("loss", 1, 0.5, T0 + 1000),
+        ev("media", "blob", step=1, ts=T0 + 1000, payload=media_payload(
+            "file", [item(run, b"raw bytes", "application/octet-stream", "r.bin")])),
     ]
     sync(out, tmp_path, run, b1)
     saved = json.loads(json.dumps(run.state))  # the agent saved this with its cursor
@@ -239,6 +305,17 @@ def test_replayed_media_batch_adds_no_duplicates(out: Path, tmp_path: Path) -> N
     (row,) = rows_with(back, "samples")
     assert sha(file_of(out, back, row["samples"]["path"])) == sha(img)
     assert back.exit_code == 0
+    # the run file of a file event is not saved again by the replay
+    (_, lost, replayed) = back.fragments  # b1, b2 (its SUCCESS lost), the replay of b2
+    assert [f for f in lost.files if f.startswith("bridge/media/")] == [
+        f"bridge/media/file/1/{T0 + 1000}/blob/0-r.bin"]
+    assert not [f for f in replayed.files if f.startswith("bridge/media/")]
+    from bridge.adapters.wandb.importer import WandbImporter
+
+    imp = WandbImporter(out)
+    (src,) = list(imp.runs())
+    media = [e for e in imp.events(src) if e.kind == "media"]
+    assert sorted(e.key for e in media) == ["blob", "h", "note", "samples"]
 
 
 def test_delivered_media_import_back_as_they_were(out: Path, tmp_path: Path) -> None:
@@ -259,15 +336,33 @@ def test_delivered_media_import_back_as_they_were(out: Path, tmp_path: Path) -> 
         ev("media", "t", step=3, ts=T0 + 3000, payload=media_payload("table", data=table)),
         ev("media", "note", step=4, ts=T0 + 4000, payload=media_payload(
             "text", data={"text": "hello"})),
+        ev("media", "mesh/raw", step=5, ts=T0 + 5000, payload=media_payload(
+            "file", [item(run, b"\x00mesh", "application/octet-stream", "m.bin"),
+                     item(run, b"\x01mesh", "application/octet-stream", "n.bin")])),
+        ev("media", "pr", step=5, ts=T0 + 5000, payload=media_payload(
+            "tensor", data={"dtype": "float64", "shape": [1], "values": [0.5]})),
+        ev("media", "roc", step=6, ts=T0 + 6000, payload=media_payload(
+            "curve", data={"x": [0.0, 1.0], "y": [0.0, 0.9], "name": "roc"})),
+        ev("media", "xy", step=6, ts=T0 + 6000, payload=media_payload(
+            "curve", data={"x": [1, 2], "y": [3, 4]})),
     ]
-    sync(out, tmp_path, run, batch, close="FINISHED")
+    sync(out, tmp_path, run, batch[:3])
+    sync(out, tmp_path, run, batch[3:], close="FINISHED")
     imp = WandbImporter(out)
     (src,) = list(imp.runs())
     got = {e.key: e for e in imp.events(src) if e.kind == "media"}
     assert imp.warnings == []
     assert {k: (e.step, e.ts_ms) for k, e in got.items()} == {
         "samples": (2, T0 + 2000), "h": (2, T0 + 2000), "t": (3, T0 + 3000),
-        "note": (4, T0 + 4000)}
+        "note": (4, T0 + 4000), "mesh/raw": (5, T0 + 5000), "pr": (5, T0 + 5000),
+        "roc": (6, T0 + 6000), "xy": (6, T0 + 6000)}
+    assert got["roc"].payload["type"] == "curve"
+    assert got["roc"].payload["data"] == {"x": [0.0, 1.0], "y": [0.0, 0.9], "name": "roc"}
+    assert got["xy"].payload["data"] == {"x": [1, 2], "y": [3, 4]}
+    raw = got["mesh/raw"]
+    assert [i["name"] for i in raw.payload["items"]] == ["m.bin", "n.bin"]
+    assert [Path(f).read_bytes() for _, f in raw.files] == [b"\x00mesh", b"\x01mesh"]
+    assert got["pr"].payload["data"] == {"dtype": "float64", "shape": [1], "values": [0.5]}
     (ref, f), = got["samples"].files
     assert sha(Path(f).read_bytes()) == sha(img)
     assert got["samples"].payload["items"][0]["caption"] == "c"

@@ -38,16 +38,19 @@ def _key(v: float) -> Any:
 def read_back(spool: Path, run_id: str) -> dict[str, Any]:
     rec = find_run(spool, run_id)
     assert rec is not None
-    out: dict[str, Any] = {"rec": rec, "points": {}, "params": {}, "texts": {}, "tags": {},
-                           "count": 0}
+    out: dict[str, Any] = {"rec": rec, "points": {}, "params": {}, "texts": {}, "media": {},
+                           "tags": {}, "count": 0}
     for ev in iter_events(rec.files, run_id):
         out["count"] += 1
         if ev.kind == "metric":
             out["points"].setdefault(ev.key, []).append((ev.step, ev.ts_ms, _key(ev.value)))
         elif ev.kind == "param":
             out["params"][ev.key] = ev.payload
-        elif ev.kind == "text":
-            out["texts"][ev.key] = (ev.step, ev.ts_ms, ev.payload)
+        elif ev.kind == "media" and ev.payload["type"] == "text":
+            out["texts"].setdefault(ev.key, []).append(
+                (ev.step, ev.ts_ms, ev.payload["data"]["text"]))
+        elif ev.kind == "media":
+            out["media"].setdefault(ev.key, []).append((ev.step, ev.ts_ms, ev.payload))
         elif ev.kind == "tag":
             out["tags"][ev.key] = ev.payload
     for pts in out["points"].values():
@@ -98,11 +101,12 @@ def test_torch_summary_writer(torch_logdir: Path, tmp_path: Path) -> None:
                                     for s in range(100)]
     assert got["points"]["odd"] == [(7, int((W0 + 7.5) * 1000), "NaN"),
                                     (8, int((W0 + 8.5) * 1000), math.inf)]
-    assert got["texts"] == {
-        "notes/text_summary/3.txt": (3, int((W0 + 3.5) * 1000), "first *note*"),
-        "notes/text_summary/110.txt": (110, int((W0 + 110.5) * 1000), "second"),
-    }
-    assert got["tags"]["tensorboard.skipped"] == "histograms:1"
+    assert got["texts"] == {"notes": [(3, int((W0 + 3.5) * 1000), "first *note*"),
+                                      (110, int((W0 + 110.5) * 1000), "second")]}
+    [(step, ts, hist)] = got["media"]["weights"]  # a histogram now, not a skipped summary
+    assert (step, ts, hist["type"]) == (1, int((W0 + 1.5) * 1000), "histogram")
+    assert sum(hist["data"]["counts"]) == 10
+    assert "tensorboard.skipped" not in got["tags"]
     assert got["tags"]["tensorboard.logdir"] == str((torch_logdir / "train").resolve())
     assert got["tags"]["bridge.source_id"].endswith("/train")  # the source path is kept
 

@@ -6,15 +6,17 @@ values, ``text`` and ``pr_curves`` plugin tensors) and in the tensor forms of
 ``tf.summary`` v2 (``images``, ``histograms``, ``audio`` plugin tensors, metadata on a tag's
 first value only). What TensorBoard itself reads from the file (``EventAccumulator``) is
 what the imported media events must hold: the same encoded bytes, steps and wall times.
+Projector embeddings (files beside the event files) import as tables; whatever is left out
+is counted on the run and printed by ``bridge import``.
 The torch-written variant is tests/integrations/test_tensorboard_media_torch.py.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import math
 import wave
-import io
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +123,8 @@ def test_torch_records_become_media(torch_records: dict[str, Any], tmp_path: Pat
         assert p["source"]["descriptor"] == {"plugin": "images", "form": "legacy",
                                              "tag": "samples/input", "colorspace": 3}
     gray = got["gray"][0].payload["items"][0]
-    assert _bytes(spool, gray) == torch_records["gray"] and (gray["width"], gray["height"]) == (7, 5)
+    assert _bytes(spool, gray) == torch_records["gray"]
+    assert (gray["width"], gray["height"]) == (7, 5)
 
     # add_video's animated GIF: a video with its frames and rate
     video = got["rollout"][0]
@@ -302,3 +305,75 @@ def test_wav_header_matches_descriptor(torch_records: dict[str, Any]) -> None:
     """The corpus itself: the WAV torch's add_audio writes is 16-bit mono at the rate."""
     with wave.open(io.BytesIO(torch_records["audio"][0])) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+
+
+def test_projector_embeddings_become_tables(tmp_path: Path) -> None:
+    """add_embedding's projector files (no summary in the event file) become a table
+    ``embeddings/<tag>`` at the step: metadata, the vectors, the sprite's tiles."""
+    from PIL import Image
+
+    rng = np.random.default_rng(9)
+    logdir = tmp_path / "logs"
+    w = MediaWriter(str(logdir / "run"))
+    mat = rng.random((5, 3)).astype(np.float32)
+    label_img = rng.random((5, 3, 4, 6))  # NCHW, 6 wide and 4 high
+    w.add_embedding(mat, metadata=list("abcde"), label_img=label_img, global_step=3,
+                    tag="feats")
+    w.add_embedding(np.eye(2), metadata=[["x", 1], ["y", 2]], metadata_header=["n", "k"])
+    w.add_scalar("loss", 0.5, 1, W0)
+    w.close()
+    spool = tmp_path / "spool"
+    runs, imp = _import(logdir, spool)
+    got = runs["run"]["media"]
+
+    table = got["embeddings/feats"][0]
+    assert (table.step, table.payload["type"]) == (3, "table")
+    data = table.payload["data"]
+    assert data["columns"] == ["label", "dim_0", "dim_1", "dim_2", "image"]
+    assert [r[0] for r in data["rows"]] == list("abcde")
+    assert [r[1:4] for r in data["rows"]] == mat.astype(float).tolist()
+    for n, row in enumerate(data["rows"]):
+        item = row[4]["media"]["items"][0]
+        assert (item["width"], item["height"], item["mime"]) == (6, 4, "image/png")
+        tile = np.asarray(Image.open(io.BytesIO(_bytes(spool, item))))
+        want = np.uint8((label_img[n].transpose(1, 2, 0) * 255).clip(0, 255))
+        assert np.array_equal(tile, want)
+    d = table.payload["source"]["descriptor"]
+    assert (d["plugin"], d["tensor_name"], d["single_image_dim"]) == (
+        "projector", "feats:00003", [6, 4])
+    plain = got["embeddings/default"][0]
+    assert plain.step == 0 and plain.payload["data"] == {
+        "columns": ["n", "k", "dim_0", "dim_1"],
+        "rows": [["x", "1", 1.0, 0.0], ["y", "2", 0.0, 1.0]]}
+    assert "tensorboard.skipped" not in runs["run"]["tags"] and not imp.warnings
+
+
+def test_projector_config_pointing_outside_is_counted(tmp_path: Path) -> None:
+    """A config naming a file outside the log dir imports nothing of it, counted."""
+    outside = tmp_path / "secret.tsv"
+    outside.write_text("1\t2\n")
+    logdir = tmp_path / "logs"
+    w = MediaWriter(str(logdir / "run"))
+    w.add_embedding(np.eye(2), global_step=1, tag="ok")
+    w.add_scalar("loss", 0.5, 1, W0)
+    w.close()
+    config = logdir / "run" / "projector_config.pbtxt"
+    config.write_text(config.read_text() + 'embeddings {\n  tensor_name: "evil:00001"\n'
+                      '  tensor_path: "../../secret.tsv"\n}\n')
+    runs, imp = _import(logdir, tmp_path / "spool")
+    assert list(runs["run"]["media"]) == ["embeddings/ok"]
+    assert runs["run"]["tags"]["tensorboard.skipped"] == "projector(unreadable):1"
+    assert any("projector(unreadable):1" in w for w in imp.warnings)
+
+
+def test_cli_import_says_what_was_not_imported(torch_records: dict[str, Any],
+                                               tmp_path: Path) -> None:
+    """``bridge import tensorboard`` prints the count of what it left out (the graph)."""
+    from typer.testing import CliRunner
+
+    from bridge.cli.main import app
+
+    out = CliRunner().invoke(app, ["import", "tensorboard", str(torch_records["logdir"]),
+                                   "--dir", str(tmp_path / "cli-spool")])
+    assert out.exit_code == 0, out.output
+    assert "skipped: run train: not imported (graphs:1)" in " ".join(out.output.split())

@@ -119,7 +119,8 @@ def test_native_run_with_resumed_fragment(native_dir: Path) -> None:
     summary = _by(events, "summary")
     assert summary["best"] == 0.25
     assert "loss" not in summary  # W&B's automatic last-value summary is not a summary
-    assert [e.payload for e in events if e.kind == "event" and e.key == "label"][0] == {"value": "x"}
+    assert [e.payload["data"] for e in events
+            if e.kind == "media" and e.key == "label"][0] == {"text": "x"}  # a text point
     arts = {e.key: e for e in events if e.kind == "artifact"}
     assert arts["report.txt"].files[0][1].read_text() == "report body"
     (rel, local), = arts["weights"].files

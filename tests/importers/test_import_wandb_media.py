@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -48,10 +47,13 @@ SCRIPT = textwrap.dedent(
     with open(f"{out}/cloud.pts.json", "w") as f:
         json.dump([[0, 0, 0], [1, 2, 3]], f)
     run = wandb.init(project="media", id="media01", mode="offline", dir=out, settings=settings)
+    box = {"position": {"minX": 0.1, "maxX": 0.5, "minY": 0.2, "maxY": 0.6}, "class_id": 1}
     for step in range(2):
         run.log({"loss": 1.0 / (step + 1),
                  "sample": wandb.Image(png(f"s{step}.png", step), caption=f"step {step}"),
                  "note": f"text at {step}"}, step=step)
+    run.log({"det": wandb.Image(png("d.png", 30), boxes={"predictions": {
+        "box_data": [box], "class_labels": {1: "cat"}}})}, step=1)
     run.log({"pair": [wandb.Image(png("p0.png", 10)), wandb.Image(png("p1.png", 11))],
              "weights": wandb.Histogram(np_histogram=([1, 4, 2], [0.0, 0.5, 1.0, 2.0]))},
             step=2)
@@ -123,6 +125,10 @@ def test_history_media_are_joined_with_their_files(corpus: Path) -> None:
     assert pair.step == 2 and len(pair.payload["items"]) == 2
     assert [sha(files_of(pair)[i["file"]]) for i in pair.payload["items"]] == [
         sha((corpus / f"p{n}.png").read_bytes()) for n in range(2)]
+    (det,) = media(events, "det")  # bounding boxes inline, from W&B's boxes2D file
+    assert det.payload["source"]["descriptor"]["boxes"]["predictions"] == {
+        "box_data": [{"position": {"minX": 0.1, "maxX": 0.5, "minY": 0.2, "maxY": 0.6},
+                      "class_id": 1}], "class_labels": {"1": "cat"}}
     (hist,) = media(events, "weights")
     assert hist.payload["data"] == {"edges": [0.0, 0.5, 1.0, 2.0], "counts": [1.0, 4.0, 2.0]}
     # a table with its real images, from the run-table artifact W&B staged
