@@ -103,7 +103,7 @@ def build_mlflow(work: Path) -> MediaCorpus:
     env = dict(os.environ, MLFLOW_ENABLE_ASYNC_LOGGING="false", GIT_PYTHON_REFRESH="quiet")
     _run(_MLFLOW, [str(Path(__file__).parent), uri], env, work)
     return MediaCorpus("mlflow", uri, {"experiments": ["media"]},
-                       {"samples": _images_expected()})
+                       {"samples": _images_expected(), "preds.json": {None: ("table", ())}})
 
 
 # -- W&B: images with captions, histograms, text, a table with an image ------------------
