@@ -293,17 +293,9 @@ class Run:
         step does not advance. ``run.log({key: value}, step=...)`` is the usual way."""
         if self._closed("log_media"):
             return
-        ts = _now() // 1_000_000
-        if timestamp is not None:
-            if type(timestamp) is int and 0 <= timestamp < MAX_TIMESTAMP_MS:
-                ts = timestamp
-            else:
-                self._problem("log_media", "timestamp must be integer ms since the epoch "
-                              f"before year 10000, got {timestamp!r:.80}; the call's time is used")
-        if step is not None and not (type(step) is int and 0 <= step < 1 << 62):
-            step = self._bad_step("log_media", step)
-            if step is None:
-                return
+        ts, step, ok = self._at(call="log_media", step=step, timestamp=timestamp)
+        if not ok:
+            return
         from bridge.media import MediaError
         from bridge.media.convert import as_media
 
@@ -323,6 +315,22 @@ class Run:
             self._problem("log_media", f"{key!r:.80}: {exc}; not recorded")
             return
         self._writer.put_media(self.id, key, step, ts, m)
+
+    def _at(self, call: str, step: Any, timestamp: Any) -> tuple[int, int | None, bool]:
+        """(timestamp ms, step, ok) of an MLflow-style call: a bad timestamp is replaced by
+        the call's time, a bad step refuses the call (ok False); both are counted problems."""
+        ts = _now() // 1_000_000
+        if timestamp is not None:
+            if type(timestamp) is int and 0 <= timestamp < MAX_TIMESTAMP_MS:
+                ts = timestamp
+            else:
+                self._problem(call, "timestamp must be integer ms since the epoch before year "
+                              f"10000, got {timestamp!r:.80}; the call's time is used")
+        if step is not None and not (type(step) is int and 0 <= step < 1 << 62):
+            step = self._bad_step(call, step)
+            if step is None:
+                return ts, None, False
+        return ts, step, True
 
     def _bad_step(self, call: str, step: Any) -> int | None:
         try:
@@ -350,17 +358,9 @@ class Run:
         """Log several metrics at one step (MLflow style; the step does not auto-advance)."""
         if self._closed("log_metrics"):
             return
-        ts = _now() // 1_000_000
-        if timestamp is not None:
-            if type(timestamp) is int and 0 <= timestamp < MAX_TIMESTAMP_MS:
-                ts = timestamp
-            else:
-                self._problem("log_metrics", "timestamp must be integer ms since the epoch "
-                              f"before year 10000, got {timestamp!r:.80}; the call's time is used")
-        if step is not None and not (type(step) is int and 0 <= step < 1 << 62):
-            step = self._bad_step("log_metrics", step)
-            if step is None:
-                return
+        ts, step, ok = self._at(call="log_metrics", step=step, timestamp=timestamp)
+        if not ok:
+            return
         items: list = []
         try:
             for k, v in metrics.items():

@@ -318,7 +318,7 @@ def test_bridge_log_to_neptune_offline_verifies_whole(tmp_path: Path, monkeypatc
     for name in ("media", "media_files", "media_data"):
         count = rep.fields[name]
         assert count.expected > 0 and count.lost == 0, (name, rep.per_key)
-    assert rep.per_key["media:pair"]["files_kept"] == 6
+    assert rep.media_per_key["pair"]["files_kept"] == 6
     (got,) = readback.runs_for(out / ".neptune", run.id)
     images = image_ops(got.path)
     assert [s for s, *_ in images["samples"]] == [0, 1, 2]

@@ -240,12 +240,11 @@ def test_torch_event_files_migrate_to_mlflow_and_wandb(tmp_path: Path,
         for field in ("media", "media_files"):  # every event at its step, every byte
             assert rep.fields[field].expected > 0 and rep.fields[field].percent == 100.0, (
                 dest, field, rep.fields[field])
-        data = {k: (v["expected"], v["data_kept"]) for k, v in rep.per_key.items()
-                if k.startswith("media:")}
+        data = {k: (v["expected"], v["data_kept"]) for k, v in rep.media_per_key.items()}
         # W&B re-bins a histogram over its 512-bin limit (TensorBoard's default edges give
         # ~580 over this data) and holds a curve as a wandb.Table (the W&B adapter's
         # forms): their inline data is transformed there; everything else is equal.
-        transformed = {"media:default_bins", "media:pr"} if dest == "wandb" else set()
+        transformed = {"default_bins", "pr"} if dest == "wandb" else set()
         assert {k: v for k, v in data.items() if k not in transformed} == {
             k: (3, 3) for k in data if k not in transformed}, (dest, data)
 
