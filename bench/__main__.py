@@ -30,6 +30,7 @@ __all__ = ["MODULES", "Target", "main"]
 MODULES = (
     "bench_log",           # hot path, ingestion, import time (~30 s)
     "bench_vendors",       # caller time beside the vendors' SDKs (~1 min)
+    "bench_media",         # caller time of an image per step beside W&B and MLflow (~1.5 min)
     "bench_writers",       # 1-32 writer processes (~45 s)
     "bench_sync_mlflow",   # sync to a real MLflow server (~1.5 min)
     "bench_sync_offline",  # sync into W&B, Neptune, Comet offline files (~30 s)
