@@ -28,6 +28,7 @@ import warnings
 from typing import Any, Iterable, Sequence
 
 import bridge.media as _media
+from bridge.media.structured import _cell
 from bridge.errors import BridgeWarning
 
 __all__ = ["Audio", "Histogram", "Html", "Image", "Object3D", "Table", "Video", "unwatch",
@@ -170,7 +171,7 @@ class Table(_media.Table):
             raise ValueError(f"column {name!r} needs {len(self.rows)} values, got {len(data)}")
         self.columns.append(str(name))
         for row, value in zip(self.rows, data):
-            row.append(_media._cell(_vendor_cell(value)))
+            row.append(_cell(_vendor_cell(value)))
 
     def get_column(self, name: str, convert_to: str | None = None) -> list[Any]:
         n = self.columns.index(name)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.media import Image, Media, _FileMedia, _Group, _is_figure, _is_pil, _Text
+from bridge.media.base import Media, _FileMedia, _is_figure, _is_pil
+from bridge.media.files import Image
+from bridge.media.structured import _Group, _Text
 
 __all__ = ["as_media"]
 
