@@ -25,6 +25,8 @@ def train(run, epochs: int = 20, lr: float = 0.5, batch_size: int = 64, seed: in
     """Train and log; returns the final metrics."""
     import numpy as np
 
+    from bridge.media import Histogram
+
     rng = np.random.default_rng(seed)
     n, d = 2000, 8
     true_w = rng.normal(size=d)
@@ -56,7 +58,8 @@ def train(run, epochs: int = 20, lr: float = 0.5, batch_size: int = 64, seed: in
         train_loss, train_acc = loss_acc(Xtr, ytr)
         val_loss, val_acc = loss_acc(Xva, yva)
         run.log({"train/loss": train_loss, "train/accuracy": train_acc,
-                 "val/loss": val_loss, "val/accuracy": val_acc, "epoch": epoch}, step=step)
+                 "val/loss": val_loss, "val/accuracy": val_acc, "epoch": epoch,
+                 "weights": Histogram(w, bins=8)}, step=step)  # media: a histogram per epoch
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "weights.json"
         path.write_text(json.dumps({"w": w.tolist(), "b": b}, indent=1))
