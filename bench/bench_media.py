@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = ap.parse_args(argv)
     rounds, turn_s = (2, 0.3) if args.quick else (5, 1.0)
-    m = meta("bench.bench_media", ("mlflow", "wandb", "numpy", "PIL"))
+    m = meta("bench.bench_media", ("mlflow", "wandb", "numpy", "pillow"))
     extra: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-media-") as d:
         res = alternate(Path(d), rounds, turn_s, not args.no_wandb,
