@@ -98,9 +98,15 @@ class RunInfo:
     remote_id: str | None = None  # from run_map, when a previous sync opened it
     # The adapter's own memory for this (backend, run): see AdapterState.
     state: "AdapterState" = field(default_factory=lambda: AdapterState())
+    # Files logged with ``log_artifact(copy=False)``: sha256 -> the source file, filled by
+    # the agent once it checked the file still holds those bytes.
+    references: dict = field(default_factory=dict)
 
     def blob_path(self, sha256: str) -> Path:
-        """Where the spool keeps the bytes of a content-addressed artifact file."""
+        """Where the bytes of a content-addressed artifact file are: the spool's blob store,
+        or the user's own file for one logged by reference."""
+        if sha256 in self.references:
+            return Path(self.references[sha256])
         if self.blob_root is None:
             raise AdapterError("this run has no blob store")
         return self.blob_root / sha256[:2] / sha256

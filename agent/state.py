@@ -164,6 +164,17 @@ class StateStore:
             self.conn.execute("DELETE FROM dead_letters WHERE backend=? AND run_id=?", key)
             self.conn.execute("DELETE FROM sync_errors WHERE backend=? AND run_id=?", key)
 
+    def forget_pruned(self, run_ids: list[str]) -> None:
+        """Runs removed by `bridge prune`: their cursors, dead letters and leases point at
+        events that no longer exist. The run map and adapter state stay, so a resumed run
+        finds its remote run again."""
+        rows = [(r,) for r in run_ids]
+        with self._tx():
+            self.conn.executemany("DELETE FROM cursors WHERE run_id=?", rows)
+            self.conn.executemany("DELETE FROM dead_letters WHERE run_id=?", rows)
+            self.conn.executemany("DELETE FROM sync_errors WHERE run_id=?", rows)
+            self.conn.executemany("DELETE FROM leases WHERE run_id=?", rows)
+
     def record_error(self, backend: str, run_id: str, error: str) -> None:
         with self._tx():
             self.conn.execute(

@@ -33,6 +33,7 @@ from bridge.adapters.base import (
     capability,
     load_adapter,
 )
+from bridge.agent.references import check_references
 from bridge.agent.retry import RetryPolicy, Stopped, TransientFailure, call_with_retries
 from bridge.agent.state import StateStore, holder_id, now_ms
 from bridge.config import AgentSettings
@@ -435,9 +436,14 @@ class Syncer:
 
     def _export(self, store: StateStore, adapter: Any, info: RunInfo, label: str,
                 batch: list[Event], res: PairResult) -> tuple[int, dict]:
+        refused = check_references(batch, info.references)
+        sendable = [ev for ev in batch if ev.uid not in refused] if refused else batch
+
         def attempt() -> ExportResult:
+            if not sendable:
+                return ExportResult.success()
             try:
-                result = adapter.export(info, batch)
+                result = adapter.export(info, sendable)
             except TransientError as exc:
                 raise TransientFailure(str(exc), getattr(exc, "retry_after", None)) from exc
             except AdapterError:
@@ -453,10 +459,11 @@ class Syncer:
 
         result = call_with_retries(attempt, self.policy, self.stop)
         if result.outcome is Outcome.PERMANENT:
-            dead = {ev.uid: result.reason or "refused by the backend" for ev in batch}
+            dead = {ev.uid: result.reason or "refused by the backend" for ev in sendable}
         else:
-            uids = {ev.uid for ev in batch}
+            uids = {ev.uid for ev in sendable}
             dead = {uid: reason for uid, reason in result.rejected.items() if uid in uids}
+        dead.update(refused)
         cursors: dict[str, int] = {}
         for ev in batch:
             if ev.seq > cursors.get(ev.file_id, 0):

@@ -32,6 +32,9 @@ class AgentSettings:
     # Background sync of a RUNNING run: seconds between deliveries to backends that open a
     # vendor session per delivery (W&B; Comet offline). 0 = every pass, as before.
     session_interval: float = 300.0
+    # `bridge agent` prunes runs every backend holds once they finished this many days ago
+    # (bridge.agent.retention); 0 = off, the spool keeps everything until `bridge prune`.
+    retention_days: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class Settings:
     finish_timeout: float = 30.0
     strict: bool = False
     backends: tuple = ()
+    # Bytes the spool may use (GB, decimal); `bridge doctor` warns at 80%. 0 = no quota.
+    quota_gb: float = 0.0
+    # log_artifact(copy=None) records files larger than this (MB, decimal) by reference
+    # instead of copying them into the spool; 0 = always copy.
+    artifact_reference_mb: float = 0.0
     agent: AgentSettings = field(default_factory=AgentSettings)
     # Default options per backend, from the config file's ``[backends.<name>]`` tables: used
     # by init() under the options it is given, and by ``bridge sync --backend NAME``.
@@ -93,7 +101,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 
 _TYPES = {"dir": Path, "sync": str, "durability": str, "flush_interval": float, "max_queue": int,
-          "finish_timeout": float, "strict": bool, "backends": tuple}
+          "finish_timeout": float, "strict": bool, "backends": tuple, "quota_gb": float,
+          "artifact_reference_mb": float}
 
 
 def _apply(settings: Settings, values: dict[str, Any], where: str) -> Settings:
@@ -170,6 +179,10 @@ def load(**overrides: Any) -> Settings:
         raise ConfigError(f"durability must be one of {_DURABILITY}, got {settings.durability!r}")
     if settings.flush_interval <= 0 or settings.max_queue < 1:
         raise ConfigError("flush_interval must be > 0 and max_queue >= 1")
+    if (settings.agent.retention_days < 0 or settings.quota_gb < 0
+            or settings.artifact_reference_mb < 0):
+        raise ConfigError("agent.retention_days, quota_gb and artifact_reference_mb must be "
+                          ">= 0 (0 = off)")
     if settings.agent.session_interval < 0:
         raise ConfigError("agent.session_interval must be >= 0 seconds")
     return replace(settings, dir=Path(settings.dir).expanduser())

@@ -139,7 +139,7 @@ class DisabledRun:
         pass
 
     def log_artifact(self, path: str | os.PathLike, name: str | None = None,
-                     type: str = "file") -> None:
+                     type: str = "file", copy: bool | None = None) -> None:
         pass
 
     def log_model(self, model: Any, name: str) -> None:

@@ -206,6 +206,13 @@ class Run:
         self._writer.put_count(self.id, "warnings")
         report(call, problem, self.strict, stacklevel=5)
 
+    def _artifact_problem(self, problem: str) -> None:
+        """A problem the artifact thread found: warned (never raised: the call has returned,
+        even with ``strict``) and counted like any other."""
+        self.warnings += 1
+        self._writer.put_count(self.id, "warnings")
+        warnings.warn(f"bridge: log_artifact: {problem}", BridgeWarning, stacklevel=2)
+
     def _closed(self, call: str) -> bool:
         if self._finished:
             # Warned, and counted on this object only: the run's record in the spool is
@@ -441,33 +448,47 @@ class Run:
     # -- artifacts -------------------------------------------------------------------------
 
     def log_artifact(self, path: str | os.PathLike, name: str | None = None,
-                     type: str = "file") -> None:
-        """Copy a file or directory into the spool (sha256-addressed, deduplicated)."""
+                     type: str = "file", copy: bool | None = None) -> None:
+        """Record a file or directory; the caller pays a ``stat`` per file, no more.
+
+        Hashing and copying into the spool (sha256-addressed, deduplicated) happen on the
+        writer's artifact thread, and the event commits once the copy is durable; ``flush()``
+        and ``finish()`` wait for it. ``copy=False`` records the path, size, mtime and sha256
+        without a second copy: the sync checks the file is unchanged and dead-letters it, with
+        the reason, if it changed or vanished. ``copy=None`` copies unless the artifact is
+        larger than the ``artifact_reference_mb`` setting (0 = always copy).
+        """
         if self._closed("log_artifact"):
             return
+        from bridge.spool.artifacts import ArtifactJob, snapshot, stage
+
         src = Path(path)
         try:
-            if not src.exists():
-                raise Problem(f"{str(src)!r} does not exist")
-            if src.is_dir():
-                entries = sorted(p for p in src.rglob("*") if p.is_file())
-                files = []
-                for p in entries:
-                    sha, size = blobs.store_file(self.dir, p)
-                    self._writer.put_blob(sha, size)
-                    files.append({"path": p.relative_to(src).as_posix(), "sha256": sha,
-                                  "size": size})
-            else:
-                sha, size = blobs.store_file(self.dir, src)
-                self._writer.put_blob(sha, size)
-                files = [{"path": src.name, "sha256": sha, "size": size}]
-        except (Problem, OSError) as exc:
+            is_dir, files = snapshot(src)
+            source = str(src.resolve())
+        except OSError as exc:
             self._problem("log_artifact", f"{exc}; artifact not recorded")
             return
         art_name = name or src.name
-        self._record(Kind.ARTIFACT, "log_artifact", art_name,
-                     artifact_payload(art_name, files, type=type, is_dir=src.is_dir(),
-                                      source=str(src.resolve())))
+        try:
+            check_key(art_name)
+        except Problem as exc:
+            self._problem("log_artifact", f"{exc}; not recorded")
+            return
+        if copy is None:
+            limit = self.settings.artifact_reference_mb * 1e6
+            copy = not (limit > 0 and sum(f.size for f in files) > limit)
+        if copy:
+            try:  # hard links: a file deleted or replaced after this call is copied as it was
+                files = stage(files, self.dir)
+            except OSError:
+                pass  # an unsafe or unwritable blob store: the copy will say so
+        job = ArtifactJob(self.id, art_name, type, is_dir, source, files, bool(copy),
+                          _now() // 1_000_000, on_problem=self._artifact_problem)
+        try:
+            self._writer.put_artifact(job)
+        except OSError as exc:  # durability "commit"/"fsync": stored on this thread
+            self._problem("log_artifact", f"{exc}; artifact not recorded")
 
     def log_model(self, model: Any, name: str) -> None:
         """Pickle a model into an artifact of type ``model`` (Lab's ``log_model``)."""

@@ -149,6 +149,7 @@ class _FileOp:
 
     uids: list[tuple[str, int]]
     action: str  # "text" | "dict" | "artifact" | "events" | "tag" | "media" | "tables"
+    #            | "model" | "dataset" (payload: the event; models_out.py)
     path: str
     payload: Any = None
 
@@ -623,7 +624,10 @@ class MlflowAdapter(BaseAdapter):
             elif kind == "event":
                 events.append(ev)
             elif kind == "artifact":
-                ops.append(_FileOp([ev.uid], "artifact", ev.key or "", ev.payload))
+                # "folder" (the MLflow plugin's artifact_path; None: the root) when present
+                folder = (ev.payload or {}).get("folder", ev.key) if isinstance(
+                    ev.payload, Mapping) else ev.key
+                ops.append(_FileOp([ev.uid], "artifact", folder or "", ev.payload))
             elif kind == "media":  # files in MLflow's own layouts (see media.py)
                 reason = media.check(ev.payload)
                 if reason:
@@ -635,6 +639,8 @@ class MlflowAdapter(BaseAdapter):
                     tag(names.LOGGED_IMAGES_TAG, "True", ev)  # MLflow's UI shows its image grid
                 elif ev.payload["type"] == "table":
                     table_uids.append(ev.uid)
+            elif kind in ("model", "dataset"):  # the MLflow plugin's (see models_out.py)
+                ops.append(_FileOp([ev.uid], kind, ev.key or "", ev))
             else:
                 rejected[ev.uid] = f"mlflow: event kind {kind!r} has no MLflow mapping"
         items.extend(tags.values())
@@ -718,6 +724,21 @@ class MlflowAdapter(BaseAdapter):
                 raise _Unsendable(str(exc)) from exc
             if staged.table:
                 op.payload["tables"].append(staged.table)
+        elif op.action in ("model", "dataset"):
+            from bridge.adapters.mlflow import models_out
+
+            try:
+                if op.action == "model":
+                    models_out.deliver_model(self, run, remote, op.payload, tmp)
+                else:
+                    models_out.deliver_dataset(self, run, remote, op.payload)
+            except models_out.Unsendable as exc:
+                raise _Unsendable(str(exc)) from exc
+            except models_out.sdk_error() as exc:  # MLflow's client, also beside REST
+                failure = classify(exc)
+                if failure.retryable or not failure.entity:
+                    raise _Abort(failure) from exc
+                raise _Unsendable(failure.reason) from exc
         elif op.action == "tables":
             if op.payload:
                 media.merge_logged_tables(self.client, remote, op.payload)

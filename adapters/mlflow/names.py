@@ -24,7 +24,7 @@ __all__ = [
     "THUMBNAIL_SIZE", "image_key", "media_dir", "media_file", "media_uuid",
     "parse_media_descriptor", "parse_step_image", "step_image_file", "table_cell_file",
     "table_file",
-    "RUN_ID_TAG", "RUN_NAME_TAG", "RUN_STATUSES", "SUMMARY_PREFIX", "SYSTEM_FILE",
+    "MODEL_ID_TAG", "RUN_ID_TAG", "RUN_NAME_TAG", "RUN_STATUSES", "SUMMARY_PREFIX", "SYSTEM_FILE",
     "SYSTEM_PREFIX", "decode_summary", "embedded_artifacts", "embedded_db",
     "embedded_tracking_uri", "encode_summary", "import_status", "long_value_file",
     "readback_source", "run_filter", "sqlite_uri", "summary_key", "summary_tag",
@@ -33,6 +33,7 @@ __all__ = [
 
 # -- tags -------------------------------------------------------------------------------
 RUN_ID_TAG = "bridge.run_id"  # the bridge run an MLflow run holds: how a run is found again
+MODEL_ID_TAG = "bridge.model_id"  # the spool's id of a logged model delivered to MLflow
 MLFLOW_PARENT_TAG = "mlflow.parentRunId"  # MLflow's UI nests a run under this parent
 BRIDGE_PARENT_TAG = "bridge.parent_run_id"
 # Tags that name a parent run by its bridge id (imports, the mlflow compat shim).

@@ -300,6 +300,10 @@ class WandbAdapter(BaseAdapter):
             return self._plan_artifact(run, plan, ev)
         elif kind == "media":
             return self._plan_media(run, plan, ev)
+        elif kind == "model":  # MLflow 3 logged models (the MLflow plugin's): models_out.py
+            from bridge.adapters.wandb.models_out import plan_model
+
+            return plan_model(run, plan, ev, _safe_relpath)
         else:
             return f"the wandb backend does not know event kind {kind!r}"
         return None

@@ -64,9 +64,12 @@ def doctor_cmd(
                 t.add_row(f"sdk {dist}", metadata.version(dist))
             except metadata.PackageNotFoundError:
                 t.add_row(f"sdk {dist}", "installed")
+    space = _space_rows(t, spool) if exists else []
     set_vars = [v for v in CREDENTIAL_VARIABLES if os.environ.get(v)]
     t.add_row("credential variables set", ", ".join(set_vars) or "none")
     console.print(t)
+    for warning in space:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
     for c in bad:
         console.print(f"[red]{c.path.name}: {c.problem}[/red]")
     if bad and not repair:
@@ -86,6 +89,29 @@ def doctor_cmd(
             raise typer.Exit(1)
     elif bad:
         raise typer.Exit(1)
+
+
+def _space_rows(t: Table, spool: Path) -> list[str]:
+    """Disk rows of the table; the warnings to print, with what `bridge prune` would free."""
+    from bridge.agent.retention import prune
+    from bridge.config import load
+    from bridge.spool.sizes import disk_usage, human_bytes, space_warnings
+
+    usage = disk_usage(spool)
+    t.add_row("spool size", f"{human_bytes(usage.spool_bytes)} (blobs "
+                            f"{human_bytes(usage.blob_bytes)}, other files such as vendor "
+                            f"offline output {human_bytes(usage.other_bytes)})")
+    t.add_row("disk free", f"{human_bytes(usage.fs_free)} of {human_bytes(usage.fs_total)}")
+    quota = int(load().quota_gb * 1e9)
+    if quota:
+        t.add_row("quota", f"{human_bytes(quota)} (quota_gb)")
+    warnings = space_warnings(usage, quota)
+    if warnings:
+        freed = prune(spool, dry_run=True).report
+        warnings.append(f"`bridge prune` would free {len(freed.runs)} delivered runs, "
+                        f"{human_bytes(freed.bytes)} (`bridge prune --dry-run` lists them; "
+                        "`--include-dead` or syncing pending runs frees more)")
+    return warnings
 
 
 def register(app: typer.Typer) -> None:

@@ -30,13 +30,18 @@ def runs_cmd(
     if project:
         records = [r for r in records if r.project == project]
     table = Table(title=f"runs in {spool}", box=box.SIMPLE_HEAD)
-    for col in ("project", "#", "run id", "name", "status", "started (UTC)"):
+    from bridge.spool.sizes import human_bytes, run_sizes
+
+    sizes = run_sizes(spool)
+    for col in ("project", "#", "run id", "name", "status", "started (UTC)", "size"):
         table.add_column(col, no_wrap=True)
     table.add_column("nodes", overflow="fold", min_width=6)
     table.add_column("backends", overflow="fold", min_width=8)
     for r in records:
         table.add_row(r.project, str(r.number), r.run_id[:12], r.name or "", r.status,
-                      fmt_ms(r.start_ms), ",".join(sorted({f.node for f in r.files})),
+                      fmt_ms(r.start_ms),
+                      human_bytes(sizes[r.run_id].total) if r.run_id in sizes else "-",
+                      ",".join(sorted({f.node for f in r.files})),
                       ",".join(b["name"] for b in r.backends))
     console.print(table)
     for r in records:
@@ -71,6 +76,12 @@ def show_cmd(
     console.print(f"status {rec.status}   started {fmt_ms(rec.start_ms)}   ended "
                   f"{fmt_ms(rec.end_ms)}   files {len(rec.files)}   nodes "
                   f"{','.join(sorted({f.node for f in rec.files}))}")
+    from bridge.spool.sizes import human_bytes, run_sizes
+
+    size = run_sizes(spool).get(rec.run_id)
+    if size is not None:
+        console.print(f"on disk {human_bytes(size.total)}: events {human_bytes(size.events)}, "
+                      f"blobs {human_bytes(size.blobs)}")
     if rec.warnings or rec.dropped:
         console.print(f"[yellow]{rec.warnings} inputs refused or normalized, "
                       f"{rec.dropped} events dropped[/yellow]")

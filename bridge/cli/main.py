@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bridge.cli import demo, doctor, local, migrate, sync, ui
+from bridge.cli import demo, doctor, local, migrate, prune, sync, ui
 
 __all__ = ["app", "main"]
 
@@ -20,6 +20,7 @@ local.register(app)
 sync.register(app)
 migrate.register(app)
 doctor.register(app)
+prune.register(app)
 demo.register(app)
 ui.register(app)
 

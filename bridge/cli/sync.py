@@ -133,7 +133,15 @@ def status_cmd(
     errors: list = []
     statuses = spool_status(spool, errors)
     if json_out:
-        print(json.dumps({"dir": str(spool), "runs": redact_json([s.as_dict() for s in statuses]),
+        from bridge.spool.sizes import run_sizes
+
+        sizes = run_sizes(spool)
+        runs = []
+        for s in statuses:
+            size = sizes.get(s.run_id)
+            runs.append({**s.as_dict(), "bytes": {"events": size.events if size else 0,
+                                                   "blobs": size.blobs if size else 0}})
+        print(json.dumps({"dir": str(spool), "runs": redact_json(runs),
                           "file_errors": [{"path": str(e.path), "error": e.error} for e in errors]},
                          indent=2))
         return
@@ -202,12 +210,29 @@ def agent_cmd(
                     err_console.print(f"[yellow]{r.backend} {r.run_id[:12]}: "
                                       f"{redact_text(r.error)[:200]}"
                                       "[/yellow]")
+            _retain(spool, settings.retention_days)
             if once:
                 break
             stop.wait(wait)
     finally:
         syncer.shutdown()
     console.print("bridge agent stopped; cursors saved")
+
+
+def _retain(spool: Path, days: float) -> None:
+    """The retention setting, applied after each pass (off when 0)."""
+    from bridge.agent.retention import apply_retention
+    from bridge.spool.sizes import human_bytes
+
+    outcome = apply_retention(spool, days)
+    if outcome is None:
+        return
+    r = outcome.report
+    if r.runs:
+        console.print(f"retention ({days:g} days): pruned {len(r.runs)} runs, {r.events} "
+                      f"events, {human_bytes(r.bytes)}")
+    for e in outcome.errors:
+        err_console.print(f"[yellow]retention: {redact_text(e)}[/yellow]")
 
 
 def register(app: typer.Typer) -> None:

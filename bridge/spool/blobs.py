@@ -79,7 +79,10 @@ class _Store:
             return False
         finally:
             os.close(fan)
-        return stat.S_ISREG(st.st_mode)
+        if stat.S_ISREG(st.st_mode):
+            _touch(sha, self.fd, sha[:2])
+            return True
+        return False
 
     def incoming(self) -> tuple[str, BinaryIO]:
         """A new temporary file in ``blobs/`` (0600), created, never opened through a link."""
@@ -104,10 +107,26 @@ class _Store:
                 st = None
             if st is not None and stat.S_ISREG(st.st_mode):
                 self.discard(name)
+                _touch(sha, self.fd, sha[:2])
             else:
                 os.replace(name, sha, src_dir_fd=self.fd, dst_dir_fd=fan)
         finally:
             os.close(fan)
+
+
+def _touch(sha: str, root_fd: int, fan_name: str) -> None:
+    """Mark a reused blob as just referenced: `bridge prune` spares blobs touched within its
+    grace period, so a writer reusing a blob whose event is not committed yet keeps it."""
+    try:
+        fan = os.open(fan_name, _DIR_FLAGS, dir_fd=root_fd)
+    except OSError:
+        return
+    try:
+        os.utime(sha, dir_fd=fan, follow_symlinks=False)
+    except OSError:
+        pass
+    finally:
+        os.close(fan)
 
 
 Fill = Callable[[BinaryIO], tuple[str, int]]  # writes the content, returns (sha256, size)

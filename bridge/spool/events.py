@@ -29,7 +29,9 @@ __all__ = [
     "decode_row",
     "encode_float",
     "encode_payload",
+    "dataset_payload",
     "metric_row",
+    "model_payload",
 ]
 
 
@@ -47,6 +49,13 @@ class Kind(str, enum.Enum):
     SYSTEM = "system"  # key: "system", payload: dict of platform facts
     NOTE = "note"  # key: "notes", payload: str (the run description, may change)
     MEDIA = "media"  # key: series, step, ts_ms, payload: bridge.spool.media.media_payload()
+    # MLflow 3 logged models (the MLflow tracking-store plugin, adapters/mlflow/plugin/):
+    # key: the model id ("m-<32 hex>"), payload: model_payload(); recorded on the model's
+    # source run, one event per change (create, params, tags, status, files, metrics, output).
+    MODEL = "model"
+    # Datasets used by a run (MLflow's log_inputs): key: dataset name, payload:
+    # dataset_payload() (name, digest, source, schema, profile, input tags such as context).
+    DATASET = "dataset"
 
     def __str__(self) -> str:
         return self.value
@@ -141,3 +150,28 @@ def artifact_payload(name: str, files: Iterable[Mapping[str, Any]], *, type: str
     return {"name": name, "type": type,
             "is_dir": len(entries) > 1 if is_dir is None else bool(is_dir),
             "source": source, "files": entries, **extra}
+
+
+MODEL_OPS = ("create", "params", "tags", "delete_tag", "status", "files", "metrics", "output")
+
+
+def model_payload(op: str, **fields: Any) -> dict[str, Any]:
+    """A ``model`` event's payload: ``op`` names the change, the other fields carry it.
+
+    ``create``: name, experiment (the project), model_type, params, tags, status,
+    creation_ms; ``params``/``tags``: dicts of strings; ``delete_tag``: key; ``status``:
+    "READY"/"FAILED"/...; ``files``: path (folder inside the model, None for its root) and
+    files as in :func:`artifact_payload`; ``metrics``: list of {key, value, ts_ms, step};
+    ``output``: step (the run logged the model as an output at that step).
+    """
+    if op not in MODEL_OPS:
+        raise ValueError(f"unknown model op {op!r}; known: {', '.join(MODEL_OPS)}")
+    return {"op": op, **fields}
+
+
+def dataset_payload(name: str, digest: str, source_type: str, source: str,
+                    schema: str | None = None, profile: str | None = None,
+                    tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A ``dataset`` event's payload (MLflow's Dataset and its input tags)."""
+    return {"name": name, "digest": digest, "source_type": source_type, "source": source,
+            "schema": schema, "profile": profile, "tags": dict(tags or {})}

@@ -157,6 +157,8 @@ def find_run(spool_dir: Path, run_id: str) -> RunRecord | None:
 
 def _file_stream(path: Path, info: FileInfo, run_id: str, after: int, chunk: int,
                  upto: int | None) -> Iterator[tuple]:
+    if not path.exists():  # removed by `bridge prune` since the run was listed
+        return
     conn = open_file(path)
     try:
         last = after
@@ -209,6 +211,9 @@ def max_seqs(files: list[FileInfo], run_id: str) -> dict[str, int]:
     """The last seq of the run in each file (a snapshot for :func:`iter_events`)."""
     out: dict[str, int] = {}
     for f in files:
+        if not f.path.exists():  # removed by `bridge prune` since the run was listed
+            out[f.file_id] = 0
+            continue
         conn = open_file(f.path)
         try:
             row = conn.execute("SELECT max(seq) FROM events WHERE run_id=?", (run_id,)).fetchone()
@@ -222,6 +227,8 @@ def count_after(files: list[FileInfo], run_id: str, after: Mapping[str, int]) ->
     """How many of the run's events lie after the cursors."""
     total = 0
     for f in files:
+        if not f.path.exists():  # removed by `bridge prune` since the run was listed
+            continue
         conn = open_file(f.path)
         try:
             row = conn.execute("SELECT count(*) FROM events WHERE run_id=? AND seq>?",
@@ -288,6 +295,8 @@ def file_counts(f: FileInfo, run_id: str, cursors: list[int]) -> tuple[int, list
     instead of comparing every index entry; events after a cursor are a range of the
     ``(run_id, seq)`` index, so a mostly delivered backlog costs little.
     """
+    if not f.path.exists():  # removed by `bridge prune` since the run was listed
+        return 0, [0 for _ in cursors]
     conn = open_file(f.path)
     try:
         conn.execute("BEGIN")

@@ -34,6 +34,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bridge.errors import BridgeWarning, ConfigError
+from bridge.spool import liveness
+from bridge.spool.artifact_worker import ArtifactWorker
+from bridge.spool.artifacts import ArtifactJob, discard as discard_artifact
+from bridge.spool.artifacts import store as store_artifact
 from bridge.spool.events import EVENT_COLUMNS, Kind, encode_float
 from bridge.spool.schema import connect, create_schema, is_network_fs
 from bridge.threads import start_thread
@@ -154,6 +158,8 @@ class SpoolWriter:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
+        # While this writer lives, `bridge prune` leaves its file alone (bridge.spool.liveness).
+        self._live_lock = liveness.hold(self.path)
         self._queue: collections.deque[Any] = collections.deque()
         # Backpressure: a caller that finds the queue full commits this many calls itself,
         # a short pause spread over the loop instead of one long stall.
@@ -169,6 +175,9 @@ class SpoolWriter:
         self._drop_warned = False
         self.last_error: str | None = None
         self._media_bytes = 0  # bytes held by queued media not encoded yet
+        # Artifact files are hashed and copied on their own thread (bridge.spool.artifacts).
+        self._artifacts = ArtifactWorker(self.spool_dir, self._artifact_done,
+                                         self._artifact_failed)
         self._thread = start_thread(self._loop, "bridge-spool-writer")
 
     # -- the caller's side -------------------------------------------------------------
@@ -200,10 +209,71 @@ class SpoolWriter:
         elif len(self._queue) >= self.max_queue:
             self.commit_pending(self._slice)
 
+    def put_artifact(self, job: ArtifactJob) -> None:
+        """Queue an artifact: its files are hashed (and copied) on the artifact thread, and
+        its event commits after its blobs are durable. With ``durability`` "commit" or
+        "fsync" the call stores and commits before it returns, as every call does there
+        (an ``OSError`` then reaches the caller)."""
+        if self.durability != "buffered":
+            try:
+                payload, stored, problems = store_artifact(job, self.spool_dir)
+            except BaseException:
+                discard_artifact(job)
+                raise
+            self._artifact_done(job, payload, stored, problems)
+            self.commit_pending()
+        else:
+            self._artifacts.submit(job)
+
+    def _artifact_done(self, job: ArtifactJob, payload: dict, stored: list,
+                       problems: list) -> None:
+        from bridge.spool.events import encode_payload
+
+        for sha, size in stored:
+            self._queue.append((_BLOB, sha, size))
+        self._queue.append((_EVENT, job.run_id, Kind.ARTIFACT.value, job.name, job.step,
+                            job.ts_ms, None, encode_payload(payload)))
+        for problem in problems:
+            self._artifact_problem(job, f"{job.name!r}: {problem}; the spool holds the bytes "
+                                        "read then")
+        self._wake.set()
+
+    def _artifact_failed(self, job: ArtifactJob, exc: BaseException) -> None:
+        self._artifact_problem(job, f"{job.name!r}: {exc}; artifact not recorded")
+        self._wake.set()
+
+    def _artifact_problem(self, job: ArtifactJob, problem: str) -> None:
+        """Warned and counted on the run (its ``on_problem``), else here."""
+        if job.on_problem is not None:
+            job.on_problem(problem)
+            return
+        warnings.warn(f"bridge: log_artifact: {problem}", BridgeWarning, stacklevel=3)
+        self._queue.append((_COUNT, job.run_id, "warnings", 1))
+
+    def pending_artifacts(self) -> tuple[int, int]:
+        """(artifacts, bytes) logged and not stored yet."""
+        return self._artifacts.pending
+
+    def wait_artifacts(self, timeout: float | None = None) -> bool:
+        """Block until the artifacts logged so far are stored and queued; visible: a wait
+        longer than a second says what it waits for, once."""
+        if self._artifacts.wait(min(1.0, timeout) if timeout is not None else 1.0):
+            return True
+        if timeout is not None and timeout <= 1.0:
+            return False
+        jobs, nbytes = self._artifacts.pending
+        if jobs:
+            warnings.warn(f"bridge: waiting for {jobs} artifact(s) ({nbytes / 1e6:.0f} MB) to be "
+                          f"copied into the spool {self.spool_dir}", BridgeWarning, stacklevel=3)
+        return self._artifacts.wait(None if timeout is None else max(0.0, timeout - 1.0))
+
     def put_run(self, row: dict) -> None:
         self._queue.append((_RUN, row))
 
     def put_finish(self, run_id: str, end_ms: int, status: str, error: str | None) -> None:
+        # The run's artifacts commit before its end: an agent never closes a remote run
+        # while one of its artifacts is still on its way into the spool.
+        self.wait_artifacts()
         self._queue.append((_FINISH, run_id, end_ms, status, error))
 
     def put_count(self, run_id: str, column: str, n: int = 1) -> None:
@@ -214,6 +284,8 @@ class SpoolWriter:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything enqueued so far is committed; False on timeout."""
+        if not self.wait_artifacts(timeout):
+            return False
         if self._closed or not self._thread.is_alive():
             self.commit_pending()
             return not self._queue
@@ -226,6 +298,7 @@ class SpoolWriter:
         """Commit what is left, stop the thread, close the file."""
         if self._closed:
             return
+        self._artifacts.close()
         self._closed = True
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -236,11 +309,16 @@ class SpoolWriter:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+            liveness.release(self._live_lock)
+            self._live_lock = None
 
     def abandon(self) -> None:
         """In a forked child: forget the parent's queue and thread without touching the file."""
         self._closed = True
         self._queue = collections.deque()
+        self._artifacts.abandon()
+        liveness.release(self._live_lock)  # the parent's own descriptor keeps its lock
+        self._live_lock = None
 
     # -- the committing side -----------------------------------------------------------
 

@@ -1,0 +1,95 @@
+"""Is a writer file still written? A lock beside it says so, for prune and retention.
+
+A live writer holds ``flock(LOCK_SH)`` on ``spool/<file id>.lock`` for as long as its file is
+open, so ``bridge prune`` never deletes (or rewrites) a file under it: a writer whose runs
+have all finished may still start another run in the same file. The lock is a sidecar, not
+the database itself, so it never meets SQLite's own byte-range locks; the kernel drops it
+when the process dies (SIGKILL, OOM), so a crashed writer's file is seen as done at once.
+
+Files written before this lock existed have no sidecar: their writer is taken as alive while
+its recorded process exists on this host, and, on another host, always (bridge cannot know).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+__all__ = ["hold", "lock_path", "release", "writer_alive"]
+
+_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+
+
+def lock_path(db: Path) -> Path:
+    """The sidecar lock of writer file ``db``."""
+    return Path(db).with_suffix(".lock")
+
+
+def hold(db: Path) -> int | None:
+    """Take the shared lock for a writer's lifetime; the descriptor to close at the end
+    (None where the filesystem refuses locks: the file then counts as alive by its pid)."""
+    try:
+        fd = os.open(lock_path(db), _FLAGS, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release(fd: int | None) -> None:
+    """Close this process's descriptor (a forked child's copy leaves the parent's lock)."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def writer_alive(db: Path) -> str | None:
+    """Why ``db`` may still be written ("" never returned): None when its writer is gone."""
+    side = lock_path(db)
+    if side.exists():
+        try:
+            fd = os.open(side, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            return f"cannot check its writer's lock ({exc})"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "its writer process is still running"
+        except OSError as exc:
+            return f"cannot check its writer's lock ({exc})"
+        finally:
+            os.close(fd)  # closing drops the probe's lock
+        return None
+    return _alive_by_meta(db)
+
+
+def _alive_by_meta(db: Path) -> str | None:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # not a readable writer file: prune leaves unreadable files alone anyway
+    if "import_source" in meta or str(meta.get("node", "")).startswith("import:"):
+        return None  # an imported run's file is complete when it appears (renamed in place)
+    host, pid = meta.get("host", ""), meta.get("pid", "")
+    if host != socket.gethostname() and host != os.uname().nodename:
+        return f"written on host {host!r}, whose writer bridge cannot check"
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return None
+    except (ValueError, PermissionError, OSError):
+        return "its writer process may still be running"
+    return "its writer process is still running"
