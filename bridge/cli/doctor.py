@@ -101,6 +101,7 @@ def _space_rows(t: Table, spool: Path) -> list[str]:
     t.add_row("spool size", f"{human_bytes(usage.spool_bytes)} (blobs "
                             f"{human_bytes(usage.blob_bytes)}, other files such as vendor "
                             f"offline output {human_bytes(usage.other_bytes)})")
+    t.add_row("vendor files", _vendor_row(spool))
     t.add_row("disk free", f"{human_bytes(usage.fs_free)} of {human_bytes(usage.fs_total)}")
     quota = int(load().quota_gb * 1e9)
     if quota:
@@ -112,6 +113,23 @@ def _space_rows(t: Table, spool: Path) -> list[str]:
                         f"{human_bytes(freed.bytes)} (`bridge prune --dry-run` lists them; "
                         "`--include-dead` or syncing pending runs frees more)")
     return warnings
+
+
+def _vendor_row(spool: Path) -> str:
+    """The vendor offline files bridge wrote: how many, their upload state and size."""
+    from bridge.spool.sizes import human_bytes
+    from bridge.spool.vendor_files import SYNCED, list_vendor_files
+
+    try:
+        files = list_vendor_files(spool)
+    except Exception as exc:  # doctor reports, never fails on this
+        return f"not listed: {exc}"
+    if not files:
+        return "none"
+    synced = [f for f in files if f.state == SYNCED]
+    return (f"{len(files)} ({human_bytes(sum(f.bytes for f in files))}); {len(synced)} synced "
+            f"({human_bytes(sum(f.bytes for f in synced))}), {len(files) - len(synced)} not "
+            "known to be uploaded; `bridge prune --vendor-files --dry-run` lists them")
 
 
 def register(app: typer.Typer) -> None:

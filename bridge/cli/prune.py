@@ -34,6 +34,14 @@ def prune_cmd(
     include_dead: bool = typer.Option(False, "--include-dead",
                                       help="Also remove runs whose only leftovers are dead "
                                            "letters (events a backend refused for good)."),
+    vendor_files: bool = typer.Option(False, "--vendor-files",
+                                      help="Instead of runs: list the W&B, Comet and Neptune "
+                                           "offline files bridge wrote with their upload "
+                                           "state, and remove those the vendor marks synced."),
+    confirm_uploaded: bool = typer.Option(False, "--confirm-uploaded",
+                                          help="With --vendor-files: you confirm the listed "
+                                               "files (narrow with --backend/--run) were "
+                                               "uploaded; remove them too."),
     json_out: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
     """Remove finished runs that every backend confirmed: events, files, unreferenced blobs."""
@@ -41,6 +49,11 @@ def prune_cmd(
     from bridge.spool.sizes import human_bytes
 
     spool = resolve_dir(path, dir)
+    if confirm_uploaded and not vendor_files:
+        raise typer.BadParameter("only with --vendor-files", param_hint="--confirm-uploaded")
+    if vendor_files:
+        _vendor_files(spool, confirm_uploaded, backend, run, dry_run, json_out)
+        return
     try:
         age = parse_age(older_than) if older_than is not None else None
     except ValueError as exc:
@@ -69,6 +82,39 @@ def prune_cmd(
     for e in outcome.errors:
         err_console.print(f"[red]{redact_text(e)}[/red]")
     if any(e.startswith("prune stopped") for e in outcome.errors):
+        raise typer.Exit(1)
+
+
+def _vendor_files(spool: Path, confirm_uploaded: bool, backend: Optional[List[str]],
+                  run: Optional[List[str]], dry_run: bool, json_out: bool) -> None:
+    from bridge.spool.sizes import human_bytes
+    from bridge.spool.vendor_files import prune_vendor_files
+
+    files, errors = prune_vendor_files(spool, confirm_uploaded=confirm_uploaded,
+                                       backends=backend, runs=run, dry_run=dry_run)
+    gone = [f for f in files if f.action in ("removed", "would remove")]
+    if json_out:
+        print(json.dumps(redact_json({"dry_run": dry_run,
+                                      "freed": {"files": len(gone),
+                                                "bytes": sum(f.bytes for f in gone)},
+                                      "files": [f.as_dict() for f in files],
+                                      "errors": errors}), indent=2))
+    else:
+        title = "dry run: vendor files" if dry_run else "vendor files"
+        table = Table(title=title, box=box.SIMPLE_HEAD)
+        for col in ("backend", "run", "state", "bytes", "path", "action"):
+            table.add_column(col, no_wrap=col not in ("path", "action"), overflow="fold")
+        for f in files:
+            table.add_row(f.backend, (f.run_id or "?")[:12], f.state, human_bytes(f.bytes),
+                          redact_text(str(f.path)), redact_text(f.action))
+        if files:
+            console.print(table)
+        verb = "would free" if dry_run else "freed"
+        console.print(f"{verb} {len(gone)} vendor files, "
+                      f"{human_bytes(sum(f.bytes for f in gone))}")
+    for e in errors:
+        err_console.print(f"[red]{redact_text(e)}[/red]")
+    if errors:
         raise typer.Exit(1)
 
 
