@@ -60,6 +60,10 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 MAX_REASON = 2000  # MLflow's messages can quote a whole 6000-char param value
 MAX_SYSTEM_TAGS = 20
+# A child run whose parent is not in MLflow yet waits for it (the agent syncs runs in
+# parallel): at most this many retries, each after about this many seconds.
+MAX_PARENT_WAITS = 5
+PARENT_WAIT_SECONDS = 0.5
 
 DEFAULT_HTTP_TIMEOUT_S = "30"
 # What ``MlflowClient`` over HTTP is given for each call (unless the user set them): the
@@ -316,6 +320,7 @@ class MlflowAdapter(BaseAdapter):
         self._experiments: dict[str, str] = {}
         self._remote: dict[str, str] = {}
         self._parents: dict[str, str] = {}  # parent's bridge id -> its MLflow run id
+        self._parent_waits: dict[str, int] = {}  # parent's bridge id -> retries spent on it
 
     # -- runs --------------------------------------------------------------------------
     def open_run(self, run: RunInfo) -> str:
@@ -501,6 +506,22 @@ class MlflowAdapter(BaseAdapter):
         self._check_owner(run, found)
         return found
 
+    def _waiting_for_parent(self, run: RunInfo, batch: Sequence[Event]) -> str | None:
+        """The bridge id of a parent this batch names that MLflow does not hold yet, while
+        it may still arrive: the agent syncs several runs at once, and a child delivered
+        before its parent would lose its nesting. After MAX_PARENT_WAITS retries (a parent
+        that is not delivered here at all) the run goes on; ``bridge.parent_run_id`` keeps
+        the link."""
+        for ev in batch:
+            if (ev.kind == "tag" and ev.key in PARENT_TAGS and _is_bridge_id(ev.payload)
+                    and ev.payload != run.run_id
+                    and self._parent_remote(run, ev.payload) is None):
+                waits = self._parent_waits.get(ev.payload, 0)
+                if waits < MAX_PARENT_WAITS:
+                    self._parent_waits[ev.payload] = waits + 1
+                    return ev.payload
+        return None
+
     def _parent_remote(self, run: RunInfo, bridge_id: str) -> str | None:
         """The MLflow id of a parent run given by its bridge id (synced before its child)."""
         if bridge_id in self._parents:
@@ -544,6 +565,11 @@ class MlflowAdapter(BaseAdapter):
             raise
         except AdapterError as exc:
             return ExportResult.permanent(str(exc))
+        waiting = self._waiting_for_parent(run, batch)
+        if waiting is not None:
+            return ExportResult.retry(f"mlflow: parent run {waiting} is not in MLflow yet; the "
+                                      "run waits for it so that it nests under it",
+                                      retry_after=PARENT_WAIT_SECONDS)
         rejected: dict[tuple[str, int], str] = {}
         items, ops = self._translate(run, batch, rejected)
         try:

@@ -513,3 +513,32 @@ def test_invalid_metric_key_is_rejected_others_delivered(target: Target, tmp_pat
     assert result.outcome is Outcome.SUCCESS and set(result.rejected) == {bad.uid}
     assert "INVALID_PARAMETER_VALUE" in result.rejected[bad.uid]
     assert len(target.client.get_metric_history(remote, "ok")) == 30
+
+
+# -- nesting when the child arrives first ----------------------------------------------------
+def test_a_child_delivered_before_its_parent_waits_then_nests(target: Target, tmp_path: Path) -> None:
+    """The agent syncs runs in parallel: a child whose parent is not in MLflow yet is
+    retried (a short Retry-After) until the parent's run exists, then nests under it; a
+    parent that never arrives stops the wait after MAX_PARENT_WAITS retries."""
+    from bridge.adapters.mlflow.adapter import MAX_PARENT_WAITS
+
+    parent = new_run(tmp_path, name="search")
+    child = new_run(tmp_path, name="trial-0")
+    adapter = target.adapter()
+    child_remote = adapter.open_run(child)
+    child = replace(child, remote_id=child_remote)
+    batch = [ev("tag", "mlflow.parentRunId", parent.run_id, run_id=child.run_id),
+             metric("loss", 0, 0.5)]
+    first = adapter.export(child, batch)
+    assert first.outcome is Outcome.RETRY and parent.run_id in first.reason
+    assert first.retry_after is not None and first.retry_after <= 1
+    parent_remote = adapter.open_run(parent)
+    assert adapter.export(child, batch).outcome is Outcome.SUCCESS
+    assert target.client.get_run(child_remote).data.tags["mlflow.parentRunId"] == parent_remote
+
+    orphan = replace(new_run(tmp_path, name="orphan"), remote_id=None)
+    orphan = replace(orphan, remote_id=adapter.open_run(orphan))
+    missing = uuid.uuid4().hex
+    lone = [ev("tag", "mlflow.parentRunId", missing, run_id=orphan.run_id)]
+    outcomes = [adapter.export(orphan, lone).outcome for _ in range(MAX_PARENT_WAITS + 1)]
+    assert outcomes == [Outcome.RETRY] * MAX_PARENT_WAITS + [Outcome.SUCCESS]
