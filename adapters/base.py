@@ -41,6 +41,7 @@ __all__ = [
     "TransientError",
     "available_adapters",
     "capability",
+    "is_known_adapter",
     "flatten",
     "keep_private",
     "load_adapter",
@@ -227,6 +228,12 @@ _BUILTIN = {
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def is_known_adapter(name: str) -> bool:
+    """Whether ``name`` is a backend: built-in names answer without scanning the installed
+    distributions' entry points (tens of ms, paid by every ``bridge.init`` otherwise)."""
+    return name in _BUILTIN or name in _entry_points()
 
 
 def available_adapters() -> list[str]:

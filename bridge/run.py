@@ -38,14 +38,13 @@ def normalize_backends(backends: Any) -> list[dict]:
     an option named like one, or a URL holding a password (``http://user:pass@host``) or a
     secret query parameter, since the spec is stored in the spool and shown by the CLI.
     """
-    from bridge.adapters.base import available_adapters
+    from bridge.adapters.base import available_adapters, is_known_adapter
     from bridge.redact import is_secret_name, redact_text, url_has_credentials
 
     if backends is None:
         return []
     if isinstance(backends, (str, Mapping)):
         backends = [backends]
-    known = available_adapters()
     out: list[dict] = []
     for b in backends:
         if isinstance(b, str):
@@ -55,8 +54,9 @@ def normalize_backends(backends: Any) -> list[dict]:
         else:
             raise ConfigError(
                 f"a backend is a name or a dict with a 'name', got {redact_text(repr(b))}")
-        if spec["name"] not in known:
-            raise ConfigError(f"unknown backend {spec['name']!r}; known: {', '.join(known)}")
+        if not is_known_adapter(spec["name"]):
+            raise ConfigError(f"unknown backend {spec['name']!r}; "
+                              f"known: {', '.join(available_adapters())}")
         for k in spec:
             if is_secret_name(k) or any(s in k.lower() for s in ("key", "token", "secret",
                                                                   "password")):

@@ -13,12 +13,26 @@ this package; ``import bridge`` never does.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import Any
+
+_SPARK = "pyspark"
+
+
+def answer_absent_spark_fast() -> None:
+    """MLflow looks for an active Spark session on every ``MlflowClient()`` (twice per
+    ``mlflow.log_metric``) by importing pyspark; where pyspark is not installed, each failed
+    import scans ``sys.path`` (about 30 µs). Marking the absent module in ``sys.modules``, as
+    Python documents for an import that must fail, gives the same ImportError at once."""
+    if _SPARK not in sys.modules and importlib.util.find_spec(_SPARK) is None:
+        sys.modules[_SPARK] = None  # type: ignore[assignment]
 
 
 def tracking_store(store_uri: str | None = None, artifact_uri: str | None = None) -> Any:
     from bridge.adapters.mlflow.plugin.store import BridgeStore
 
+    answer_absent_spark_fast()
     return BridgeStore(store_uri, artifact_uri)
 
 

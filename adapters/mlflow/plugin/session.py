@@ -82,6 +82,7 @@ class Spool:
         self.ended: dict[str, tuple[str, int]] = {}  # run id -> (status, end ms) ended here
         self.params: dict[str, dict[str, str]] = {}  # run id -> params (MLflow's refusal)
         self.models: dict[str, str] = {}  # logged model id -> its source run id
+        self.metric_keys: set[str] = set()  # keys MLflow's validator accepted (fast path)
         self.lock = threading.RLock()
 
     # -- runs ------------------------------------------------------------------------------

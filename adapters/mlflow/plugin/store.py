@@ -34,6 +34,7 @@ from bridge.adapters.mlflow.plugin import reads, session
 from bridge.spool.events import Kind, dataset_payload, model_payload
 
 _TERMINAL = ("FINISHED", "FAILED", "KILLED")
+_PLAIN = (float, int)  # metric values taken without MLflow's validator (bool excluded)
 
 
 def _random_name() -> str:
@@ -226,7 +227,18 @@ class BridgeStore(AbstractStore):
 
     # -- params, metrics, tags ---------------------------------------------------------------
     def log_metric(self, run_id, metric):
+        # The common call (a run open in this process, a key seen before, plain numbers)
+        # goes straight to the run; anything else takes log_batch's full validation, so
+        # what MLflow refuses is refused the same way.
+        run = self.spool.runs.get(run_id)
+        value, step, ts = metric.value, metric.step, metric.timestamp
+        if (run is not None and not run._finished and metric.model_id is None
+                and metric.key in self.spool.metric_keys and type(value) in _PLAIN
+                and type(step) is int and step >= 0 and type(ts) is int and ts >= 0):
+            run.log_metrics({metric.key: value}, step=step, timestamp=ts)
+            return
         self.log_batch(run_id, [metric], [], [])
+        self.spool.metric_keys.add(metric.key)
 
     def log_param(self, run_id, param):
         self.log_batch(run_id, [], [param], [])
