@@ -6,7 +6,9 @@ files live), ``adapter`` (delivery through the neptune 1.x client), ``paths`` (w
 keys may share Neptune fields), ``history`` (what earlier offline sessions wrote),
 ``datadir`` (a data directory per run), ``media`` (media events delivered: FileSeries,
 StringSeries, files per step), ``importer`` (exporter Parquet and offline logs),
-``media_in`` (the media it reads back) and ``offline`` (the 1.x offline op-log reader).
+``media_in`` (the media it reads back) and ``offline`` (the 1.x offline op-log reader);
+for neptune-scale (3.x) offline files, ``scale_names`` (tables, columns, operation types),
+``scale_offline`` (the ``run_operations.sqlite3`` reader) and ``scale_importer``.
 Importing it does not import the SDK.
 """
 

@@ -21,6 +21,7 @@ SOURCES = {
     "mlflow": "bridge.adapters.mlflow.importer:MlflowImporter",
     "wandb": "bridge.adapters.wandb.importer:WandbImporter",
     "neptune": "bridge.adapters.neptune.importer:NeptuneImporter",
+    "neptune-scale": "bridge.adapters.neptune.scale_importer:NeptuneScaleImporter",
     "comet": "bridge.adapters.comet.importer:CometImporter",
     "tensorboard": "bridge.adapters.tensorboard.importer:TensorboardImporter",
 }
@@ -41,8 +42,8 @@ def make_importer(source: str, location: str | None = None, **options: Any) -> I
 
 # File names that tell which tracker wrote a directory (checked on a few thousand entries).
 _SIGNS = (
-    ("run_operations.sqlite3", "neptune-scale (Neptune 3.x) offline files, which bridge "
-                               "cannot import yet"),
+    ("run_operations.sqlite3", "neptune-scale (Neptune 3.x) offline files "
+                               "(source 'neptune-scale')"),
     (".wandb", "W&B offline runs (source 'wandb')"),
     (tensorboard_names.EVENT_FILE_PREFIX, "TensorBoard event files (source 'tensorboard')"),
     ("meta.yaml", "an MLflow file store (source 'mlflow')"),

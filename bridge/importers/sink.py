@@ -97,6 +97,9 @@ def import_runs(
     """Import every run of ``importer`` (or those whose source or bridge id is in ``only``)."""
     spool_dir = Path(spool_dir)
     (spool_dir / "spool").mkdir(parents=True, exist_ok=True, mode=0o700)
+    bind = getattr(importer, "bind_spool", None)
+    if callable(bind):
+        bind(spool_dir)  # an importer that merges into runs the spool already holds
     wanted = set(only) if only else None
     out: list[ImportedRun] = []
     for run in importer.runs():

@@ -1,0 +1,252 @@
+"""Reading neptune-scale's ``run_operations.sqlite3`` files (:mod:`.scale_names`).
+
+Read with :mod:`sqlite3` (read-only) and decoded with neptune_api's protobuf classes: no
+token, no server and no neptune-scale import. Operations are streamed in sequence order, so
+memory stays bounded whatever the file's size. Only plain values are decoded here; what
+they become in bridge is :mod:`.scale_importer`'s job.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+from bridge.adapters.base import require
+from bridge.adapters.neptune import scale_names as S
+from bridge.errors import ImportSourceError
+
+__all__ = ["Assign", "Append", "OpsFile", "OperationError", "RunInfo", "TagChange", "Upload",
+           "find_ops_files", "operation_errors", "read_operations", "read_ops_file",
+           "upload_requests"]
+
+
+@dataclass(frozen=True)
+class OpsFile:
+    """One ``run_operations.sqlite3``: which run it belongs to."""
+
+    path: Path
+    project: str
+    run_id: str
+    version: str
+    first_ms: int  # the queue time of its first operation (0: no operation left)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run-creating operation (present only while the server had not acknowledged it)."""
+
+    experiment: str | None
+    creation_ms: int | None
+    fork_parent: str | None
+    fork_project: str | None
+    fork_step: Decimal | None
+
+
+@dataclass(frozen=True)
+class Assign:
+    key: str
+    kind: str  # float, int, bool, string, datetime, string_set, file
+    value: Any  # file: (path, mime, size)
+    ts_ms: int
+
+
+@dataclass(frozen=True)
+class Append:
+    key: str
+    kind: str  # float, string, histogram, file
+    value: Any  # histogram: {"type", "edges", "values"}; file: (path, mime, size)
+    step: Decimal | None
+    ts_ms: int
+    preview: bool
+
+
+@dataclass(frozen=True)
+class TagChange:
+    key: str  # sys/tags or sys/group_tags
+    tag: str
+    add: bool
+    ts_ms: int
+
+
+@dataclass(frozen=True)
+class Upload:
+    source_path: str
+    mime: str
+    size: int
+    temporary: bool
+
+
+@dataclass(frozen=True)
+class OperationError:
+    ts_ms: int
+    type: str
+    details: str
+    sequence_id: int | None
+
+
+def _proto() -> Any:
+    return require(S.PROTO_MODULE, S.EXTRA)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Read-only: the file may be a WAL database whose writer died; never change it."""
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ImportSourceError(f"cannot open {path}: {exc}") from exc
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def find_ops_files(location: Path) -> list[Path]:
+    """Every operations file at ``location`` (the file itself, a run dir, a log dir, a tree)."""
+    if location.is_file():
+        return [location] if location.name == S.OPS_FILE else []
+    return sorted(p for p in location.rglob(S.OPS_FILE) if p.is_file())
+
+
+def read_ops_file(path: Path) -> OpsFile:
+    """The run an operations file belongs to; ImportSourceError when it is not one."""
+    try:
+        with closing(_connect(path)) as conn:
+            if not {S.T_OPERATIONS, S.T_METADATA} <= _tables(conn):
+                raise ImportSourceError(f"{path} is not a neptune-scale operations file")
+            row = conn.execute(f"SELECT version, project, run_id FROM {S.T_METADATA} "
+                               "ORDER BY id LIMIT 1").fetchone()
+            first = conn.execute(f"SELECT MIN({S.COL_OP_TS}) FROM {S.T_OPERATIONS}").fetchone()
+    except sqlite3.Error as exc:
+        raise ImportSourceError(f"cannot read {path}: {exc}") from exc
+    if row is None:
+        raise ImportSourceError(f"{path} names no run (its {S.T_METADATA} table is empty)")
+    return OpsFile(path, str(row[1]), str(row[2]), str(row[0]), int(first[0] or 0))
+
+
+def step_of(step: Any) -> Decimal:
+    """A protobuf ``Step{whole, micro}`` as the exact decimal it stands for."""
+    return Decimal(int(step.whole)) + Decimal(int(step.micro)) / S.MICRO
+
+
+def ms_of(ts: Any) -> int:
+    """A protobuf ``Timestamp`` as epoch ms (rounded: the client stores float seconds)."""
+    return int(round(int(ts.seconds) * 1000 + int(ts.nanos) / 1_000_000))
+
+
+def _value(v: Any) -> tuple[str, Any] | None:
+    which = v.WhichOneof("value")
+    if which == "float64":
+        return "float", float(v.float64)
+    if which == "int64":
+        return "int", int(v.int64)
+    if which == "bool":
+        return "bool", bool(v.bool)
+    if which == "string":
+        return "string", str(v.string)
+    if which == "timestamp":
+        return "datetime", ms_of(v.timestamp)
+    if which == "string_set":
+        return "string_set", sorted(v.string_set.values)
+    if which == "file_ref":
+        return "file", (v.file_ref.path, v.file_ref.mime_type, int(v.file_ref.size_bytes))
+    if which == "histogram":
+        h = v.histogram
+        kind = h.WhichOneof("values")
+        values = list(h.counts.values) if kind == "counts" else list(h.densities.values)
+        return "histogram", {"type": S.HISTOGRAM_DENSITIES if kind == "densities"
+                             else S.HISTOGRAM_COUNTS, "edges": list(h.bin_edges),
+                             "values": values}
+    return None
+
+
+Decoded = RunInfo | Assign | Append | TagChange
+
+
+def _decode_update(op: Any, queued_ms: int) -> Iterator[Decoded | str]:
+    ts = ms_of(op.timestamp) if op.HasField("timestamp") else queued_ms
+    step = step_of(op.step) if op.HasField("step") else None
+    preview = op.HasField("preview") and bool(op.preview.is_preview)
+    for key, value in op.assign.items():
+        decoded = _value(value)
+        if decoded is None:
+            yield f"assign {key!r}: a value of an unknown type; not imported"
+            continue
+        yield Assign(key, decoded[0], decoded[1], ts)
+    for key, modify in op.modify_sets.items():
+        for tag, change in modify.string.values.items():
+            if change in (S.SET_ADD, S.SET_REMOVE):
+                yield TagChange(key, tag, change == S.SET_ADD, ts)
+    for key, value in op.append.items():
+        decoded = _value(value)
+        if decoded is None or decoded[0] not in ("float", "int", "string", "histogram", "file"):
+            yield f"series {key!r}: a value of an unsupported type; not imported"
+            continue
+        kind, v = decoded
+        if kind == "int":
+            kind, v = "float", float(v)
+        yield Append(key, kind, v, step, ts, preview)
+
+
+def _decode_run(op: Any) -> RunInfo:
+    fork = op.fork_point if op.HasField("fork_point") else None
+    return RunInfo(
+        experiment=op.experiment_id if op.HasField("experiment_id") and op.experiment_id else None,
+        creation_ms=ms_of(op.creation_time) if op.HasField("creation_time") else None,
+        fork_parent=(fork.parent_run_id or None) if fork is not None else None,
+        fork_project=(fork.parent_project or None) if fork is not None
+        and fork.HasField("parent_project") else None,
+        fork_step=step_of(fork.step) if fork is not None and fork.HasField("step") else None,
+    )
+
+
+def read_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | str]:
+    """The file's operations in sequence order, decoded; a ``str`` is a warning (an
+    operation bridge cannot decode, named by its sequence id)."""
+    pb = _proto()
+    after = -1
+    with closing(_connect(path)) as conn:
+        while True:
+            rows = conn.execute(
+                f"SELECT {S.COL_SEQ}, {S.COL_OP_TS}, {S.COL_OP_TYPE}, {S.COL_OPERATION} "
+                f"FROM {S.T_OPERATIONS} WHERE {S.COL_SEQ} > ? ORDER BY {S.COL_SEQ} LIMIT ?",
+                (after, chunk)).fetchall()
+            if not rows:
+                return
+            for seq, queued, kind, blob in rows:
+                after = seq
+                try:
+                    if kind == S.OP_CREATE_RUN:
+                        yield _decode_run(pb.Run.FromString(blob))
+                    elif kind == S.OP_UPDATE_SNAPSHOT:
+                        yield from _decode_update(pb.UpdateRunSnapshot.FromString(blob),
+                                                  int(queued))
+                    else:
+                        yield f"operation {seq}: unknown operation type {kind}; not imported"
+                except Exception as exc:  # a damaged blob: protobuf's DecodeError and kin
+                    yield f"operation {seq}: cannot be decoded ({exc}); not imported"
+
+
+def upload_requests(path: Path) -> dict[str, Upload]:
+    """The files the client had still to upload, by the destination a ``FileRef`` names."""
+    with closing(_connect(path)) as conn:
+        if S.T_UPLOADS not in _tables(conn):
+            return {}
+        rows = conn.execute(
+            f"SELECT {S.COL_UP_SOURCE}, {S.COL_UP_DESTINATION}, {S.COL_UP_MIME}, "
+            f"{S.COL_UP_SIZE}, {S.COL_UP_TEMPORARY} FROM {S.T_UPLOADS}").fetchall()
+    return {dest: Upload(src, mime, int(size), bool(tmp)) for src, dest, mime, size, tmp in rows}
+
+
+def operation_errors(path: Path) -> list[OperationError]:
+    """The errors the client recorded for operations (an older file may have no such table)."""
+    with closing(_connect(path)) as conn:
+        if S.T_ERRORS not in _tables(conn):
+            return []
+        rows = conn.execute(
+            f"SELECT {S.COL_ERROR_TS}, {S.COL_ERROR_TYPE}, {S.COL_ERROR_DETAILS}, "
+            f"{S.COL_ERROR_SEQ} FROM {S.T_ERRORS} ORDER BY {S.COL_ERROR_ID}").fetchall()
+    return [OperationError(int(ts), str(t), str(d), s) for ts, t, d, s in rows]
