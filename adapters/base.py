@@ -223,6 +223,7 @@ _BUILTIN = {
     "wandb": "bridge.adapters.wandb:WandbAdapter",
     "neptune": "bridge.adapters.neptune:NeptuneAdapter",
     "comet": "bridge.adapters.comet:CometAdapter",
+    "tensorboard": "bridge.adapters.tensorboard:TensorboardAdapter",
 }
 
 

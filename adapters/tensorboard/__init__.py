@@ -9,11 +9,24 @@
   ``bins="tensorflow"``, PR curves, meshes, embeddings) as bridge media, for
   ``bridge.SummaryWriter``.
 
-A TensorBoard writer (a destination) will live here too and share ``names``. Importing the
-package never imports ``tensorboard``.
+- ``adapter`` (the destination ``backends=["tensorboard"]``), with ``writer`` (summaries
+  and event files) and ``hparams`` (params as an HParams session).
+
+Importing the package never imports ``tensorboard``.
 """
+
+from typing import Any
 
 from bridge.adapters.tensorboard import names
 from bridge.adapters.tensorboard.importer import TensorboardImporter
 
-__all__ = ["TensorboardImporter", "names"]
+__all__ = ["TensorboardAdapter", "TensorboardImporter", "names"]
+
+
+def __getattr__(name: str) -> Any:
+    """``TensorboardAdapter`` on first use: the package stays cheap to import."""
+    if name == "TensorboardAdapter":
+        from bridge.adapters.tensorboard.adapter import TensorboardAdapter
+
+        return TensorboardAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ import math
 import os
 import struct
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +40,9 @@ from bridge.adapters.tensorboard.names import (
     PLUGIN_HPARAMS,
     PLUGIN_SCALARS,
     SKIPPED_TAG,
+    integer_params,
+    read_run_marker,
+    tag_of_text,
 )
 from bridge.adapters.importing import ImportError_, ImportEvent, SourceRun, resolve_source
 
@@ -128,11 +132,12 @@ class TensorboardImporter:
                 rel = self.logdir.name  # the log dir itself is a run: name it after itself
             start = self._first_wall_time(files[0])
             end = self._last_wall_time(files)
+            marker = read_run_marker(directory) or {}  # a run bridge's destination wrote
             yield SourceRun(
-                source=self.name, source_id=str(directory.resolve()), project=self.project,
-                name=rel,
+                source=self.name, source_id=marker.get("run_id") or str(directory.resolve()),
+                project=self.project, name=marker.get("name") or rel,
                 start_ms=min(start, end) if start is not None else end, end_ms=end,
-                status="FINISHED",
+                status=marker.get("status") or "FINISHED",
                 handle=files, extra_tags={LOGDIR_TAG: str(directory)},
             )
 
@@ -171,6 +176,8 @@ class TensorboardImporter:
         files = run.handle or self._inside(event_files(Path(run.extra_tags[LOGDIR_TAG])))
         plugins: dict[str, str] = {}  # tag -> plugin; v2 writers put metadata on the first
         skipped: Counter[str] = Counter()
+        marker = read_run_marker(Path(run.extra_tags[LOGDIR_TAG]))  # a run bridge wrote
+        ints = integer_params(marker)
         last_ms = int(run.start_ms)
         for path in files:
             for event in self._loader(str(path)).Load():
@@ -182,7 +189,10 @@ class TensorboardImporter:
                         skipped[NOT_SUMMARIES[what]] += 1
                     continue
                 for value in event.summary.value:
-                    yield from self._value(value, int(event.step), ts, plugins, skipped)
+                    for ev in self._value(value, int(event.step), ts, plugins, skipped):
+                        if marker is not None:
+                            ev = self._bridge_form(ev, ints)
+                        yield ev
         yield from embeddings(Path(run.extra_tags[LOGDIR_TAG]), [self.logdir], skipped)
         if skipped:
             counts = ",".join(f"{k}:{n}" for k, n in sorted(skipped.items()))
@@ -224,6 +234,18 @@ class TensorboardImporter:
             # a summary whose bytes do not parse: counted, the rest of the run imports
             log.debug("tensorboard import: %s at step %s: %s", tag, step, exc)
             skipped[f"{plugin or kind or 'unknown'}(unreadable)"] += 1
+
+    @staticmethod
+    def _bridge_form(ev: ImportEvent, ints: frozenset[str]) -> ImportEvent:
+        """An event of a run bridge's TensorBoard destination wrote, as bridge logged it:
+        an integer param, a tag (a ``tags/<key>`` text summary)."""
+        if ev.kind == "param" and ev.key in ints and isinstance(ev.payload, float):
+            return replace(ev, payload=int(ev.payload))
+        tag = tag_of_text(ev.key or "") if ev.kind == "media" else None
+        if tag is not None and isinstance(ev.payload, dict) and ev.payload.get("type") == "text":
+            text = (ev.payload.get("data") or {}).get("text")
+            return ImportEvent("tag", tag, ev.ts_ms, payload=text)
+        return ev
 
     def _hparams(self, content: bytes, ts: int) -> Iterator[ImportEvent]:
         data = self._plugin_data.HParamsPluginData.FromString(content)
