@@ -12,7 +12,13 @@ spool and reaches MLflow (or any backend) through the sync agent. Mapping:
   :func:`configure` sets any other :func:`bridge.init` argument (``dir``, ``sync``, ...).
 
 Like MLflow, logging without an active run starts one, and runs still open at exit are
-finished by bridge. ``autolog`` is accepted and does nothing.
+finished by bridge.
+
+Everything else of MLflow's API — ``mlflow.sklearn.log_model`` and the other flavors,
+``autolog``, ``MlflowClient``, ``log_input`` — is MLflow's own code reached through this
+module (:mod:`bridge.compat.mlflow_passthrough`): MLflow is pointed at bridge's
+tracking-store plugin on the same spool, and the shim's active run becomes MLflow's active
+run, so a flavor's model or an autologged fit lands in the same bridge run.
 
 Media: ``log_image(image, key=, step=, timestamp=)`` records an image at its step (MLflow's
 image grid once synced), ``log_image(image, artifact_file)`` a file; ``log_table`` records a
@@ -186,6 +192,10 @@ def start_run(run_id: str | None = None, experiment_id: str | None = None,
         active._sampler = start_for(run, True)
     _stack.append(active)
     _last = active
+    from bridge.compat import mlflow_passthrough
+
+    if mlflow_passthrough.enabled():
+        mlflow_passthrough.bind(run)
     return active
 
 
@@ -206,6 +216,9 @@ def end_run(status: str = "FINISHED") -> None:
         del _tables[held]
     if active._sampler is not None:
         active._sampler.stop()
+    from bridge.compat import mlflow_passthrough
+
+    mlflow_passthrough.unbind(active.info.run_id, status)
     active.run.finish(status)
     active.info.status = status
     active.info.end_time = int(time.time() * 1000)
@@ -437,7 +450,19 @@ def log_table(data: Any, artifact_file: str, run_id: str | None = None) -> None:
     a.run.log_media(artifact_file, table)
 
 
-def autolog(*args: Any, **kwargs: Any) -> None:
-    """Accepted so scripts run unchanged; bridge does not patch frameworks."""
-    warnings.warn("mlflow.autolog is not supported by bridge; use the framework "
-                  "integrations in bridge.integrations", BridgeWarning, stacklevel=2)
+def autolog(*args: Any, **kwargs: Any) -> Any:
+    """MLflow's own ``mlflow.autolog``, recording into the spool through the plugin (the
+    active shim run, or a run per fit as MLflow starts them)."""
+    return __getattr__("autolog")(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """What the shim does not define is MLflow's own (``mlflow.sklearn``, ``MlflowClient``,
+    ``log_input``…), recording into the same spool and run."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from bridge.compat import mlflow_passthrough
+
+    run = _stack[-1].run if _stack else None
+    spool = _defaults.get("dir")
+    return mlflow_passthrough.attribute(name, run, Path(spool) if spool else None)

@@ -20,6 +20,16 @@ def fresh_shim(spool):
         mlflow.end_run()
     mlflow.configure()
     mlflow._experiment = None
+    from bridge.compat import mlflow_passthrough
+
+    if mlflow_passthrough.enabled():  # MLflow's own state, reached through the shim
+        import mlflow as real_mlflow
+
+        real_mlflow.autolog(disable=True)
+        while real_mlflow.active_run() is not None:
+            real_mlflow.end_run()
+        real_mlflow.set_tracking_uri(None)
+        mlflow_passthrough._enabled = False
 
 
 def train(lr: float, epochs: int) -> float:
@@ -127,16 +137,12 @@ def test_logging_without_a_run_starts_one_and_failure_is_recorded(spool):
     assert runs.loc[failing.info.run_id, "status"] == "FAILED"
 
 
-def test_figure_artifacts_and_autolog(spool, tmp_path):
+def test_figure_and_artifacts(spool, tmp_path):
     plt = pytest.importorskip("matplotlib.pyplot")
     d = tmp_path / "outputs"
     (d / "sub").mkdir(parents=True)
     (d / "a.txt").write_text("a")
     (d / "sub" / "b.txt").write_text("b")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        mlflow.autolog()
-    assert any(issubclass(w.category, BridgeWarning) for w in caught)
     with mlflow.start_run() as active:
         fig, ax = plt.subplots()
         ax.plot([0, 1], [1, 0])
@@ -160,3 +166,31 @@ def test_set_tracking_uri_becomes_the_backend(spool, tmp_path):
     with mlflow.start_run() as active:
         pass
     assert active.run.backends == [{"name": "mlflow", "tracking_uri": uri}]
+
+
+def test_mlflow_api_beyond_the_shim_lands_in_the_same_run(spool, tmp_path, monkeypatch):
+    """The seed workflow's first crash under the shim: ``mlflow.sklearn.log_model`` and
+    ``mlflow.sklearn.autolog()`` are MLflow's own, recording into the shim's run."""
+    pytest.importorskip("mlflow")
+    np = pytest.importorskip("numpy")
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMET_DISABLE_AUTO_LOGGING", "1")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 4)), rng.normal(size=200)
+    mlflow.set_experiment("taxi")
+    mlflow.sklearn.autolog(log_models=False)
+    with mlflow.start_run(run_name="ridge") as active:
+        mlflow.log_param("features", 4)
+        model = linear_model.Ridge(alpha=0.5).fit(X, y)
+        mlflow.log_metric("rmse", 0.9, step=1)
+        info = mlflow.sklearn.log_model(model, name="model")
+    kinds = by_kind(events(spool, active.info.run_id))
+    assert kinds["param"]["features"] == 4  # the shim's own call
+    assert kinds["param"]["alpha"] == "0.5"  # autolog's, through MLflow and the plugin
+    assert "training_score" in kinds["metric"]
+    assert kinds["metric"]["rmse"] == 0.9
+    assert info.model_id in kinds["model"]  # the logged model, keyed by its id
+    runs = bridge.runs(dir=spool)
+    assert list(runs[runs.project == "taxi"].run_id) == [active.info.run_id]
+    assert runs.set_index("run_id").loc[active.info.run_id, "status"] == "FINISHED"
