@@ -223,6 +223,7 @@ _BUILTIN = {
     "wandb": "bridge.adapters.wandb:WandbAdapter",
     "neptune": "bridge.adapters.neptune:NeptuneAdapter",
     "comet": "bridge.adapters.comet:CometAdapter",
+    "trackio": "bridge.adapters.trackio:TrackioAdapter",
     "tensorboard": "bridge.adapters.tensorboard:TensorboardAdapter",
 }
 

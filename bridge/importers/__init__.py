@@ -24,6 +24,7 @@ SOURCES = {
     "neptune-scale": "bridge.adapters.neptune.scale_importer:NeptuneScaleImporter",
     "comet": "bridge.adapters.comet.importer:CometImporter",
     "tensorboard": "bridge.adapters.tensorboard.importer:TensorboardImporter",
+    "trackio": "bridge.adapters.trackio.importer:TrackioImporter",
 }
 
 

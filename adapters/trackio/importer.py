@@ -1,0 +1,330 @@
+"""Reading trackio projects (``bridge import trackio PATH``, and ``bridge verify``).
+
+PATH is a trackio directory (``$TRACKIO_DIR``, ``~/.cache/huggingface/trackio``) or one
+project's ``.db`` file. The project files are read directly with SQLite, read-only, in
+trackio's schema (``names``): trackio's own readers are bound to the directory the process
+started with, and reading must not run its Hub loading. Every run of every project becomes a
+bridge run: config as params, every metrics row's values with their step and timestamp,
+system metrics as stepless ``system/*`` series, alerts as events, media with their files,
+the artifact versions a run logged with their files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping
+
+from bridge.adapters.importing import (ImportError_, ImportEvent, MediaFile, SourceRun,
+                                       artifact_event, media_event, resolve_source)
+from bridge.adapters.trackio import names as N
+from bridge.adapters.trackio.media import item_facts
+from bridge.spool.events import Kind
+from bridge.spool.media import media_payload
+
+__all__ = ["TrackioImporter"]
+
+_log = logging.getLogger("bridge.importers.trackio")
+_OPTIONS = frozenset({"project", "projects", "experiments"})
+_BRIDGE_CONFIG = frozenset({N.CFG_TAGS, N.CFG_SUMMARY, N.CFG_NOTES, N.CFG_SYSTEM, N.CFG_STATUS,
+                            N.CFG_END})
+
+
+def _json(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+class TrackioImporter:
+    """trackio projects as bridge runs; see the module docstring."""
+
+    name: ClassVar[str] = "trackio"
+
+    def __init__(self, location: str | Path | None, **opts: Any) -> None:
+        unknown = set(opts) - _OPTIONS
+        if unknown:
+            raise ImportError_(f"trackio: unknown option(s) {', '.join(sorted(unknown))}")
+        self.project: str | None = opts.get("project")
+        wanted = list(opts.get("projects") or []) + list(opts.get("experiments") or [])
+        self.wanted = {N.canonical_project(p) for p in wanted} or None
+        self.warnings: list[str] = []
+        path = Path(location).expanduser() if location else N.default_dir()
+        if not path.exists():
+            raise ImportError_(f"trackio: {path} does not exist")
+        if path.is_file():
+            self.root, self.dbs = path.parent, [path]
+        else:
+            self.root = path
+            self.dbs = sorted(p for p in path.glob(f"*{N.DB_EXT}")
+                              if not p.name.startswith("registry-"))
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        _log.warning("%s", message)
+
+    @staticmethod
+    def _connect(db: Path) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+
+    # -- listing ---------------------------------------------------------------------------------
+
+    def runs(self) -> Iterator[SourceRun]:
+        for db in self.dbs:
+            if self.wanted is not None and db.stem not in self.wanted:
+                continue
+            try:
+                db = resolve_source(db, [self.root])
+                with closing(self._connect(db)) as conn:
+                    found = self._runs_of(conn, db)
+            except (sqlite3.Error, ImportError_) as exc:
+                self._warn(f"{db.name} skipped: {exc}")
+                continue
+            yield from found
+
+    def _runs_of(self, conn: sqlite3.Connection, db: Path) -> list[SourceRun]:
+        seen: dict[str, dict[str, Any]] = {}
+        for table in (N.METRICS, N.SYSTEM_METRICS, N.ALERTS):
+            cols = _columns(conn, table)
+            if not cols:
+                continue
+            col = "run_id" if "run_id" in cols else "run_name"
+            for rid, name, first, last in conn.execute(
+                    f"SELECT {col}, run_name, MIN(timestamp), MAX(timestamp) FROM {table} "
+                    f"GROUP BY {col}, run_name"):
+                r = seen.setdefault(rid, {"col": col, "name": name, "first": first, "last": last,
+                                          "config": {}})
+                r["first"] = min((t for t in (r["first"], first) if t), default=None)
+                r["last"] = max((t for t in (r["last"], last) if t), default=None)
+        cols = _columns(conn, N.CONFIGS)
+        if cols:
+            col = "run_id" if "run_id" in cols else "run_name"
+            for rid, name, config in conn.execute(
+                    f"SELECT {col}, run_name, config FROM {N.CONFIGS}"):
+                r = seen.setdefault(rid, {"col": col, "name": name, "first": None, "last": None})
+                cfg = _json(config)
+                r["config"] = cfg if isinstance(cfg, dict) else {}
+        out = []
+        for rid, r in seen.items():
+            cfg = r.get("config") or {}
+            start = N.ms_from_iso(cfg.get(N.CFG_CREATED)) or N.ms_from_iso(r["first"]) or 0
+            end = N.ms_from_iso(cfg.get(N.CFG_END)) or N.ms_from_iso(r["last"])
+            status = cfg.get(N.CFG_STATUS)
+            tags = {"trackio.project": db.stem}
+            if cfg.get(N.CFG_USERNAME):
+                tags["trackio.username"] = str(cfg[N.CFG_USERNAME])
+            out.append(SourceRun(
+                "trackio", str(rid), self.project or db.stem,
+                name=None if r["name"] == rid else r["name"],  # bridge names a nameless run by id
+                notes=cfg.get(N.CFG_NOTES) if isinstance(cfg.get(N.CFG_NOTES), str) else None,
+                group=cfg.get(N.CFG_GROUP) if isinstance(cfg.get(N.CFG_GROUP), str) else None,
+                start_ms=start, end_ms=end,
+                status=status if status in N.FINAL_STATUSES else "FINISHED",
+                handle=(db, r["col"], rid, cfg), extra_tags=tags))
+        out.sort(key=lambda s: (s.start_ms, s.source_id))
+        return out
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        db, col, rid, cfg = run.handle
+        yield from self._config(cfg, run.start_ms)
+        with closing(self._connect(db)) as conn:
+            if _columns(conn, N.METRICS):
+                lid = "log_id" if "log_id" in _columns(conn, N.METRICS) else "NULL"
+                for step, ts, metrics, log_id in conn.execute(
+                        f"SELECT step, timestamp, metrics, {lid} FROM {N.METRICS} "
+                        f"WHERE {col} = ? ORDER BY id", (rid,)):
+                    yield from self._row(run, step, ts, metrics, log_id)
+            if _columns(conn, N.SYSTEM_METRICS):
+                for ts, metrics in conn.execute(
+                        f"SELECT timestamp, metrics FROM {N.SYSTEM_METRICS} WHERE {col} = ? "
+                        "ORDER BY id", (rid,)):
+                    values = _json(metrics)
+                    for key, value in (values.items() if isinstance(values, dict) else ()):
+                        num = self._number(value)
+                        if num is not None:
+                            yield ImportEvent(Kind.METRIC.value, N.SYSTEM_PREFIX + key,
+                                              N.ms_from_iso(ts) or 0, value=num)
+            yield from self._artifacts(run, conn, db, col, rid)
+            if _columns(conn, N.ALERTS):
+                for title, text, level, step, ts, alert_id in conn.execute(
+                        f"SELECT title, text, level, step, timestamp, alert_id FROM {N.ALERTS} "
+                        f"WHERE {col} = ? ORDER BY id", (rid,)):
+                    if N.parse_log_id(alert_id) is not None:
+                        payload = _json(text)
+                    else:
+                        payload = {"text": text, "level": level}
+                    yield ImportEvent(Kind.EVENT.value, title, N.ms_from_iso(ts) or 0,
+                                      step=step, payload=payload)
+
+    def _artifacts(self, run: SourceRun, conn: sqlite3.Connection, db: Path, col: str,
+                   rid: Any) -> Iterator[ImportEvent]:
+        """The artifact versions the run logged (its ``output`` links), files from trackio's
+        content-addressed store; versions it used (``input``) as events."""
+        if not (_columns(conn, N.RUN_ARTIFACT_LINKS) and _columns(conn, N.ARTIFACT_VERSIONS)):
+            return
+        link_col = col if col in _columns(conn, N.RUN_ARTIFACT_LINKS) else "run_name"
+        store = self.root / N.ARTIFACTS_DIR
+        for name, atype, version, manifest, metadata, created, direction in conn.execute(
+                f"SELECT a.name, a.type, v.version, v.manifest, v.metadata, l.created_at, "
+                f"l.direction FROM {N.RUN_ARTIFACT_LINKS} l "
+                f"JOIN {N.ARTIFACT_VERSIONS} v ON v.id = l.artifact_version_id "
+                f"JOIN {N.ARTIFACTS} a ON a.id = v.artifact_id WHERE l.{link_col} = ? "
+                "ORDER BY l.id", (rid,)):
+            meta = _json(metadata)
+            mark = meta.get(N.ARTIFACT_MARK) if isinstance(meta, dict) else None
+            mark = mark if isinstance(mark, dict) else {}
+            ms = mark.get("ts_ms") if isinstance(mark.get("ts_ms"), int) else (
+                N.ms_from_iso(created) or run.start_ms)
+            if direction != N.LINK_OUTPUT:
+                yield ImportEvent(Kind.EVENT.value, "trackio.use_artifact", ms,
+                                  payload={"name": name, "type": atype, "version": version})
+                continue
+            files = []
+            for entry in _json(manifest) or []:
+                if not isinstance(entry, dict) or "ref" in entry:
+                    self._warn(f"{run.name}: artifact {name} v{version}: reference "
+                               f"{entry.get('path') if isinstance(entry, dict) else entry!r} "
+                               "skipped (bridge imports files only)")
+                    continue
+                try:
+                    local = resolve_source(
+                        N.artifact_blob(self.root, db.stem, str(entry["digest"])), [store])
+                    files.append((str(entry["path"]), local))
+                except (ImportError_, KeyError) as exc:
+                    self._warn(f"{run.name}: artifact {name} v{version} file skipped: {exc}")
+            if files:
+                yield artifact_event(str(mark.get("name") or name), files, ms,
+                                     artifact_type=str(mark.get("type") or atype),
+                                     step=mark.get("step") if isinstance(mark.get("step"), int)
+                                     else None)
+
+    def _config(self, cfg: Mapping[str, Any], ts: int) -> Iterator[ImportEvent]:
+        for key, value in cfg.items():
+            if key in N.RESERVED_CONFIG or key in _BRIDGE_CONFIG:
+                continue
+            yield ImportEvent(Kind.PARAM.value, key, ts, payload=value)
+        for key, value in (cfg.get(N.CFG_TAGS) or {}).items():
+            yield ImportEvent(Kind.TAG.value, key, ts, payload=str(value))
+        for key, value in (cfg.get(N.CFG_SUMMARY) or {}).items():
+            yield ImportEvent(Kind.SUMMARY.value, key, ts, payload=value)
+        if cfg.get(N.CFG_SYSTEM) is not None:
+            yield ImportEvent(Kind.SYSTEM.value, "system", ts, payload=cfg[N.CFG_SYSTEM])
+
+    @staticmethod
+    def _number(value: Any) -> float | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str) and value in N.NONFINITE:
+            return N.NONFINITE[value]
+        return None
+
+    def _row(self, run: SourceRun, step: int, ts: str, metrics: Any,
+             log_id: Any) -> Iterator[ImportEvent]:
+        values = _json(metrics)
+        if not isinstance(values, dict):
+            self._warn(f"{run.name}: unreadable metrics row at step {step} skipped")
+            return
+        ours = N.parse_log_id(log_id)
+        at = None if ours is not None and ours[2] else step
+        ms = N.ms_from_iso(ts) or 0
+        parts: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+        for stored, value in values.items():
+            key = N.user_key(stored)
+            num = self._number(value)
+            if num is not None:
+                yield ImportEvent(Kind.METRIC.value, key, ms, step=at, value=num)
+            elif isinstance(value, str):
+                yield media_event(key, at, ms, "text", data={"text": value})
+            elif isinstance(value, dict) and isinstance(value.get("_type"), str):
+                mark = value.get(N.MEDIA_MARK)
+                if isinstance(mark, Mapping) and "part" in mark and "key" in mark:
+                    parts.setdefault(str(mark["key"]), []).append((int(mark["part"]), value))
+                    continue
+                ev = self._media(run, key, at, ms, [value])
+                if ev is not None:
+                    yield ev
+            else:
+                yield ImportEvent(Kind.EVENT.value, key, ms, step=at, payload={"value": value})
+        for key, found in parts.items():
+            ev = self._media(run, key, at, ms, [v for _, v in sorted(found, key=lambda p: p[0])])
+            if ev is not None:
+                yield ev
+
+    def _file(self, run: SourceRun, value: Mapping[str, Any]) -> tuple[str, MediaFile] | None:
+        rel = str(value.get("file_path") or "")
+        media_root = self.root / N.MEDIA_DIR
+        try:
+            path = resolve_source(media_root / rel, [media_root])
+        except ImportError_ as exc:
+            self._warn(f"{run.name}: media file {rel!r} skipped: {exc}")
+            return None
+        mtype, facts = item_facts(value)
+        mime, name = facts.pop("mime"), facts.pop("name")
+        return mtype, MediaFile(path, mime, name, facts)
+
+    def _media(self, run: SourceRun, key: str, step: int | None, ms: int,
+               values: list[Mapping[str, Any]]) -> ImportEvent | None:
+        first = values[0]
+        ttype = first.get("_type")
+        source = {"vendor": N.VENDOR, "type": ttype}
+        if ttype == N.T_HISTOGRAM:
+            return media_event(key, step, ms, "histogram", source=source,
+                               data={"edges": list(first.get("bins") or []),
+                                     "counts": list(first.get("values") or [])})
+        if ttype == N.T_MARKDOWN:
+            return media_event(key, step, ms, "text", data={"text": str(first.get("_value", ""))},
+                               source=source)
+        if ttype == N.T_TABLE:
+            return self._table(run, key, step, ms, first, source)
+        if "file_path" in first:
+            files = [f for f in (self._file(run, v) for v in values) if f is not None]
+            if not files:
+                return None
+            return media_event(key, step, ms, files[0][0], [f for _, f in files], source=source)
+        self._warn(f"{run.name}: value {key!r} of type {ttype!r} at step {step} is not media "
+                   "bridge reads; kept as an event")
+        return ImportEvent(Kind.EVENT.value, key, ms, step=step, payload={"value": dict(first)})
+
+    def _table(self, run: SourceRun, key: str, step: int | None, ms: int,
+               value: Mapping[str, Any], source: dict[str, Any]) -> ImportEvent:
+        rows = [r for r in value.get("_value") or [] if isinstance(r, dict)]
+        mark = value.get(N.MEDIA_MARK) if isinstance(value.get(N.MEDIA_MARK), Mapping) else {}
+        columns = list(mark.get("columns") or [])
+        for r in rows:
+            columns.extend(c for c in r if c not in columns)
+        cells: dict[str, MediaFile] = {}
+        out_rows = []
+        for i, r in enumerate(rows):
+            out = []
+            for c in columns:
+                cell = r.get(c)
+                media = cell if isinstance(cell, list) else [cell]
+                if media and all(isinstance(m, dict) and "file_path" in m for m in media):
+                    items, mtype = [], "image"
+                    for m in media:
+                        got = self._file(run, m)
+                        if got is None:
+                            continue
+                        mtype, f = got
+                        ref = f"cell{i}_{columns.index(c)}_{len(items)}"
+                        cells[ref] = f
+                        items.append({"file": ref, "mime": f.mime, "name": f.name, **f.facts})
+                    cell = {"media": media_payload(mtype, items)}
+                out.append(cell)
+            out_rows.append(out)
+        return media_event(key, step, ms, "table", data={"columns": columns, "rows": out_rows},
+                           source=source, cells=cells)

@@ -1,0 +1,163 @@
+"""Importing trackio projects written by the real trackio package.
+
+A child process (trackio keeps global state and binds its directory at import) logs runs
+with ``trackio.init`` / ``trackio.log`` / ``trackio.log_system`` / ``trackio.alert`` /
+``trackio.finish`` into ``TRACKIO_DIR`` under ``tmp_path``, offline, then dumps what trackio's
+own ``SQLiteStorage`` reads; the import is compared with that point by point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("trackio")
+
+from bridge.adapters.trackio import names as N  # noqa: E402
+from bridge.adapters.trackio.store import store_env  # noqa: E402
+from bridge.importers import make_importer  # noqa: E402
+from bridge.importers.sink import import_runs  # noqa: E402
+from bridge.spool.reader import find_run, iter_events  # noqa: E402
+
+WRITE = """
+import json, numpy as np, trackio
+from trackio.sqlite_storage import SQLiteStorage as S
+img = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+trackio.init(project="vision", name="native-a", config={"lr": 0.01, "opt": {"name": "adam"}},
+             group="sweep1")
+for step in range(5):
+    trackio.log({"loss": 1.0 / (step + 1), "acc": step / 5}, step=step)
+trackio.alert("loss spike", text="loss went up")  # at the last step, 4
+trackio.log({"sample": trackio.Image(img, caption="a cat"),
+             "weights": trackio.Histogram(np_histogram=([1, 2, 3], [0.0, 1.0, 2.0, 3.0])),
+             "report": trackio.Markdown("# hello"),
+             "preds": trackio.Table(columns=["id", "label"], data=[[1, "cat"], [2, "dog"]]),
+             "diverged": float("nan")}, step=5)
+trackio.log({"later": 3.0})
+trackio.log_system({"cpu/utilization": 42.0, "memory/percent": 61.5})
+import pathlib
+model = pathlib.Path("model"); (model / "sub").mkdir(parents=True)
+(model / "w.bin").write_bytes(b"\\x00weights\\xff"); (model / "sub" / "cfg.json").write_text("{}")
+trackio.log_artifact(str(model), name="resnet", type="model")
+trackio.finish()
+trackio.init(project="vision", name="native-b", config={"lr": 0.1})
+trackio.log({"loss": 0.5}, step=0)
+trackio.use_artifact("resnet:latest")
+trackio.finish()
+runs = S.get_run_records("vision")
+out = {r["name"]: {"id": r["id"], "logs": S.get_logs("vision", run_id=r["id"]),
+                   "config": S.get_run_config("vision", run_id=r["id"]),
+                   "system": S.get_system_logs("vision", run_id=r["id"])} for r in runs}
+print("@@" + json.dumps(out, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("trackio")
+    env = store_env(root)
+    env["HF_HOME"] = str(root.parent / "hf")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(WRITE)], capture_output=True,
+                          text=True, env=env, cwd=root.parent, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1]
+    return root, json.loads(line[2:])
+
+
+def _import(root: Path, spool: Path, **opts: Any) -> list[Any]:
+    importer = make_importer("trackio", str(root), **opts)
+    done = import_runs(importer, spool)
+    assert not importer.warnings
+    return done
+
+
+def _events(spool: Path, run_id: str) -> list[Any]:
+    rec = find_run(spool, run_id)
+    assert rec is not None
+    return list(iter_events(rec.files, rec.run_id))
+
+
+def test_native_runs_import_point_by_point(native: tuple[Path, dict], tmp_path: Path) -> None:
+    root, expected = native
+    spool = tmp_path / "spool"
+    done = _import(root, spool)
+    assert sorted(r.name for r in done) == ["native-a", "native-b"]
+    a = next(r for r in done if r.name == "native-a")
+    exp = expected["native-a"]
+    assert a.source_id == exp["id"] and a.run_id == exp["id"]  # trackio ids are 32 hex
+    rec = find_run(spool, a.run_id)
+    assert rec.project == "vision" and rec.group == "sweep1" and rec.status == "FINISHED"
+    assert rec.start_ms == N.ms_from_iso(exp["config"]["_Created"])
+    events = _events(spool, a.run_id)
+
+    # every scalar of every row, with trackio's step and timestamp
+    want = sorted((k, row["step"], N.ms_from_iso(row["timestamp"]), v)
+                  for row in exp["logs"] for k, v in row.items()
+                  if k not in ("step", "timestamp") and isinstance(v, (int, float))
+                  and v == v)
+    got = sorted((e.key, e.step, e.ts_ms, e.value) for e in events
+                 if e.kind == "metric" and not e.key.startswith("system/") and e.value == e.value)
+    assert got == want and len(got) == 11
+    nan = [e for e in events if e.kind == "metric" and e.key == "diverged"]
+    assert len(nan) == 1 and nan[0].value != nan[0].value and nan[0].step == 5
+
+    params = {e.key: e.payload for e in events if e.kind == "param"}
+    assert params == {"lr": 0.01, "opt": {"name": "adam"}}
+    tags = {e.key: e.payload for e in events if e.kind == "tag"}
+    assert tags["trackio.project"] == "vision" and tags["bridge.source"] == "trackio"
+
+    system = sorted((e.key, e.step, e.ts_ms, e.value) for e in events
+                    if e.kind == "metric" and e.key.startswith("system/"))
+    assert system == sorted((f"system/{k}", None, N.ms_from_iso(r["timestamp"]), v)
+                            for r in exp["system"] for k, v in r.items() if k != "timestamp")
+
+    (alert,) = [e for e in events if e.kind == "event" and e.key != "trackio.use_artifact"]
+    assert (alert.key, alert.step, alert.payload) == ("loss spike", 4,
+                                                       {"text": "loss went up", "level": "warn"})
+
+    (art,) = [e for e in events if e.kind == "artifact"]
+    assert (art.key, art.payload["type"]) == ("resnet", "model")
+    assert sorted((f["path"], f["sha256"]) for f in art.payload["files"]) == sorted([
+        ("w.bin", hashlib.sha256(b"\x00weights\xff").hexdigest()),
+        ("sub/cfg.json", hashlib.sha256(b"{}").hexdigest())])
+    b = next(r for r in done if r.name == "native-b")
+    used = [e for e in _events(spool, b.run_id) if e.kind == "event"]
+    assert [(e.key, e.payload["name"], e.payload["version"]) for e in used] == [
+        ("trackio.use_artifact", "resnet", 0)]
+
+    media = {e.key: e for e in events if e.kind == "media"}
+    row5 = next(r for r in exp["logs"] if "sample" in r)
+    image = media["sample"].payload
+    assert (media["sample"].step, image["type"]) == (5, "image")
+    (item,) = image["items"]
+    on_disk = root / "media" / row5["sample"]["file_path"]
+    assert item["sha256"] == hashlib.sha256(on_disk.read_bytes()).hexdigest()
+    assert item["caption"] == "a cat" and item["mime"] == "image/png"
+    assert media["weights"].payload["data"] == {"edges": [0.0, 1.0, 2.0, 3.0], "counts": [1, 2, 3]}
+    assert media["report"].payload["data"] == {"text": "# hello"}
+    assert media["preds"].payload["data"] == {"columns": ["id", "label"],
+                                              "rows": [[1, "cat"], [2, "dog"]]}
+
+
+def test_project_filter_override_and_reimport(native: tuple[Path, dict], tmp_path: Path) -> None:
+    root, expected = native
+    spool = tmp_path / "spool"
+    done = _import(root / "vision.db", spool, project="moved", projects=["vision"])
+    assert {r.project for r in done} == {"moved"} and len(done) == 2
+    again = _import(root, spool)
+    assert all(r.skipped for r in again)  # same ids: nothing imported twice
+    assert _import(root, tmp_path / "other", projects=["nothing"]) == []
+
+
+def test_missing_location_is_an_import_error(tmp_path: Path) -> None:
+    from bridge.adapters.importing import ImportError_
+
+    with pytest.raises(ImportError_):
+        make_importer("trackio", str(tmp_path / "absent"))
