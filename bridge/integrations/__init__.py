@@ -3,7 +3,13 @@
 - :mod:`bridge.integrations.lightning` — ``BridgeLogger``, a PyTorch Lightning logger;
 - :mod:`bridge.integrations.keras` — ``BridgeCallback``, a Keras callback;
 - :mod:`bridge.integrations.transformers` — ``BridgeCallback``, a Hugging Face
-  ``TrainerCallback``.
+  ``TrainerCallback``;
+- :mod:`bridge.integrations.accelerate` — ``BridgeTracker``, a Hugging Face Accelerate tracker;
+- :mod:`bridge.integrations.xgboost` — ``BridgeCallback``, an XGBoost ``TrainingCallback``;
+- :mod:`bridge.integrations.lightgbm` — ``bridge_callback()``, a LightGBM callback;
+- :mod:`bridge.integrations.optuna` — ``BridgeCallback``, an Optuna study callback (a run per
+  trial);
+- :mod:`bridge.integrations.ray` — ``BridgeLoggerCallback``, a Ray Tune logger callback.
 
 ``import bridge.integrations`` itself imports no framework.
 """

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 HEAVY = ("mlflow", "wandb", "torch", "lightning", "pytorch_lightning", "keras", "tensorflow",
-         "transformers", "pandas", "psutil", "pynvml", "matplotlib")
+         "transformers", "pandas", "psutil", "pynvml", "matplotlib", "accelerate", "xgboost",
+         "lightgbm", "optuna", "ray")
 
 
 def _loaded_after(code: str) -> set[str]:
