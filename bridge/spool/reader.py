@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import sqlite3
+import threading
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 from bridge.errors import SpoolError
 from bridge.spool.events import SELECT_EVENTS, Event, Kind, decode_row
@@ -20,6 +23,7 @@ from bridge.spool.schema import check_version
 
 __all__ = [
     "FileInfo",
+    "KeptConnections",
     "RunRecord",
     "events_by_seq",
     "file_counts",
@@ -80,31 +84,65 @@ def open_file(path: Path) -> sqlite3.Connection:
     return conn
 
 
+Opener = Callable[[Path], ContextManager[sqlite3.Connection]]
+
+
+def _open_once(path: Path) -> ContextManager[sqlite3.Connection]:
+    return closing(open_file(path))
+
+
+class KeptConnections:
+    """Read-only connections kept open between calls, one set per thread, for a reader that
+    asks many small questions a second (the MLflow plugin answering ``get_run``): opening a
+    file and checking its schema costs about half a millisecond, a query on an open one
+    microseconds. A file removed or replaced since (``bridge prune``) is reopened by inode."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @contextmanager
+    def __call__(self, path: Path) -> Iterator[sqlite3.Connection]:
+        kept: dict[Path, tuple[int, sqlite3.Connection]] = self._local.__dict__.setdefault(
+            "kept", {})
+        try:
+            inode = os.stat(path).st_ino
+        except FileNotFoundError:
+            old = kept.pop(path, None)
+            if old is not None:
+                old[1].close()
+            raise SpoolError(f"spool file {path} was removed") from None
+        entry = kept.get(path)
+        if entry is None or entry[0] != inode:
+            if entry is not None:
+                entry[1].close()
+            entry = kept[path] = (inode, open_file(path))
+        yield entry[1]
+
+
 def _file_info(conn: sqlite3.Connection, path: Path) -> FileInfo:
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     return FileInfo(path=path, file_id=meta.get("file_id", path.stem), node=meta.get("node", ""),
                     host=meta.get("host", ""))
 
 
-def list_runs(spool_dir: Path, errors: list[FileInfo] | None = None) -> list[RunRecord]:
+def list_runs(spool_dir: Path, errors: list[FileInfo] | None = None,
+              opener: Opener = _open_once) -> list[RunRecord]:
     """Every run in the directory, merged across files, numbered per project.
 
     Files that cannot be read are reported in ``errors`` (never skipped silently).
+    ``opener``: how files are opened (:class:`KeptConnections` keeps them open).
     """
     runs: dict[str, RunRecord] = {}
     latest_end: dict[str, int] = {}
     running_start: dict[str, int] = {}
     for path in spool_files(spool_dir):
         try:
-            conn = open_file(path)
-            try:
+            with opener(path) as conn:
                 info = _file_info(conn, path)
                 rows = conn.execute(
                     "SELECT run_id, project, name, notes, group_name, backends, start_ms, end_ms,"
                     " status, error, warnings, dropped FROM runs"
                 ).fetchall()
-            finally:
-                conn.close()
         except (SpoolError, sqlite3.Error) as exc:
             if errors is not None:
                 errors.append(FileInfo(path=path, file_id=path.stem, node="", host="",
@@ -156,11 +194,10 @@ def find_run(spool_dir: Path, run_id: str) -> RunRecord | None:
 
 
 def _file_stream(path: Path, info: FileInfo, run_id: str, after: int, chunk: int,
-                 upto: int | None) -> Iterator[tuple]:
+                 upto: int | None, opener: Opener = _open_once) -> Iterator[tuple]:
     if not path.exists():  # removed by `bridge prune` since the run was listed
         return
-    conn = open_file(path)
-    try:
+    with opener(path) as conn:
         last = after
         while True:
             if upto is not None:
@@ -181,8 +218,6 @@ def _file_stream(path: Path, info: FileInfo, run_id: str, after: int, chunk: int
             last = rows[-1][0]
             if len(rows) < chunk:
                 return
-    finally:
-        conn.close()
 
 
 def iter_events(
@@ -191,6 +226,7 @@ def iter_events(
     after: Mapping[str, int] | None = None,
     chunk: int = 5000,
     upto: Mapping[str, int] | None = None,
+    opener: Opener = _open_once,
 ) -> Iterator[Event]:
     """The run's events after the per-file cursors, merged in (ts_ms, file_id, seq) order.
 
@@ -200,7 +236,7 @@ def iter_events(
     after = after or {}
     streams = [
         _file_stream(f.path, f, run_id, after.get(f.file_id, 0), chunk,
-                     None if upto is None else upto.get(f.file_id, 0))
+                     None if upto is None else upto.get(f.file_id, 0), opener)
         for f in files
     ]
     for _, _, _, ev in heapq.merge(*streams):

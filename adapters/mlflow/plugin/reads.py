@@ -21,7 +21,7 @@ from bridge.adapters.base import flatten
 from bridge.adapters.mlflow.names import NOTE_TAG, RUN_NAME_TAG
 from bridge.adapters.mlflow.plugin import session
 from bridge.spool.events import Kind
-from bridge.spool.reader import RunRecord, iter_events, list_runs
+from bridge.spool.reader import KeptConnections, RunRecord, iter_events, list_runs
 
 USER_TAG = "mlflow.user"
 
@@ -63,10 +63,15 @@ def _join(folder: str | None, path: str) -> str:
     return "/".join(parts)
 
 
+# MLflow's code reads the same few files many times a second (get_run after every change):
+# keep them open instead of opening and schema-checking each file on every read.
+_KEPT = KeptConnections()
+
+
 def fold(record: RunRecord) -> RunState:
     """Every event of the run, in the spool's merged order, as MLflow state."""
     st = RunState(record)
-    for ev in iter_events(record.files, record.run_id):
+    for ev in iter_events(record.files, record.run_id, opener=_KEPT):
         kind = ev.kind
         if kind == Kind.METRIC:
             if ev.value is not None and ev.key:
@@ -198,7 +203,7 @@ def experiments(sp: session.Spool, records: list[RunRecord]) -> list[Experiment]
 
 def runs(sp: session.Spool) -> list[RunRecord]:
     sp.flush()
-    return list_runs(sp.path)
+    return list_runs(sp.path, opener=_KEPT)
 
 
 def find(sp: session.Spool, run_id: str) -> RunRecord | None:
