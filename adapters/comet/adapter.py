@@ -64,6 +64,13 @@ from bridge.adapters.base import (
 )
 from bridge.adapters.comet import names as N
 from bridge.adapters.comet.media import MediaRefused, MediaSender, media_refusal
+from bridge.adapters.comet.models_out import (
+    ModelRefused,
+    model_refusal,
+    note_models,
+    write_dataset,
+    write_model,
+)
 from bridge.adapters.comet.sdk import load_comet_ml
 
 __all__ = ["CometAdapter"]
@@ -218,7 +225,7 @@ class _Writer:
     def write(self, ev: Event) -> None:
         try:
             getattr(self, "_" + ev.kind)(ev)
-        except _Refused as exc:
+        except (_Refused, ModelRefused) as exc:
             self.refused[ev.uid] = str(exc)
 
     def other(self, key: str, value: Any, suffix: str = ".json") -> None:
@@ -313,6 +320,12 @@ class _Writer:
                 raise _Refused(f"comet_ml refused asset {file_name!r} of artifact {name!r}")
             self.uploads += 1
 
+    def _model(self, ev: Event) -> None:  # MLflow 3 logged models: models_out.py
+        write_model(self, ev)
+
+    def _dataset(self, ev: Event) -> None:  # MLflow dataset inputs: models_out.py
+        write_dataset(self, ev)
+
     def _asset_data(self, data: str, name: str, step: int | None, meta: dict | None) -> None:
         with _at_step(self.exp, step):
             result = self.exp.log_asset_data(data.encode("utf-8"), name=name, metadata=meta)
@@ -321,7 +334,8 @@ class _Writer:
         self.uploads += 1
 
 
-_KINDS = frozenset({METRIC, PARAM, TAG, SUMMARY, SYSTEM, NOTE, TEXT, DICT, EVENT, ARTIFACT, Kind.MEDIA})
+_KINDS = frozenset({METRIC, PARAM, TAG, SUMMARY, SYSTEM, NOTE, TEXT, DICT, EVENT, ARTIFACT, Kind.MEDIA,
+                    Kind.MODEL, Kind.DATASET})
 
 
 def _refusal(ev: Event, run: RunInfo) -> str | None:
@@ -334,6 +348,8 @@ def _refusal(ev: Event, run: RunInfo) -> str | None:
         return "metric without a value"
     if ev.kind == Kind.MEDIA:
         return media_refusal(ev, run)
+    if ev.kind == Kind.MODEL:
+        return model_refusal(ev, run)
     if ev.kind == ARTIFACT:
         if run.blob_root is None:
             return "the run has no blob store"
@@ -394,6 +410,7 @@ class CometAdapter(BaseAdapter):
 
     def export(self, run: RunInfo, batch: Sequence[Event]) -> ExportResult:
         ctx = self._runs.get(run.run_id) or self._runs[self._open(run)]
+        note_models(run.state, batch)  # model records, replayed events included: models_out.py
         again = [ev.uid for ev in batch if ctx.replay.delivered(ev.uid)]
         fresh = [ev for ev in batch if not ctx.replay.delivered(ev.uid)]
         rejected = {ev.uid: r for ev in fresh if (r := _refusal(ev, run)) is not None}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 __all__ = [
+    "DATASET_OTHER_PREFIX", "META_MODEL_ID", "MODEL_OTHER_PREFIX",
     "API_KEY_ENV", "ARCHIVE_SUFFIX", "AUTO_METRICS", "AUTO_PARAMS", "BRIDGE_OTHERS",
     "COMET_OTHERS", "DEFAULT_OFFLINE_DIR", "EPOCH_METRIC", "EXPERIMENT_JSON", "FINAL_STATUSES",
     "IMPORT_ENV", "INCOMPLETE_SUFFIX", "KIND_OTHER", "LEDGER_ARCHIVE_ID", "LEDGER_ARCHIVE_SEQ",
@@ -224,3 +225,8 @@ def readback_source(spool_dir: Path, project: str, run_id: str,
     needed: the importer lists every archive and each names its run in its ledger."""
     directory = options.get("offline_directory") or Path(spool_dir) / DEFAULT_OFFLINE_DIR
     return str(directory), {}
+
+# MLflow logged models and dataset inputs (adapters/comet/models_out.py)
+MODEL_OTHER_PREFIX = "mlflow_model."  # other: mlflow_model.<comet model name> = JSON
+DATASET_OTHER_PREFIX = "mlflow_dataset."  # other: mlflow_dataset.<name> = JSON
+META_MODEL_ID = "mlflow_model_id"  # a model file's metadata: the spool's model id

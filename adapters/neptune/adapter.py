@@ -392,6 +392,10 @@ class NeptuneAdapter(BaseAdapter):
             return self._artifact(session, run, key, payload)
         if kind == "media":  # the layout: names.py, "media events"; the code: media.py
             return deliver_media(self, session, run, ev)
+        if kind in ("model", "dataset"):  # MLflow's logged models and datasets: models_out.py
+            from bridge.adapters.neptune.models_out import deliver
+
+            return deliver(self, session, run, ev)
         return f"the neptune backend has no mapping for event kind {kind!r}"
 
     @staticmethod

@@ -30,6 +30,7 @@ __all__ = [
     "default_data_dir", "encode_event", "encode_manifest", "encode_step", "field",
     "is_failed", "ms_of", "readback_source", "relative", "step_multiplier", "tag_label",
     "time_value",
+    "MODELS", "MODEL_FIELDS", "DATASETS", "DATASET_FIELDS",
 ]
 
 # -- bridge's own fields: who wrote the run, and what the spool knew about it ---------------
@@ -53,6 +54,14 @@ FILES = "files"  # text and dict events share files/<key>
 ARTIFACTS = "artifacts"  # artifacts/<name> (one file) or artifacts/<name>/<member>
 EVENTS = "events"  # event key -> events/<key>, a string series of JSON
 ENVIRONMENT = "environment"  # the system facts of a run
+# MLflow 3 logged models (``model`` events): MODELS/<model name>/<field>, the model's files
+# under MODELS/<model name>/files/<path>, params and tags under .../params/, .../tags/.
+MODELS = "models"
+MODEL_FIELDS = ("id", "type", "status", "experiment", "creation_time", "output_step")
+# MLflow dataset inputs (``dataset`` events): DATASETS/<name>/<field>, tags under .../tags/;
+# schema and profile are JSON text (a file, .json, when over Neptune's string limit).
+DATASETS = "datasets"
+DATASET_FIELDS = ("digest", "source_type", "source", "schema", "profile")
 
 # -- media events (bridge.spool.media) -------------------------------------------------
 #

@@ -117,7 +117,8 @@ class EventFile:
     def __init__(self, protos: Protos, path: Path) -> None:
         self.path = path
         self.records = 0
-        # The temporary name holds no "tfevents": a reader would take a torn file for a run's.
+        # The temporary name holds no event-file mark (names.EVENT_MARK): a reader would
+        # take a torn file for a run's.
         self._tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}{TMP_SUFFIX}")
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._fh = os.fdopen(fd, "wb")

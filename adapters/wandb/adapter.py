@@ -304,6 +304,10 @@ class WandbAdapter(BaseAdapter):
             from bridge.adapters.wandb.models_out import plan_model
 
             return plan_model(run, plan, ev, _safe_relpath)
+        elif kind == "dataset":  # MLflow's dataset inputs: a dataset artifact, models_out.py
+            from bridge.adapters.wandb.models_out import plan_dataset
+
+            return plan_dataset(run, plan, ev, self.dir / "blobs")
         else:
             return f"the wandb backend does not know event kind {kind!r}"
         return None
@@ -472,6 +476,8 @@ class WandbAdapter(BaseAdapter):
                     shutil.copyfile(blob, tmp)
                     os.replace(tmp, source)
             artifact.add_file(str(source), name=rel, policy="immutable")
+        for uri, ref_name in art.get("references", ()):  # a dataset's URI, never read
+            artifact.add_reference(uri, name=ref_name, checksum=False)
         return artifact
 
     # -- what earlier sessions left ---------------------------------------------

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
+    "DATASET_FILE",
+    "REFERENCE_DIR",
+    "REFERENCE_SCHEMES",
     "MAX_HISTOGRAM_BINS",
     "MAX_METRIC_KEY",
     "MAX_TABLE_ROWS",
@@ -319,3 +322,9 @@ def readback_source(spool_dir: Path, project: str, run_id: str,
     ``options`` (the backend's table): its offline ``dir``. ``project`` and ``run_id`` are
     not needed: the importer lists every run in the dir, keyed by the W&B run id."""
     return str(options.get("dir") or Path(spool_dir) / DEFAULT_DIR_NAME), {}
+
+# MLflow dataset inputs as W&B artifacts (adapters/wandb/models_out.py)
+DATASET_FILE = "dataset.json"  # the dataset's description inside its W&B artifact
+REFERENCE_DIR = "source"  # the reference to the dataset's URI: source/<name>
+# URI schemes W&B's storage handlers take as references without reading them.
+REFERENCE_SCHEMES = ("s3", "gs", "http", "https")

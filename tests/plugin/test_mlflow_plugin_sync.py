@@ -126,7 +126,7 @@ def test_seed_workflow_synced_equals_direct(tmp_path, seeded, mlflow_server, sec
 
 def test_seed_workflow_in_wandb_offline_files(tmp_path, seeded):
     """The same runs in W&B's offline files: ids, params, metric histories, artifacts, and
-    each logged model as a W&B model artifact; dataset inputs have no W&B form (dead)."""
+    each logged model as a W&B model artifact, dataset inputs as dataset artifacts."""
     pytest.importorskip("wandb")
     sys.path.insert(0, str(Path(__file__).parents[1] / "adapters"))
     from wandb_readback import read_back
@@ -142,8 +142,7 @@ def test_seed_workflow_in_wandb_offline_files(tmp_path, seeded):
     dead = {r["run_id"]: r["dead"] for r in summary["results"]}
     by_name = {r.name: r for r in runs}
     assert all(r["pending"] == 0 for r in summary["results"]), summary
-    # only the autolog run has dataset inputs, the one thing W&B has no form for here
-    assert {n for n, r in by_name.items() if dead[r.run_id]} == {"ridge-autolog"}
+    assert not any(dead.values()), summary  # models and datasets: each has a W&B form
     for name, rec in by_name.items():
         got = read_back(out_dir, rec.run_id)
         assert got.name == name and got.project == "nyc-taxi-experiment"
