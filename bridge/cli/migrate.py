@@ -17,7 +17,7 @@ from bridge.redact import redact_text, redact_url
 
 __all__ = ["register"]
 
-SOURCE_HELP = "mlflow, wandb, neptune, neptune-scale, comet, tensorboard or trackio."
+SOURCE_HELP = "mlflow, wandb, neptune, neptune-scale, comet, tensorboard, trackio or clearml."
 
 
 def _importer(source: str, location: str, experiment: list[str] | None, filter: str | None,

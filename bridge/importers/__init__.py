@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bridge.adapters.clearml import names as clearml_names
 from bridge.adapters.mlflow import names as mlflow_names
 from bridge.adapters.tensorboard import names as tensorboard_names
 from bridge.adapters.importing import ImportError_, ImportEvent, Importer, SourceRun
@@ -25,6 +26,7 @@ SOURCES = {
     "comet": "bridge.adapters.comet.importer:CometImporter",
     "tensorboard": "bridge.adapters.tensorboard.importer:TensorboardImporter",
     "trackio": "bridge.adapters.trackio.importer:TrackioImporter",
+    "clearml": "bridge.adapters.clearml.importer:ClearmlImporter",
 }
 
 
@@ -52,6 +54,8 @@ _SIGNS = (
                                f"{mlflow_names.EMBEDDED_DB})"),
     (".parquet", "Parquet files (source 'neptune' reads the Neptune exporter's)"),
     ("data-1.log", "Neptune 1.x offline logs (source 'neptune')"),
+    (clearml_names.TASK_FILE, "task.json files (source 'clearml' reads ClearML offline "
+                              "sessions)"),
     (".zip", "zip archives (source 'comet' reads Comet offline archives)"),
 )
 
