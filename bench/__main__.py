@@ -39,6 +39,7 @@ MODULES = (
     "bench_scale",         # 1M / 10M-event backlog: status latency, sync memory (~20 s)
     "bench_crash",         # events lost to SIGKILL per durability setting (~30 s)
     "bench_lifecycle",     # a large artifact's caller cost; prune of a 1M/10M spool (~15 s)
+    "bench_footprint",     # bytes on disk per metric point beside the vendors' files (~3 min)
 )
 
 _TARGET = re.compile(r"^- Target (?P<target>.+?): (?P<figure>.+?) — \*\*(?P<mark>met|MISSED)\*\*")
