@@ -2,7 +2,8 @@
 
 Every builder writes one run into a directory with the source system's own writer (MLflow's
 fluent API, the wandb and comet_ml SDKs in offline mode, the neptune client in offline
-mode, pyarrow in neptune-exporter's schema, TensorBoard's writer) and returns a
+mode, pyarrow in neptune-exporter's schema, TensorBoard's writer, the neptune-scale client
+and the clearml SDK offline, the trackio package) and returns a
 :class:`Corpus`: how to import it (``bridge.importers.make_importer`` arguments) and the
 facts the source itself reports (its id, name, start time).
 
@@ -384,6 +385,149 @@ def build_tensorboard(work: Path) -> Corpus:
                   str((logdir / "tb-run").resolve()), expected)
 
 
+# -- Neptune 3.x: an operations file written by the neptune-scale client offline ---------
+
+_NEPTUNE_SCALE = textwrap.dedent("""
+    import datetime as dt, json, sys
+    from neptune_scale import Run
+    T0, N, logs = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    at = lambda ms: dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    with open("weights.bin", "wb") as f:
+        f.write(bytes.fromhex(sys.argv[4]))
+    with Run(run_id="fid-scale-1", project="ws/fidelity", mode="offline",
+             experiment_name="neptune-scale-run", creation_time=at(T0), log_directory=logs,
+             enable_console_log_capture=False, source_tracking_config=None) as run:
+        # The same attribute layout as the neptune 1.x corpus: configs under parameters/,
+        # a single value eval/best (Neptune 3.x has no other kind of summary).
+        run.log_configs({"parameters/lr": 0.01, "parameters/opt/name": "adam",
+                         "parameters/opt/beta": 0.9, "eval/best": 0.25})
+        run.add_tags(["baseline"])
+        # Neptune refuses a step that is not higher than the last one: both series advance.
+        for i in range(N):
+            run.log_metrics({"train/loss": 1.0 / (i + 1)}, step=i, timestamp=at(T0 + 1000 * i))
+            run.log_metrics({"train/acc": i / 100}, step=i, timestamp=at(T0 + 1000 * i + 500))
+        run.assign_files({"data/weights": "weights.bin"})
+    print(json.dumps({"source_id": "fid-scale-1"}))
+""")
+
+
+def build_neptune_scale(work: Path) -> Corpus:
+    work.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEPTUNE_")}
+    # The client's log directory and the assigned file in one project directory, which is
+    # what is imported (a file outside the import location is refused without trusted_roots).
+    out = _run(_NEPTUNE_SCALE, [str(T0), str(N_POINTS), str(work / ".neptune"),
+                                FILE_BYTES.hex()], env, work)
+    facts = _facts(out)
+    expected = expected_snapshot(
+        {"train/loss": _loss(), "train/acc": _acc(False)}, NESTED, {"baseline": ""},
+        {"eval/best": 0.25}, [FILE_BYTES], "neptune-scale-run", T0)
+    return Corpus("neptune-scale", str(work), {}, facts["source_id"], expected)
+
+
+# -- ClearML: an offline session written by the clearml SDK -------------------------------
+
+_CLEARML = textwrap.dedent("""
+    import json, socket, sys
+    _connect = socket.socket.connect
+
+    def guard(self, address):  # offline: any connection but a local socket is refused
+        if self.family != getattr(socket, "AF_UNIX", None):
+            raise OSError("network refused by the fidelity corpus")
+        return _connect(self, address)
+
+    socket.socket.connect = guard
+    from clearml import Task
+    N, acc = int(sys.argv[1]), json.loads(sys.argv[2])
+    Task.set_offline(offline_mode=True)
+    task = Task.init(project_name="fidelity", task_name="clearml-run", tags=["baseline"],
+                     auto_connect_frameworks=False, auto_resource_monitoring=False,
+                     auto_connect_streams=False)
+    task.connect({"lr": 0.01, "opt": {"name": "adam", "beta": 0.9}})
+    logger = task.get_logger()
+    # report_scalar takes no timestamp: ClearML stamps each event with the call time.
+    for i in range(N):
+        logger.report_scalar("train", "loss", value=1.0 / (i + 1), iteration=i)
+    for s in acc:
+        logger.report_scalar("train", "acc", value=s / 100, iteration=s)
+    logger.report_single_value("best", 0.25)
+    with open("weights.bin", "wb") as f:
+        f.write(bytes.fromhex(sys.argv[3]))
+    task.upload_artifact("weights", artifact_object="weights.bin", wait_on_upload=True)
+    task_id = task.id
+    task.close()
+    print(json.dumps({"source_id": task_id}))
+""")
+
+
+def build_clearml(work: Path) -> Corpus:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "home").mkdir(exist_ok=True)
+    # Report from a thread, not the SDK's reporter subprocess (the default on Linux), whose
+    # shutdown waits out its 5 s flush period twice; the session written is the same.
+    (work / "home" / "clearml.conf").write_text(
+        "sdk { development { report_use_subprocess: false } }\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CLEARML_", "TRAINS_", "HTTP_PROXY", "HTTPS_PROXY"))}
+    env.update(HOME=str(work / "home"), CLEARML_CACHE_DIR=str(work / "cache"),
+               CLEARML_OFFLINE_MODE="1", PYTHONUNBUFFERED="1")
+    # Output to a file, not a pipe: a helper process the SDK forks may outlive the writer.
+    with open(work / "writer.log", "w+") as log:
+        proc = subprocess.run([sys.executable, "-c", _CLEARML, str(N_POINTS),
+                               json.dumps(acc_steps(True)), FILE_BYTES.hex()], env=env, cwd=work,
+                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              timeout=240)
+    text = (work / "writer.log").read_text()
+    if proc.returncode != 0:
+        raise RuntimeError(f"corpus writer failed:\n{text[-4000:]}")
+    facts = _facts(text)
+    # ClearML stamps points itself and an offline session has no start time of the writer's.
+    expected = expected_snapshot(
+        {"train/loss": _loss(), "train/acc": _acc(True)},
+        {"General/lr": 0.01, "General/opt/name": "adam", "General/opt/beta": 0.9},
+        {"baseline": ""}, {"best": 0.25}, [FILE_BYTES], "clearml-run", None)
+    return Corpus("clearml", str(work / "cache"), {}, facts["source_id"], expected,
+                  explicit_timestamps=False)
+
+
+# -- trackio: a project written by the trackio package ------------------------------------
+
+_TRACKIO = textwrap.dedent("""
+    import json, sys, trackio
+    N, acc = int(sys.argv[1]), json.loads(sys.argv[2])
+    run = trackio.init(project="fidelity", name="trackio-run",
+                       config={"lr": 0.01, "opt": {"name": "adam", "beta": 0.9}})
+    # trackio.log takes a step but no timestamp: trackio stamps each row itself.
+    for i in range(N):
+        trackio.log({"loss": 1.0 / (i + 1)}, step=i)
+    for s in acc:
+        trackio.log({"acc": s / 100}, step=s)
+    with open("weights.bin", "wb") as f:
+        f.write(bytes.fromhex(sys.argv[3]))
+    trackio.log_artifact("weights.bin", name="weights", type="model")
+    trackio.finish()
+    from trackio.sqlite_storage import SQLiteStorage
+    (rec,) = [r for r in SQLiteStorage.get_run_records("fidelity") if r["name"] == "trackio-run"]
+    print(json.dumps({"source_id": rec["id"]}))
+""")
+
+
+def build_trackio(work: Path) -> Corpus:
+    from bridge.adapters.trackio.store import store_env
+
+    work.mkdir(parents=True, exist_ok=True)
+    env = store_env(work / "trackio")
+    env["HF_HOME"] = str(work / "hf")
+    out = _run(_TRACKIO, [str(N_POINTS), json.dumps(acc_steps(True)), FILE_BYTES.hex()], env,
+               work)
+    facts = _facts(out)
+    # trackio has no tags or summaries, stamps rows itself and records its own start time.
+    expected = expected_snapshot(
+        {"loss": _loss(), "acc": _acc(True)}, NESTED, {}, {}, [FILE_BYTES], "trackio-run", None)
+    return Corpus("trackio", str(work / "trackio"), {}, facts["source_id"], expected,
+                  explicit_timestamps=False)
+
+
 BUILDERS: dict[str, Callable[[Path], Corpus]] = {
     "mlflow": build_mlflow,
     "wandb": build_wandb,
@@ -391,5 +535,8 @@ BUILDERS: dict[str, Callable[[Path], Corpus]] = {
     "neptune-offline": build_neptune_offline,
     "neptune-parquet": build_neptune_parquet,
     "tensorboard": build_tensorboard,
+    "neptune-scale": build_neptune_scale,
+    "clearml": build_clearml,
+    "trackio": build_trackio,
 }
 SOURCES = tuple(BUILDERS)

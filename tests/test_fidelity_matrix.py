@@ -1,10 +1,10 @@
 """The migration fidelity matrix (docs/migration-fidelity.md), measured.
 
-For each source (MLflow, W&B, Comet, Neptune offline, neptune-exporter Parquet, TensorBoard)
-one small run is written by the source's own SDK (``tests/fidelity_corpora.py``), imported
-into a spool whose run targets four destinations (the embedded MLflow store, W&B, Neptune
-and Comet offline files), synced, and read back from every destination with
-``bridge.verify``. Two stages are measured:
+For each source (MLflow, W&B, Comet, Neptune offline, neptune-exporter Parquet, TensorBoard,
+neptune-scale, ClearML, trackio) one small run is written by the source's own SDK
+(``tests/fidelity_corpora.py``), imported into a spool whose run targets six destinations
+(the embedded MLflow store, W&B, Neptune and Comet offline files, a TensorBoard log dir and a
+trackio directory), synced, and read back from every destination with ``bridge.verify``. Two stages are measured:
 
 * **import**: the spool against what the source holds (``Corpus.expected``);
 * **destination**: each destination against the spool (``bridge.verify.verify_run``).
@@ -28,11 +28,14 @@ pytest.importorskip("neptune")
 pytest.importorskip("comet_ml")
 pytest.importorskip("pyarrow")
 pytest.importorskip("tensorboard")
+pytest.importorskip("neptune_scale")
+pytest.importorskip("clearml")
+pytest.importorskip("trackio")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fidelity_corpora import BUILDERS, SOURCES, Corpus  # noqa: E402
 
-DESTINATIONS = ("mlflow", "wandb", "neptune", "comet")
+DESTINATIONS = ("mlflow", "wandb", "neptune", "comet", "tensorboard", "trackio")
 FIELDS = ("points", "steps", "timestamps", "params", "tags", "summary", "artifact_files")
 _OFFLINE_ENV = {"COMET_API_KEY": "dummy", "COMET_ERROR_TRACKING_ENABLE": "false",
                 "WANDB_MODE": "offline", "WANDB_SILENT": "true",
@@ -56,6 +59,8 @@ def destinations(out: Path, wandb_project: str | None = None) -> list[dict[str, 
         {"name": "neptune", "mode": "offline", "data_dir": str(out / "neptune"),
          "project": "ws/fidelity"},
         {"name": "comet", "mode": "offline", "offline_directory": str(out / "comet")},
+        {"name": "tensorboard", "logdir": str(out / "tensorboard")},
+        {"name": "trackio", "dir": str(out / "trackio")},
     ]
 
 
@@ -153,6 +158,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "neptune": _full(points=99.0, steps=99.0, timestamps=99.0, summary=None, dead=1,
                          id="own"),  # (o) (i)
         "comet": _full(tags=0.0, summary=None, id="source"),  # (c)
+        "tensorboard": _full(summary=None, id="own"),
+        "trackio": _full(summary=None, id="source"),
     },
     "wandb": {
         "import": _imp(artifact_files=50.0, id="derived", source_id_tag=True),  # (l)
@@ -160,6 +167,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "wandb": _full(start=False, id="bridge"),
         "neptune": _full(id="own"),
         "comet": _full(tags=33.3, id="bridge"),
+        "tensorboard": _full(id="own"),
+        "trackio": _full(id="bridge"),
     },
     "comet": {
         "import": _imp(timestamps=None),  # (t)
@@ -167,6 +176,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "wandb": _full(start=False, id="source"),
         "neptune": _full(points=99.0, steps=99.0, timestamps=99.0, dead=1, id="own"),
         "comet": _full(tags=50.0, id="source"),
+        "tensorboard": _full(id="own"),
+        "trackio": _full(id="source"),
     },
     "neptune-offline": {
         "import": _imp(start=None, source_id_tag=True),  # (u)
@@ -174,6 +185,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "wandb": _full(start=False, id="source"),
         "neptune": _full(id="own"),
         "comet": _full(tags=33.3, id="source"),
+        "tensorboard": _full(id="own"),
+        "trackio": _full(id="source"),
     },
     "neptune-parquet": {
         "import": _imp(id="derived", source_id_tag=True),  # (m)
@@ -181,6 +194,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "wandb": _full(start=False, id="bridge"),
         "neptune": _full(id="own"),
         "comet": _full(tags=25.0, id="bridge"),
+        "tensorboard": _full(id="own"),
+        "trackio": _full(id="bridge"),
     },
     "tensorboard": {
         "import": _imp(tags=None, summary=None, artifact_files=None, start=None, id="derived",
@@ -191,6 +206,36 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "neptune": _full(points=99.0, steps=99.0, timestamps=99.0, summary=None,
                          artifact_files=None, dead=1, id="own"),
         "comet": _full(tags=0.0, summary=None, artifact_files=None, id="bridge"),
+        "tensorboard": _full(summary=None, artifact_files=None, id="own"),
+        "trackio": _full(summary=None, artifact_files=None, id="bridge"),
+    },
+    "neptune-scale": {
+        "import": _imp(id="derived", source_id_tag=True),
+        "mlflow": _full(id="own"),
+        "wandb": _full(start=False, id="bridge"),
+        "neptune": _full(id="own"),
+        "comet": _full(tags=25.0, id="bridge"),
+        "tensorboard": _full(id="own"),
+        "trackio": _full(id="bridge"),
+    },
+    "clearml": {
+        "import": _imp(timestamps=None, start=None, id="derived", source_id_tag=True),  # (k)
+        "mlflow": _full(id="own"),
+        "wandb": _full(start=False, id="bridge"),
+        "neptune": _full(points=99.0, steps=99.0, timestamps=99.0, dead=1, id="own"),
+        "comet": _full(tags=25.0, id="bridge"),
+        "tensorboard": _full(id="own"),
+        "trackio": _full(dead=1, id="bridge"),  # (x)
+    },
+    "trackio": {
+        "import": _imp(timestamps=None, tags=None, summary=None, start=None),  # (k)
+        "mlflow": _full(summary=None, id="own"),
+        "wandb": _full(summary=None, start=False, id="source"),
+        "neptune": _full(points=99.0, steps=99.0, timestamps=99.0, summary=None, dead=1,
+                         id="own"),
+        "comet": _full(tags=0.0, summary=None, id="source"),
+        "tensorboard": _full(summary=None, id="own"),
+        "trackio": _full(summary=None, id="source"),
     },
 }
 
@@ -200,6 +245,9 @@ EXPECTED_DEAD: dict[tuple[str, str], list[str]] = {
     ("mlflow", "neptune"): [_STEPS_BACK],
     ("comet", "neptune"): [_STEPS_BACK],
     ("tensorboard", "neptune"): [_STEPS_BACK],
+    ("clearml", "neptune"): [_STEPS_BACK],
+    ("clearml", "trackio"): ["trackio keeps no run files"],  # the console text
+    ("trackio", "neptune"): [_STEPS_BACK],
 }
 
 

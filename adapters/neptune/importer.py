@@ -153,6 +153,8 @@ class NeptuneImporter:
             or desc.created_ms
         end = N.ms_of(desc.value(N.END_TIME)) or N.ms_of(desc.value(N.SYS_MODIFICATION_TIME)) \
             or (desc.last_ts_ms or None)
+        if start and end is not None and end < start:
+            end = start  # points stamped before the run was created: it cannot end before it began
         sid = desc.value(N.RUN_ID) or desc.source_id
         parent = desc.value(N.SYS_FORKING_PARENT)
         return SourceRun(
@@ -457,16 +459,6 @@ def _plain(kind: str, value: Any) -> Any:
     return value
 
 
-def _nest(target: dict[str, Any], parts: list[str], value: Any) -> None:
-    node = target
-    for p in parts[:-1]:
-        child = node.get(p)
-        if not isinstance(child, dict):
-            child = node[p] = {}
-        node = child
-    node[parts[-1]] = value
-
-
 def _atom_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
     """``parameters/a/b`` -> param ``a`` = ``{"b": ...}``; ``summary/...`` likewise;
     ``environment/...`` of a bridge run -> one system event; other non-``sys`` atoms ->
@@ -481,11 +473,11 @@ def _atom_events(desc: _Desc, ts: int) -> Iterator[ImportEvent]:
                 or N.relative(N.MANIFESTS, path) is not None:
             continue
         if parts[0] == N.PARAMETERS and len(parts) > 1:
-            _nest(params, parts[1:], value)
+            N.nest(params, parts[1:], value)
         elif parts[0] == N.SUMMARY and len(parts) > 1 and desc.bridge_written:
-            _nest(summary, parts[1:], value)
+            N.nest(summary, parts[1:], value)
         elif parts[0] == N.ENVIRONMENT and len(parts) > 1 and desc.bridge_written:
-            _nest(system, parts[1:], value)
+            N.nest(system, parts[1:], value)
         else:
             summary[path] = value
     for key, value in params.items():

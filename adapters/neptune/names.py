@@ -297,3 +297,15 @@ def readback_source(spool_dir: Path, project: str, run_id: str,
     ``RUN_ID`` in every offline directory of the data dir.
     """
     return str(options.get("data_dir") or Path(spool_dir) / SPOOL_SUBDIR), {}
+
+
+def nest(target: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Put ``value`` at the field path ``parts`` inside ``target`` (``parameters/a/b`` read
+    back as param ``a`` = ``{"b": value}``: namespaces are nested dicts, as bridge logs them)."""
+    node = target
+    for p in parts[:-1]:
+        child = node.get(p)
+        if not isinstance(child, dict):
+            child = node[p] = {}
+        node = child
+    node[parts[-1]] = value

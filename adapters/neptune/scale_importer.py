@@ -8,7 +8,9 @@ async mode. Several files of one run (a resumed run) are read as one, oldest fir
   "neptune", run_id)``), so a run exported before the shutdown and its unsynced tail are one
   bridge run; experiment name -> the run's name and tag ``neptune.experiment``; fork point
   -> tags (parent run, its project, the decimal step); creation time -> start.
-* assigns -> params (full attribute path; ``sys/name``/``sys/description`` -> name/notes);
+* assigns -> params under ``parameters/`` (nested, as the Parquet and 1.x importers read
+  them), summaries under their full path otherwise (``sys/name``/``sys/description`` ->
+  name/notes);
   file assigns -> artifacts; tag sets -> tags (group tags as ``group:<label>``).
 * appends -> metric points, text points, histogram and file media, each with its own step
   and time. Steps are decimals: names.py's step rule (the same as the Parquet import).
@@ -255,6 +257,9 @@ class NeptuneScaleImporter:
         uploads: dict[str, Any] = {}
         for f in desc.files:
             uploads.update(upload_requests(f.path))
+        params: dict[str, Any] = {}  # as the Parquet and 1.x importers read the same fields
+        summary: dict[str, Any] = {}
+        ts = {"param": None, "summary": None}
         for key, a in desc.assigns.items():
             if key in (N.SYS_NAME, N.SYS_DESCRIPTION):
                 continue
@@ -268,7 +273,17 @@ class NeptuneScaleImporter:
                         self._warn(f"file {key!r} refused: {exc}")
                 continue
             value = N.time_value(a.value).isoformat() if a.kind == "datetime" else a.value
-            yield ImportEvent("param", key, a.ts_ms, payload=value)
+            parts = key.split("/")
+            if parts[0] == N.PARAMETERS and len(parts) > 1:
+                N.nest(params, parts[1:], value)  # parameters/a/b -> param a = {"b": ...}
+                ts["param"] = ts["param"] or a.ts_ms
+            else:
+                summary[key] = value  # another field: a summary under its full path
+                ts["summary"] = ts["summary"] or a.ts_ms
+        for key, value in params.items():
+            yield ImportEvent("param", key, ts["param"], payload=value)
+        for key, value in summary.items():
+            yield ImportEvent("summary", key, ts["summary"], payload=value)
 
     def _append_event(self, item: Append, step: int | None,
                       uploads: dict[str, Any]) -> ImportEvent | None:

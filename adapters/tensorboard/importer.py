@@ -17,6 +17,7 @@ dropped unsaid.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from typing import Any, Iterator
 from bridge.adapters.tensorboard.media import Skipped, legacy_media, tensor_media
 from bridge.adapters.tensorboard.projector import embeddings
 from bridge.adapters.tensorboard.names import (
+    ARTIFACTS_DIR,
     EVENT_MARK,
     HPARAMS_START,
     LEGACY_AUDIO,
@@ -40,11 +42,13 @@ from bridge.adapters.tensorboard.names import (
     PLUGIN_HPARAMS,
     PLUGIN_SCALARS,
     SKIPPED_TAG,
+    SUMMARY_PREFIX,
     integer_params,
     read_run_marker,
     tag_of_text,
 )
-from bridge.adapters.importing import ImportError_, ImportEvent, SourceRun, resolve_source
+from bridge.adapters.importing import (ImportError_, ImportEvent, SourceRun, artifact_event,
+                                      resolve_source)
 
 __all__ = ["TensorboardImporter", "event_files", "find_runs", "last_record"]
 
@@ -194,6 +198,8 @@ class TensorboardImporter:
                             ev = self._bridge_form(ev, ints)
                         yield ev
         yield from embeddings(Path(run.extra_tags[LOGDIR_TAG]), [self.logdir], skipped)
+        if marker is not None:
+            yield from self._artifacts(Path(run.extra_tags[LOGDIR_TAG]), last_ms, skipped)
         if skipped:
             counts = ",".join(f"{k}:{n}" for k, n in sorted(skipped.items()))
             self.warnings.append(f"run {run.name}: not imported ({counts}): no bridge form, "
@@ -236,11 +242,36 @@ class TensorboardImporter:
             skipped[f"{plugin or kind or 'unknown'}(unreadable)"] += 1
 
     @staticmethod
+    def _artifacts(directory: Path, ts: int, skipped: Counter[str]) -> Iterator[ImportEvent]:
+        """The files bridge's destination copied to ``artifacts/<name>/<path>``: one
+        artifact per name (TensorBoard itself shows none of them)."""
+        root = directory / ARTIFACTS_DIR
+        if not root.is_dir() or root.is_symlink():
+            return
+        for named in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+            files = [(f.relative_to(named).as_posix(), f) for f in sorted(named.rglob("*"))
+                     if f.is_file() and not f.name.startswith(".")]
+            try:
+                yield artifact_event(named.name, files, ts)
+            except ImportError_:
+                skipped["artifacts(refused)"] += 1
+
+    @staticmethod
     def _bridge_form(ev: ImportEvent, ints: frozenset[str]) -> ImportEvent:
         """An event of a run bridge's TensorBoard destination wrote, as bridge logged it:
-        an integer param, a tag (a ``tags/<key>`` text summary)."""
+        an integer param, a tag (a ``tags/<key>`` text summary), a summary value
+        (``summary/<key>``, a scalar or text)."""
         if ev.kind == "param" and ev.key in ints and isinstance(ev.payload, float):
             return replace(ev, payload=int(ev.payload))
+        key = ev.key or ""
+        if key.startswith(SUMMARY_PREFIX) and len(key) > len(SUMMARY_PREFIX):
+            if ev.kind == "metric":
+                return ImportEvent("summary", key[len(SUMMARY_PREFIX):], ev.ts_ms,
+                                   payload=ev.value)
+            payload = ev.payload if isinstance(ev.payload, dict) else {}
+            if ev.kind == "media" and payload.get("type") == "text":
+                return ImportEvent("summary", key[len(SUMMARY_PREFIX):], ev.ts_ms,
+                                   payload=_summary_text((payload.get("data") or {}).get("text")))
         tag = tag_of_text(ev.key or "") if ev.kind == "media" else None
         if tag is not None and isinstance(ev.payload, dict) and ev.payload.get("type") == "text":
             text = (ev.payload.get("data") or {}).get("text")
@@ -255,3 +286,15 @@ class TensorboardImporter:
             if isinstance(py, float) and not math.isfinite(py):
                 py = str(py)
             yield ImportEvent("param", key, ts, payload=py)
+
+
+def _summary_text(text: Any) -> Any:
+    """A summary value the destination wrote as text: JSON for lists, dicts, booleans and
+    null (``json.dumps``), the string itself otherwise."""
+    if not isinstance(text, str):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (list, dict, bool)) or value is None else text

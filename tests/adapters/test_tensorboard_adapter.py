@@ -500,6 +500,11 @@ def test_through_bridge_the_agent_and_verify(tmp_path: Path) -> None:
                  "status": f"epoch {s}"}, step=s)
     run.log({"tone": bridge.Audio(np.sin(np.arange(800) / 10) * 0.5, sample_rate=8000),
              "page": bridge.Html("<p>no place in TensorBoard</p>")}, step=3)
+    run.summary["best_acc"] = 0.7
+    run.summary["verdict"] = "good"
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(bytes(range(256)) * 4)
+    run.log_artifact(weights, name="model")
     run.finish()
     (result,) = Syncer(spool).run_once().results
     assert result.error is None and result.pending == 0, result
@@ -527,7 +532,8 @@ def test_through_bridge_the_agent_and_verify(tmp_path: Path) -> None:
         pytest.xfail("the TensorBoard importer does not read the run marker yet")
     rep = verify_run(spool, run.id, "tensorboard")
     assert rep.found, rep.notes
-    for name in ("points", "steps", "timestamps", "params", "tags", "start_time", "name"):
+    for name in ("points", "steps", "timestamps", "params", "tags", "start_time", "name",
+                 "summary", "artifact_files"):
         count = rep.fields[name]
         assert count.kept == count.expected > 0, (name, rep.per_key)
     for name in ("media", "media_files", "media_data"):  # all but the refused html page

@@ -42,8 +42,9 @@ WRITER = textwrap.dedent('''
     common = dict(project="ws/proj", mode="offline", enable_console_log_capture=False,
                   source_tracking_config=None)
     with Run(run_id="parent-1", experiment_name="exp-a", creation_time=T0, **common) as run:
-        run.log_configs({"lr": 0.01, "opt/name": "adam", "epochs": 3, "flag": True,
-                         "when": T0, "labels": ["b", "a"]})
+        run.log_configs({"parameters/lr": 0.01, "parameters/opt/name": "adam",
+                         "parameters/epochs": 3, "parameters/flag": True, "parameters/when": T0,
+                         "parameters/labels": ["b", "a"], "eval/best": 0.93})
         run.add_tags(["t1", "t2", "t3"])
         run.remove_tags(["t3"])
         run.add_tags(["shared"], group_tags=True)
@@ -110,9 +111,12 @@ def test_offline_runs_import_point_by_point(written: Path) -> None:
     assert run.extra_tags[S.EXPERIMENT_TAG] == "exp-a"
     assert run.extra_tags["bridge.step_multiplier"] == "100"  # 2.25 needs two places
 
+    # as the Parquet and 1.x importers read the same fields: parameters/ -> params (nested),
+    # any other config -> a summary under its full path
     params = {e.key: e.payload for e in events if e.kind == "param"}
-    assert params == {"lr": 0.01, "opt/name": "adam", "epochs": 3, "flag": True,
+    assert params == {"lr": 0.01, "opt": {"name": "adam"}, "epochs": 3, "flag": True,
                       "when": "2024-05-01T12:00:00+00:00", "labels": ["a", "b"]}
+    assert {e.key: e.payload for e in events if e.kind == "summary"} == {"eval/best": 0.93}
     assert sorted(e.key for e in events if e.kind == "tag") == ["group:shared", "t1", "t2"]
 
     metrics: dict[str, list[tuple[int, int, float]]] = {}
@@ -182,7 +186,7 @@ CRASH_WRITER = textwrap.dedent('''
               enable_console_log_capture=False, source_tracking_config=None)
     for step in range(50):
         run.log_metrics({"m": step * 2.0}, step=step)
-    run.log_configs({"a": 1})  # saved to the file before log_configs returns
+    run.log_configs({"parameters/a": 1})  # saved to the file before log_configs returns
     os._exit(1)  # killed: no close, the operations are still in the WAL
 ''')
 

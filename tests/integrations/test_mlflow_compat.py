@@ -26,6 +26,7 @@ def fresh_shim(spool):
         import mlflow as real_mlflow
 
         real_mlflow.autolog(disable=True)
+        real_mlflow.sklearn.autolog(disable=True)  # a flavor's own switch is its own
         while real_mlflow.active_run() is not None:
             real_mlflow.end_run()
         real_mlflow.set_tracking_uri(None)
@@ -180,11 +181,14 @@ def test_mlflow_api_beyond_the_shim_lands_in_the_same_run(spool, tmp_path, monke
     X, y = rng.normal(size=(200, 4)), rng.normal(size=200)
     mlflow.set_experiment("taxi")
     mlflow.sklearn.autolog(log_models=False)
-    with mlflow.start_run(run_name="ridge") as active:
-        mlflow.log_param("features", 4)
-        model = linear_model.Ridge(alpha=0.5).fit(X, y)
-        mlflow.log_metric("rmse", 0.9, step=1)
-        info = mlflow.sklearn.log_model(model, name="model")
+    try:
+        with mlflow.start_run(run_name="ridge") as active:
+            mlflow.log_param("features", 4)
+            model = linear_model.Ridge(alpha=0.5).fit(X, y)
+            mlflow.log_metric("rmse", 0.9, step=1)
+            info = mlflow.sklearn.log_model(model, name="model")
+    finally:
+        mlflow.sklearn.autolog(disable=True)  # MLflow's patches are process-wide
     kinds = by_kind(events(spool, active.info.run_id))
     assert kinds["param"]["features"] == 4  # the shim's own call
     assert kinds["param"]["alpha"] == "0.5"  # autolog's, through MLflow and the plugin
