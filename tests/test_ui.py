@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,6 +44,41 @@ def test_ui_serves_the_embedded_store_on_loopback(tmp_path):
         out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True)
         if out.returncode == 0 and out.stdout.strip():
             assert all("127.0.0.1:" in line for line in out.stdout.strip().splitlines())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_ui_serves_the_spool_itself_through_the_plugin(tmp_path):
+    """``bridge ui --spool``: runs never synced anywhere, answered from the spool."""
+    spool = tmp_path / "spool"
+    with bridge.init(project="straight", name="unsynced", dir=spool, sync="offline") as run:
+        run.log({"x": 0.5}, step=3)
+        run.log_params({"lr": 0.01})
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli.main", "ui", "--spool",
+                             "--port", str(port), "--dir", str(spool)], start_new_session=True,
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), 90)
+        with urllib.request.urlopen(
+                f"{base}/experiments/get-by-name?experiment_name=straight", timeout=10) as resp:
+            experiment = json.loads(resp.read())["experiment"]
+        body = json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode()
+        req = urllib.request.Request(f"{base}/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            (found,) = json.loads(resp.read())["runs"]
+        assert found["info"]["run_id"] == run.id and found["info"]["run_name"] == "unsynced"
+        assert {p["key"]: p["value"] for p in found["data"]["params"]} == {"lr": "0.01"}
+        assert [(m["key"], m["value"], m["step"]) for m in found["data"]["metrics"]] == \
+            [("x", 0.5, 3)]
+        assert not (spool / "mlflow.db").exists()  # nothing copied into an MLflow store
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
