@@ -27,6 +27,7 @@ import json
 from typing import Any, Iterable, Mapping
 
 from bridge.adapters.comet import names as N
+from bridge.spool.events import apply_model_change
 from bridge.adapters.comet.names import (DATASET_OTHER_PREFIX, META_MODEL_ID,
                                          MODEL_OTHER_PREFIX)
 
@@ -66,14 +67,7 @@ def note_models(state: dict, events: Iterable[Any]) -> None:
         model = models.get(mid)
         if model is None:
             continue
-        if op == "params":
-            model["params"].update(p.get("params") or {})
-        elif op == "tags":
-            model["tags"].update(p.get("tags") or {})
-        elif op == "delete_tag":
-            model["tags"].pop(p.get("key"), None)
-        elif op == "status":
-            model["status"] = p.get("status")
+        apply_model_change(model, p)
 
 
 def model_refusal(ev: Any, run: Any) -> str | None:

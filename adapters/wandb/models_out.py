@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from bridge.spool.events import apply_model_change
 from bridge.adapters.wandb.names import (DATASET_FILE, REFERENCE_DIR, REFERENCE_SCHEMES,
                                          check_artifact_name)
 
@@ -52,15 +53,9 @@ def plan_model(run: Any, plan: Any, ev: Any,
     model = models.get(mid)
     if model is None:
         return f"logged model {mid}: its 'create' event was not delivered to W&B"
-    if op == "params":
-        model["params"].update(p.get("params") or {})
-    elif op == "tags":
-        model["tags"].update(p.get("tags") or {})
-    elif op == "delete_tag":
-        model["tags"].pop(p.get("key"), None)
-    elif op == "status":
-        model["status"] = p.get("status")
-    elif op == "files":
+    if apply_model_change(model, p):  # params, tags, status: the artifact's metadata
+        return None
+    if op == "files":
         name = re.sub(r"[^A-Za-z0-9_.-]", "-", model["name"])
         reason = check_artifact_name(name)
         if reason:

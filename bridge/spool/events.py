@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 __all__ = [
+    "apply_model_change",
     "EVENT_COLUMNS",
     "INSERT_EVENT",
     "SELECT_EVENTS",
@@ -167,6 +168,24 @@ def model_payload(op: str, **fields: Any) -> dict[str, Any]:
     if op not in MODEL_OPS:
         raise ValueError(f"unknown model op {op!r}; known: {', '.join(MODEL_OPS)}")
     return {"op": op, **fields}
+
+
+def apply_model_change(model: dict[str, Any], payload: Mapping[str, Any]) -> bool:
+    """Fold one ``params``/``tags``/``delete_tag``/``status`` change into ``model`` (a dict with
+    ``params``, ``tags`` and ``status``, as a ``create`` payload holds them), the way every
+    destination that keeps a model's state reads the changes. False for another op."""
+    op = payload.get("op")
+    if op == "params":
+        model["params"].update(payload.get("params") or {})
+    elif op == "tags":
+        model["tags"].update(payload.get("tags") or {})
+    elif op == "delete_tag":
+        model["tags"].pop(payload.get("key"), None)
+    elif op == "status":
+        model["status"] = payload.get("status")
+    else:
+        return False
+    return True
 
 
 def dataset_payload(name: str, digest: str, source_type: str, source: str,
