@@ -101,7 +101,7 @@ class CometImporter:
         others: dict[str, Any] = {}
         for h in heads:
             with zipfile.ZipFile(h.path) as zf:
-                for msg in iter_messages(zf):
+                for msg in iter_messages(zf, only=N.MSG_OTHER):
                     if msg.get("type") == N.MSG_OTHER:
                         others[msg["payload"].get("key")] = msg["payload"].get("value")
         ledger_id = next((h.ledger.get(N.LEDGER_RUN_ID) for h in heads if h.ledger), None)

@@ -73,11 +73,13 @@ def read_head(path: Path) -> ArchiveHead:
     return ArchiveHead(Path(path), str(key), meta, ledger, Path(path).stat().st_mtime)
 
 
-def iter_messages(zf: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
-    """The archive's messages in file order; undecodable lines are skipped."""
+def iter_messages(zf: zipfile.ZipFile, only: str | None = None) -> Iterator[dict[str, Any]]:
+    """The archive's messages in file order; undecodable lines are skipped. ``only``: a
+    message type; lines that do not even contain it are not decoded (a run's description
+    needs its few ``log_other`` messages, not its million metrics)."""
     with zf.open(N.MESSAGES_JSON) as raw:
         for line in io.TextIOWrapper(raw, encoding="utf-8"):
-            if not line.strip():
+            if not line.strip() or (only is not None and only not in line):
                 continue
             try:
                 msg = json.loads(line)

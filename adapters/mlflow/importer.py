@@ -22,7 +22,9 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import os
+import sqlite3
 import tempfile
 import urllib.parse
 import urllib.request
@@ -197,9 +199,21 @@ class MlflowImporter:
             yield from self._artifacts(run, mrun)
 
     def _metric_points(self, run_id: str, key: str) -> Iterator[ImportEvent]:
+        db = self._sqlite_file()
+        if db is not None:
+            yield from _sqlite_points(db, run_id, key, self.page_size)
+            return
         for m in self._history(run_id, key):
             yield ImportEvent("metric", key, int(m.timestamp), step=int(m.step),
                               value=float(m.value))
+
+    def _sqlite_file(self) -> Path | None:
+        """The SQLite file of a ``sqlite:///`` store, whose ``metrics`` table is read
+        directly: MLflow's store builds an ORM object and an entity per point (30x slower)."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        path = Path(self.uri[len("sqlite:///"):])
+        return path if path.is_file() else None
 
     def _history(self, run_id: str, key: str) -> Iterator[Any]:
         """One key's points, a page at a time where the store paginates (all three do)."""
@@ -316,3 +330,22 @@ def _logged_events(path: Path) -> Iterator[ImportEvent]:
             yield ImportEvent("event", rec.get("name"), int(rec.get("ts_ms") or 0),
                               step=int(step) if step is not None else None,
                               payload=rec.get("payload"))
+
+
+def _sqlite_points(db: Path, run_id: str, key: str, page: int) -> Iterator[ImportEvent]:
+    """One key's points from MLflow's ``metrics`` table, read-only, in the order and with the
+    values MLflow's own ``get_metric_history`` gives (``is_nan`` rows are NaN)."""
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        cur = conn.execute(
+            f"SELECT timestamp, step, value, is_nan FROM {names.METRICS_TABLE} "
+            "WHERE run_uuid=? AND key=? ORDER BY timestamp, step, value", (run_id, key))
+        while True:
+            rows = cur.fetchmany(page)
+            if not rows:
+                return
+            for ts, step, value, is_nan in rows:
+                yield ImportEvent("metric", key, int(ts), step=int(step),
+                                  value=math.nan if is_nan else float(value))
+    finally:
+        conn.close()

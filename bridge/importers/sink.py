@@ -64,18 +64,23 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             out.event(run.run_id, Kind.NOTE, "notes", None, start, run.notes)
         source = f"{run.source}:{run.source_id}"
         reported = 0
+        # Once per run, not per point: the id is derived (a uuid5) from the source's id.
+        run_id, metric, points, counts = run.run_id, out.metric, result.points, result.counts
+        metric_kind = Kind.METRIC
         for ev in importer.events(run):
-            if ev.kind == Kind.METRIC:
-                out.metric(run.run_id, ev.key or "", ev.step, ev.ts_ms, ev.value)
-                result.points[ev.key or ""] = result.points.get(ev.key or "", 0) + 1
-            elif ev.kind == Kind.ARTIFACT:
-                out.artifact(run.run_id, ev.key or "", ev.step, ev.ts_ms, ev.files,
+            kind = ev.kind
+            if kind == metric_kind:
+                key = ev.key or ""
+                metric(run_id, key, ev.step, ev.ts_ms, ev.value)
+                points[key] = points.get(key, 0) + 1
+            elif kind == Kind.ARTIFACT:
+                out.artifact(run_id, ev.key or "", ev.step, ev.ts_ms, ev.files,
                              ev.artifact_type, source)
-            elif ev.kind == Kind.MEDIA:
-                out.media(run.run_id, ev.key or "", ev.step, ev.ts_ms, ev.payload, ev.files)
+            elif kind == Kind.MEDIA:
+                out.media(run_id, ev.key or "", ev.step, ev.ts_ms, ev.payload, ev.files)
             else:
-                out.event(run.run_id, ev.kind, ev.key, ev.step, ev.ts_ms, ev.payload)
-            result.counts[ev.kind] = result.counts.get(ev.kind, 0) + 1
+                out.event(run_id, kind, ev.key, ev.step, ev.ts_ms, ev.payload)
+            counts[kind] = counts.get(kind, 0) + 1
             if progress is not None and out.written > reported:
                 reported = out.written
                 progress(run, reported)
