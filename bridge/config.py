@@ -18,7 +18,7 @@ __all__ = ["AgentSettings", "Settings", "default_dir", "load", "user_config_path
            "with_file_options"]
 
 _SYNC = ("background", "offline")
-_DURABILITY = ("buffered", "commit", "fsync")
+_DURABILITY = ("buffered", "commit", "fsync", "journal")
 
 
 @dataclass(frozen=True)

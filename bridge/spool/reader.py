@@ -69,6 +69,9 @@ class RunRecord:
 
 
 def spool_files(spool_dir: Path) -> list[Path]:
+    from bridge.spool.recover import recover_dir
+
+    recover_dir(spool_dir)  # a killed journal writer's calls, committed once before any read
     return sorted((Path(spool_dir) / "spool").glob("*.db"))
 
 

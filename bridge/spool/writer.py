@@ -17,6 +17,11 @@ Durability (``durability=``):
 - ``"commit"``: every call commits before it returns (SQLite ``synchronous=NORMAL``);
   survives a process crash.
 - ``"fsync"``: every call commits with ``synchronous=FULL``; survives power loss.
+- ``"journal"``: as ``"buffered"``, but the caller appends each call to a memory-mapped
+  journal (:mod:`bridge.spool.segment`) instead of the queue, and the writer thread commits
+  from there; a SIGKILL loses no call that had returned: the next opener of the spool
+  replays it (:mod:`bridge.spool.recover`). Media and artifacts commit before they return,
+  as with ``"commit"``.
 
 The queue is bounded (``max_queue`` calls): when it is full the caller commits itself
 (backpressure) rather than letting memory grow.
@@ -59,7 +64,7 @@ def defer_if_committing(interrupt: "Callable[[], None]") -> bool:
         return True
     return False
 
-DURABILITY = ("buffered", "commit", "fsync")
+DURABILITY = ("buffered", "commit", "fsync", "journal")
 
 # Queue item tags.
 _METRICS = 0  # (_METRICS, run_id, step, ts_ms, [(key, float), ...])
@@ -76,6 +81,9 @@ MAX_QUEUED_MEDIA_BYTES = 256 << 20
 # Encoding an image takes milliseconds: a commit encodes at most this many media calls, so
 # the metrics logged meanwhile are committed between them instead of after a whole backlog.
 MEDIA_PER_COMMIT = 8
+# Journal records decoded per transaction: decoded items are new objects, and a list of
+# hundreds of thousands of them makes the garbage collector's passes the bulk of the work.
+JOURNAL_BATCH = 8192
 
 _COLS = f"({', '.join(EVENT_COLUMNS)})"
 # Rows per statement: SQLite before 3.32 allows only 999 bound values per statement.
@@ -115,6 +123,9 @@ def _file_id() -> str:
 
 class SpoolWriter:
     """Owns one spool file and the thread that commits to it."""
+
+    _journal: Any = None  # bridge.spool.segment.Journal with durability "journal"
+    _journal_mark: str | None = None  # journal position after the calls being committed
 
     def __init__(
         self,
@@ -178,7 +189,31 @@ class SpoolWriter:
         # Artifact files are hashed and copied on their own thread (bridge.spool.artifacts).
         self._artifacts = ArtifactWorker(self.spool_dir, self._artifact_done,
                                          self._artifact_failed)
+        if durability == "journal":
+            self._use_journal()
         self._thread = start_thread(self._loop, "bridge-spool-writer")
+
+    def _use_journal(self) -> None:
+        """Journal every plain queued item on the caller's thread (``durability="journal"``):
+        the queue's ``append`` and the two hot calls become the journal's appender."""
+        from bridge.spool.segment import Journal
+
+        self._journal = Journal(self.path)
+        q = self._queue = _JournalQueue()
+        put, self.put_metrics = self._journal.appender(self._journal_behind)  # type: ignore
+        q.put = put
+
+        def put_event(run_id: str, kind: str, key: str | None, step: int | None, ts_ms: int,
+                      value: float | None = None, payload: str | None = None) -> None:
+            put((_EVENT, run_id, kind, key, step, ts_ms, value, payload))
+
+        self.put_event = put_event  # type: ignore[method-assign]
+
+    def _journal_behind(self) -> None:
+        """At a segment's end: a caller two segments ahead of the commits commits itself
+        (backpressure, as a full queue does in "buffered"), so the journal stays bounded."""
+        if self._journal.backlog() >= 2 and not getattr(_guard, "depth", 0):
+            self.commit_pending()
 
     # -- the caller's side -------------------------------------------------------------
 
@@ -309,6 +344,8 @@ class SpoolWriter:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+            if self._journal is not None:  # kept when calls are left: the next open replays
+                self._journal.close(remove=not self._retry and not self._queue)
             liveness.release(self._live_lock)
             self._live_lock = None
 
@@ -317,6 +354,8 @@ class SpoolWriter:
         self._closed = True
         self._queue = collections.deque()
         self._artifacts.abandon()
+        if self._journal is not None:
+            self._journal.abandon()
         liveness.release(self._live_lock)  # the parent's own descriptor keeps its lock
         self._live_lock = None
 
@@ -327,6 +366,11 @@ class SpoolWriter:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             self.commit_pending()
+            if self._journal is not None:
+                try:
+                    self._journal.prepare_spare()
+                except OSError:
+                    pass  # the caller makes the segment itself, and meets the error there
 
     def commit_pending(self, limit: int | None = None) -> None:
         """Drain the queue (or its first ``limit`` calls) and commit in one transaction."""
@@ -368,6 +412,11 @@ class SpoolWriter:
                         markers.append(item)
             except IndexError:
                 pass
+            if self._journal is not None:  # after the queue: all logged before its markers
+                more, mark = self._journal.read(items, JOURNAL_BATCH)
+                if mark is not None:
+                    self._journal_mark = mark
+                early = early or more
             if items:
                 try:
                     deferred: list = []
@@ -485,6 +534,10 @@ class SpoolWriter:
             pending = dict(self._dropped_pending)
             for run_id, n in pending.items():
                 conn.execute("UPDATE runs SET dropped=dropped+? WHERE run_id=?", (n, run_id))
+            mark = self._journal_mark
+            if mark is not None:  # replay starts here: exact, whatever happens next
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('journal_pos', ?)",
+                             (mark,))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -494,6 +547,8 @@ class SpoolWriter:
             self._dropped_pending[run_id] -= n
         self._dropped_pending = {k: v for k, v in self._dropped_pending.items() if v}
         self.committed_calls += len(items)
+        if mark is not None and self._journal is not None:
+            self._journal.committed(mark)
 
     def _commit(self, items: list) -> None:
         try:
@@ -520,18 +575,28 @@ class SpoolWriter:
         """Commit ``items`` in halves, down to single calls; a call that cannot be stored is
         dropped, counted on its run and named in a warning."""
         parts = [items]
-        while parts:
-            part = parts.pop(0)
-            try:
-                self._write(part)
-            except _BAD_VALUE as exc:
-                if len(part) == 1:
-                    self._reject(part[0], exc)
-                else:
-                    mid = len(part) // 2
-                    parts[0:0] = [part[:mid], part[mid:]]
-            except Exception as exc:
-                raise _Unwritten(exc, [it for p in [part, *parts] for it in p]) from exc
+        # The journal position moves once every part is in (a part alone would skip the rest).
+        mark, self._journal_mark = self._journal_mark, None
+        try:
+            while parts:
+                part = parts.pop(0)
+                try:
+                    self._write(part)
+                except _BAD_VALUE as exc:
+                    if len(part) == 1:
+                        self._reject(part[0], exc)
+                    else:
+                        mid = len(part) // 2
+                        parts[0:0] = [part[:mid], part[mid:]]
+                except Exception as exc:
+                    raise _Unwritten(exc, [it for p in [part, *parts] for it in p]) from exc
+        finally:
+            self._journal_mark = mark
+        if mark is not None:
+            self._conn.execute("INSERT OR REPLACE INTO meta (key, value) "
+                               "VALUES ('journal_pos', ?)", (mark,))
+            if self._journal is not None:
+                self._journal.committed(mark)
 
     def _reject(self, item: tuple, exc: BaseException) -> None:
         tag = item[0]
@@ -601,6 +666,19 @@ class SpoolWriter:
                               BridgeWarning, stacklevel=2)
             items = [it for i, it in enumerate(items) if i not in drop]
         self._retry = items
+
+
+class _JournalQueue(collections.deque):
+    """The queue of a journal writer: a plain item goes to the journal, which the committer
+    reads after the queue; media and flush markers are queued."""
+
+    put: Callable[[tuple], None]
+
+    def append(self, item: Any) -> None:
+        if type(item) is tuple and item[0] != _MEDIA:
+            self.put(item)
+        else:
+            collections.deque.append(self, item)
 
 
 def _warn_network_fs(path: Path) -> None:

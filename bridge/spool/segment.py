@@ -1,0 +1,358 @@
+"""The journal of ``durability="journal"``: logged calls in memory-mapped segment files.
+
+Each call is appended, on the caller's thread, as one record to a preallocated,
+memory-mapped segment file beside the spool file, in place of the writer's queue. The page
+cache outlives the process, so a SIGKILL (of the process or its group) loses no call that
+``log()`` returned from: the next opener of the spool file replays the records past the
+offset the writer last committed (:mod:`bridge.spool.recover`). A power loss may lose the
+page cache; that is what ``durability="fsync"`` is for.
+
+Segment file ``spool/<file id>.<n:06d>.seg``: a 16-byte header (magic and format version),
+then records, then zeros up to the preallocated size. A record is ``<u32 length><u32 crc32>``
+then ``length`` bytes of ``marshal`` (one queue item: a tuple of plain values). A length of
+0 ends the segment (the next one, ``n+1``, continues it). The writer records its position
+``"<n>:<offset>"`` in ``meta.journal_pos`` in the same transaction as the rows it commits,
+so a replay neither loses nor repeats a call. A record cut short by the kill fails its
+checksum and is dropped: its ``log()`` never returned.
+
+The hot path is a ``marshal.dumps``, a ``crc32`` and one ``mmap.write``: no lock and no
+system call. The writer thread reads the records back (``marshal.loads``) and commits them.
+Segments are created and preallocated (``posix_fallocate``, so a full disk is an error at
+creation rather than a SIGBUS at a page fault) by the writer thread ahead of need; the
+caller only opens one itself when the spare is not ready.
+"""
+
+from __future__ import annotations
+
+import marshal
+import mmap
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator
+
+__all__ = ["HEADER", "MAGIC", "SEGMENT_BYTES", "Journal", "Scan", "parse_pos", "scan",
+           "scan_batches", "segment_path", "segments_of"]
+
+MAGIC = b"BRIDGESEG\x00\x00\x00\x00\x00\x00\x01"  # 16 bytes: name, format version 1
+HEADER = len(MAGIC)
+SEGMENT_BYTES = 32 << 20
+_REC = struct.Struct("<II")  # length, crc32 of the payload
+_LEN = struct.Struct("<I")
+_SUFFIX = ".seg"
+
+
+def segment_path(db: Path, n: int) -> Path:
+    """Segment ``n`` of spool file ``db``."""
+    return Path(db).with_name(f"{Path(db).stem}.{n:06d}{_SUFFIX}")
+
+
+def segments_of(db: Path) -> list[tuple[int, Path]]:
+    """The segment files of ``db`` present on disk, in order."""
+    db = Path(db)
+    out = []
+    for p in db.parent.glob(f"{db.stem}.*{_SUFFIX}"):
+        num = p.name[len(db.stem) + 1: -len(_SUFFIX)]
+        if num.isdigit():
+            out.append((int(num), p))
+    return sorted(out)
+
+
+def parse_pos(text: str | None) -> tuple[int, int]:
+    """``meta.journal_pos`` as (segment, offset); the journal's start when never written."""
+    if not text:
+        return 0, HEADER
+    seg, _, off = text.partition(":")
+    return int(seg), int(off)
+
+
+def _create(path: Path, size: int) -> mmap.mmap:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            import errno
+
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            os.ftruncate(fd, size)  # a filesystem without fallocate (some network ones)
+        mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    os.close(fd)  # the map keeps the file
+    mm[:HEADER] = MAGIC
+    return mm
+
+
+class Journal:
+    """The segments of one writer: the caller appends, the committing side advances."""
+
+    def __init__(self, db: Path, segment_bytes: int | None = None) -> None:
+        self.db = Path(db)
+        self.segment_bytes = int(segment_bytes or SEGMENT_BYTES)
+        self._maps: dict[int, mmap.mmap] = {0: _create(segment_path(self.db, 0),
+                                                       self.segment_bytes)}
+        self._write_seg = 0
+        self._spare: tuple[int, mmap.mmap] | None = None
+        self._spare_lock = threading.Lock()  # rotation (caller) vs spare creation (writer)
+        self._read_seg = 0
+        self._read_off = HEADER
+        self._released = 0  # segments below this are committed and deleted
+        self._closed = False
+        self._maps[0].seek(HEADER)
+        self._current: Callable[[], Callable[[bytes], int]] = lambda: self._maps[0].write
+
+    # -- the caller's side -------------------------------------------------------------
+
+    def appender(self, on_rotate: Callable[[], None] | None = None
+                 ) -> tuple[Callable[[tuple], None], Callable[[str, int | None, int, list], None]]:
+        """``(put(item), put_metrics(run_id, step, ts_ms, items))``: journal one queue item.
+
+        ``mmap.write`` copies at the map's own position and advances it in one C call,
+        atomic under the GIL: threads that log at once need no lock. A record that does not
+        fit raises (nothing written) and takes the rotation path, under a lock.
+        """
+        write = self._maps[0].write
+        dumps, crc32, pack = marshal.dumps, zlib.crc32, _REC.pack
+
+        def rotate(failed: Callable[[bytes], int], record: bytes) -> None:
+            nonlocal write
+            with self._spare_lock:
+                if write is failed:  # not rotated by another thread meanwhile
+                    write = self._next_segment(len(record)).write
+            if on_rotate is not None:
+                on_rotate()
+
+        def put(item: tuple) -> None:
+            w = write
+            buf = dumps(item)
+            rec = pack(len(buf), crc32(buf)) + buf
+            try:
+                w(rec)
+            except ValueError:
+                self._put_slow(w, rec, rotate)
+
+        def put_metrics(run_id: str, step: int | None, ts_ms: int, items: list) -> None:
+            w = write
+            buf = dumps((0, run_id, step, ts_ms, items))
+            rec = pack(len(buf), crc32(buf)) + buf
+            try:
+                w(rec)
+            except ValueError:
+                self._put_slow(w, rec, rotate)
+
+        self._current = lambda: write
+        return put, put_metrics
+
+    def _put_slow(self, failed: Callable[[bytes], int], rec: bytes,
+                  rotate: Callable[[Callable[[bytes], int], bytes], None]) -> None:
+        while True:
+            if self._closed:
+                return  # the writer is closed: as with "buffered", nothing commits after it
+            rotate(failed, rec)
+            failed = self._current()
+            try:
+                failed(rec)
+                return
+            except ValueError:
+                continue
+
+    def _next_segment(self, need: int) -> mmap.mmap:
+        """Seal the current segment, then publish the next (called under the spare lock)."""
+        old = self._maps[self._write_seg]
+        n = self._write_seg + 1
+        spare = self._spare
+        self._spare = None
+        if spare is not None and spare[0] == n and len(spare[1]) >= HEADER + need:
+            mm = spare[1]
+        else:
+            if spare is not None:  # too small for this record: a bigger one replaces it
+                spare[1].close()
+                os.unlink(segment_path(self.db, spare[0]))
+            mm = _create(segment_path(self.db, n), max(self.segment_bytes, HEADER + need))
+        mm.seek(HEADER)
+        # Sealed first: a thread still holding the old map's ``write`` fails from now on and
+        # retries here, so once segment n is visible nothing more lands in segment n-1.
+        old.seek(0, os.SEEK_END)
+        self._maps[n] = mm
+        self._write_seg = n
+        return mm
+
+    # -- the committing side -----------------------------------------------------------
+
+    def read(self, out: list, limit: int) -> tuple[bool, str | None]:
+        """Append up to ``limit`` records' items past the read position to ``out``; (more
+        left, the new position as stored in ``meta.journal_pos`` or None if unchanged)."""
+        seg, off = self._read_seg, self._read_off
+        maps = self._maps
+        mm = maps[seg]
+        size = len(mm)
+        unpack, loads, append = _LEN.unpack_from, marshal.loads, out.append
+        got = 0
+        while True:
+            n = unpack(mm, off)[0] if off + 8 <= size else 0
+            if n == 0:
+                nxt = maps.get(seg + 1)
+                if nxt is None:
+                    break
+                # Segment seg+1 is published after seg is sealed: read again, now final.
+                if off + 8 <= size and unpack(mm, off)[0]:
+                    continue
+                seg, mm, off = seg + 1, nxt, HEADER
+                size = len(mm)
+                continue
+            if got >= limit:
+                break
+            end = off + 8 + n
+            append(loads(mm[off + 8:end]))
+            off = end
+            got += 1
+        if (seg, off) == (self._read_seg, self._read_off):
+            return False, None
+        self._read_seg, self._read_off = seg, off
+        return got >= limit, f"{seg}:{off}"
+
+    def committed(self, pos: str) -> None:
+        """Everything up to ``pos`` is in SQLite: delete the segments before its own."""
+        seg = parse_pos(pos)[0]
+        while self._released < seg:
+            n = self._released
+            mm = self._maps.pop(n, None)
+            if mm is not None:
+                mm.close()
+            try:
+                os.unlink(segment_path(self.db, n))
+            except FileNotFoundError:
+                pass
+            self._released = n + 1
+
+    def backlog(self) -> int:
+        """Segments written and not yet committed past."""
+        return self._write_seg - self._released
+
+    def prepare_spare(self) -> None:
+        """Preallocate the next segment ahead of the caller (on the writer thread)."""
+        if self._spare is not None:
+            return
+        with self._spare_lock:
+            n = self._write_seg + 1
+            if self._spare is None and n not in self._maps:
+                self._spare = (n, _create(segment_path(self.db, n), self.segment_bytes))
+
+    def close(self, remove: bool) -> None:
+        """Unmap every segment; ``remove`` (all committed) deletes the files too."""
+        with self._spare_lock:
+            self._closed = True
+            maps = dict(self._maps)
+            if self._spare is not None:
+                maps[self._spare[0]] = self._spare[1]
+                self._spare = None
+            self._maps = {}
+        for n, mm in maps.items():
+            try:
+                mm.close()
+            except (BufferError, ValueError):
+                pass
+            if remove:
+                try:
+                    os.unlink(segment_path(self.db, n))
+                except FileNotFoundError:
+                    pass
+
+    def abandon(self) -> None:
+        """In a forked child: drop the parent's maps without touching its files."""
+        self._closed = True
+        self._maps = {}
+        self._spare = None
+
+
+class Scan:
+    """What :func:`scan` found past a position: the items, where they end, and whether the
+    last record was cut short (or corrupt)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []
+        self.end = (0, HEADER)
+        self.torn = 0
+        self.segments: list[Path] = []
+
+
+def _records(data: bytes | mmap.mmap, off: int) -> Iterator[tuple[int, bytes | None]]:
+    """(end offset, payload) per good record from ``off``; a ``None`` payload: a bad one."""
+    size = len(data)
+    while off + 8 <= size:
+        n, crc = _REC.unpack_from(data, off)
+        if n == 0:
+            return
+        end = off + 8 + n
+        if end > size:
+            yield off, None
+            return
+        payload = data[off + 8: end]
+        if zlib.crc32(payload) != crc:
+            yield off, None
+            return
+        yield end, payload
+        off = end
+
+
+def scan_batches(db: Path, pos: tuple[int, int], batch: int = 8192) -> Iterator[Scan]:
+    """Decode the records of ``db``'s segments past ``pos`` in order, verified, ``batch``
+    at a time; each :class:`Scan` ends where its last record ends (the last one may be
+    empty, saying only that a record was cut short or where the journal ends)."""
+    out = Scan()
+    out.end = pos
+    start_seg, off = pos
+    for n, path in segments_of(db):
+        out.segments.append(path)
+        if n < start_seg:
+            continue
+        start = off if n == start_seg else HEADER
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            continue
+        if data[:HEADER] != MAGIC:
+            if any(data[:HEADER]):
+                out.torn += 1  # not a segment of ours: nothing in it can be trusted
+            continue  # all zeros: created, killed before its header, never written
+        for end, payload in _records(data, start):
+            item = None
+            if payload is not None:
+                try:
+                    item = marshal.loads(payload)
+                except (ValueError, EOFError, TypeError):
+                    pass
+            if item is None:
+                out.torn += 1
+                yield out
+                return
+            out.items.append(item)
+            out.end = (n, end)
+            if len(out.items) >= batch:
+                yield out
+                nxt = Scan()
+                nxt.end, nxt.segments = out.end, out.segments
+                out = nxt
+        if out.end[0] < n:
+            out.end = (n, HEADER)  # an empty segment: replay starts past it
+    yield out
+
+
+def scan(db: Path, pos: tuple[int, int]) -> Scan:
+    """All the records past ``pos`` at once (see :func:`scan_batches`)."""
+    whole = Scan()
+    whole.end = pos
+    for part in scan_batches(db, pos):
+        whole.items += part.items
+        whole.end, whole.torn, whole.segments = part.end, whole.torn + part.torn, part.segments
+    return whole
