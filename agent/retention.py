@@ -4,7 +4,9 @@ A run may be pruned only when it is finished, names at least one backend (a run 
 holds has its only copy in the spool), and every backend it names — or that has delivery
 state for it — has it closed with nothing pending and, unless ``include_dead``, no dead
 letters. The removal itself, and its refusal to touch a live writer's file or a blob a kept
-event names, is :mod:`bridge.spool.prune`'s.
+event names, is :mod:`bridge.spool.prune`'s. On a sharded spool the verdict reads every
+shard's state file, each run's lease and leftovers are taken in the state file that owns it,
+and a shard's agent prunes only its own runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from bridge.agent.shards import DEFAULT_STATE, Shard, check_layout, current_count, is_sharded
+from bridge.agent.shards import state_file_name, shard_of
 from bridge.agent.state import StateStore, holder_id
 from bridge.agent.status import RunStatus, spool_status
 from bridge.errors import SpoolError
@@ -100,14 +104,28 @@ def _why_kept(st: RunStatus, end_ms: int | None, older_than_s: float | None, now
 def prune(spool_dir: Path, *, runs: Iterable[str] | None = None, project: str | None = None,
           older_than_s: float | None = None, backends: Iterable[str] | None = None,
           include_dead: bool = False, dry_run: bool = False,
-          now_ms: int | None = None) -> PruneOutcome:
-    """Remove every selected run that all its backends hold; say why the others stay."""
+          now_ms: int | None = None, shard: Shard | None = None) -> PruneOutcome:
+    """Remove every selected run that all its backends hold; say why the others stay.
+
+    ``shard``: only that shard's runs (a shard's agent never touches another's state file).
+    """
     spool_dir = Path(spool_dir)
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     refs = set(runs) if runs else None
     wanted_backends = set(backends) if backends else None
     out = PruneOutcome(dry_run=dry_run)
     from bridge.spool.reader import list_runs
+
+    try:  # which state file owns a run: one layout only, else nothing is pruned
+        count = 1
+        if shard is not None and shard.count > 1:
+            check_layout(spool_dir, shard)
+            count = shard.count
+        elif is_sharded(spool_dir):
+            count = current_count(spool_dir)
+    except (SpoolError, sqlite3.Error, OSError) as exc:
+        out.errors.append(f"prune stopped: {exc}")
+        return out
 
     records = {r.run_id: r for r in list_runs(spool_dir)}
     file_errors: list = []
@@ -124,37 +142,48 @@ def prune(spool_dir: Path, *, runs: Iterable[str] | None = None, project: str | 
             continue
         if wanted_backends is not None and not wanted_backends & {b.backend for b in st.backends}:
             continue
+        if shard is not None and shard.count > 1 and not shard.owns(st.run_id):
+            continue
         reason = _why_kept(st, rec.end_ms if rec else None, older_than_s, now, include_dead)
         size = sizes.get(st.run_id)
         chosen.append(RunVerdict(st.run_id, st.project, st.name, st.status, st.events,
                                  size.total if size else 0, not reason, reason))
     candidates = [v.run_id for v in chosen if v.prune]
-    store: StateStore | None = None
+    stores: dict[str, StateStore] = {}  # state file name -> store
     holder = holder_id()
-    leased: list[str] = []
+    leased: list[tuple[StateStore, str]] = []
+
+    def owner(run_id: str) -> StateStore:
+        name = DEFAULT_STATE if count == 1 else state_file_name(count, shard_of(run_id, count))
+        if name not in stores:
+            stores[name] = StateStore(spool_dir, name)
+        return stores[name]
+
     try:
         if candidates and not dry_run:
-            store = StateStore(spool_dir)
             for run_id in candidates:  # an agent delivering the run now keeps it
+                store = owner(run_id)
                 if store.acquire_lease(run_id, holder, 300.0):
-                    leased.append(run_id)
+                    leased.append((store, run_id))
+        taken = {r for _, r in leased}
         refused_by_lease = {r: "being delivered by another agent" for r in candidates
-                            if not dry_run and r not in leased}
+                            if not dry_run and r not in taken}
         report = remove_runs(spool_dir, [r for r in candidates if r not in refused_by_lease],
                              dry_run=dry_run, scanned=files)
         report.refused.update(refused_by_lease)
-        if store is not None and report.runs:
-            store.forget_pruned(report.runs)
+        if not dry_run:
+            for run_id in report.runs:
+                owner(run_id).forget_pruned([run_id])
     except (SpoolError, sqlite3.Error, OSError) as exc:
         out.errors.append(f"prune stopped: {exc}")
         report = RemovalReport()
     finally:
-        if store is not None:
-            for run_id in leased:
-                try:
-                    store.release_lease(run_id, holder)
-                except sqlite3.Error:
-                    pass
+        for store, run_id in leased:
+            try:
+                store.release_lease(run_id, holder)
+            except sqlite3.Error:
+                pass
+        for store in stores.values():
             store.close()
     for v in chosen:
         if v.run_id in report.refused:
@@ -164,9 +193,10 @@ def prune(spool_dir: Path, *, runs: Iterable[str] | None = None, project: str | 
     return out
 
 
-def apply_retention(spool_dir: Path, retention_days: float) -> PruneOutcome | None:
+def apply_retention(spool_dir: Path, retention_days: float,
+                    shard: Shard | None = None) -> PruneOutcome | None:
     """The agent's retention: prune delivered runs finished more than ``retention_days``
     ago (off when 0). Dead letters are kept: someone has to look at them first."""
     if retention_days <= 0:
         return None
-    return prune(spool_dir, older_than_s=retention_days * 86400)
+    return prune(spool_dir, older_than_s=retention_days * 86400, shard=shard)

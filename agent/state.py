@@ -39,10 +39,11 @@ class DeadLetter:
 
 
 class StateStore:
-    """One connection to ``state.db``; use one instance per thread."""
+    """One connection to ``state.db`` (or a shard's own file, see
+    :mod:`bridge.agent.shards`); use one instance per thread."""
 
-    def __init__(self, spool_dir: Path) -> None:
-        self.path = Path(spool_dir) / "state.db"
+    def __init__(self, spool_dir: Path, file_name: str = "state.db") -> None:
+        self.path = Path(spool_dir) / file_name
         Path(spool_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         old = os.umask(0o077)
         try:
@@ -93,6 +94,13 @@ class StateStore:
         return self.conn.execute(
             "SELECT count(*) FROM dead_letters WHERE backend=? AND run_id=?", (backend, run_id)
         ).fetchone()[0]
+
+    def backends_for(self, run_id: str) -> list[str]:
+        """Backends with cursors or dead letters for the run (also ones it no longer names)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT backend FROM cursors WHERE run_id=? UNION "
+            "SELECT DISTINCT backend FROM dead_letters WHERE run_id=?", (run_id, run_id))
+        return [r[0] for r in rows]
 
     def last_error(self, backend: str, run_id: str) -> str | None:
         row = self.conn.execute(

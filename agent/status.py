@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bridge.agent.shards import StateView, is_sharded
 from bridge.agent.state import StateStore
 from bridge.errors import SpoolError
 from bridge.agent.sync import backend_label
@@ -49,8 +50,8 @@ def spool_status(spool_dir: Path, file_errors: list | None = None) -> list[RunSt
     records: list[RunRecord] = list_runs(spool_dir, errors)
     if file_errors is not None:
         file_errors.extend(errors)
-    try:
-        store = StateStore(spool_dir)
+    try:  # sharded: every shard's state file, read-only
+        store = StateView(spool_dir) if is_sharded(spool_dir) else StateStore(spool_dir)
     except (SpoolError, sqlite3.Error, OSError) as exc:  # garbage, truncated, unreadable
         problem = (f"cannot read the delivery state {Path(spool_dir) / 'state.db'}: {exc}; "
                    "nothing can be shown as delivered (`bridge sync` re-sends from the spool)")
@@ -87,16 +88,12 @@ def _unknown_status(rec: RunRecord, problem: str) -> RunStatus:
                      rec.warnings, rec.dropped, pairs, error=problem)
 
 
-def _run_status(store: StateStore, rec: RunRecord) -> RunStatus:
+def _run_status(store: StateStore | StateView, rec: RunRecord) -> RunStatus:
     try:  # the delivery state first: its errors are named as such, not as the spool's
         labels = [backend_label(b) for b in rec.backends]
-        for extra in store.conn.execute(
-            "SELECT DISTINCT backend FROM cursors WHERE run_id=? UNION "
-            "SELECT DISTINCT backend FROM dead_letters WHERE run_id=?",
-            (rec.run_id, rec.run_id),
-        ):
-            if extra[0] not in labels:
-                labels.append(extra[0])
+        for extra in store.backends_for(rec.run_id):
+            if extra not in labels:
+                labels.append(extra)
         cursors = {label: store.cursors(label, rec.run_id) for label in labels}
         known = {label: (store.dead_count(label, rec.run_id), store.remote(label, rec.run_id),
                          store.last_error(label, rec.run_id)) for label in labels}

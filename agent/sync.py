@@ -5,7 +5,8 @@ the run's writer files, streamed in chunks), exports them in batches sized to th
 limits, retries transient failures, dead-letters what the backend refuses for good, and
 advances the cursors only after the backend confirmed. Each backend runs in its own thread,
 so a backend that keeps failing is paused for this pass without holding the others back.
-A lease per run keeps two agents on one directory from delivering the same events.
+A lease per run keeps two agents on one directory from delivering the same events; a shard
+(:mod:`bridge.agent.shards`) delivers only its own runs and keeps its own state file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from bridge.adapters.base import (
 )
 from bridge.agent.references import check_references
 from bridge.agent.retry import RetryPolicy, Stopped, TransientFailure, call_with_retries
+from bridge.agent.shards import DEFAULT_STATE, Shard, check_layout
 from bridge.agent.state import StateStore, holder_id, now_ms
 from bridge.config import AgentSettings
 from bridge.errors import SpoolError
@@ -103,8 +105,11 @@ class Syncer:
         retry_dead: bool = False,
         dry_run: bool = False,
         backend_options: dict[str, dict] | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.spool_dir = Path(spool_dir)
+        self.shard = shard if shard is not None and shard.count > 1 else None
+        self.state_name = self.shard.file_name if self.shard else DEFAULT_STATE
         self.settings = settings or AgentSettings()
         self.backend_filter = list(backends) if backends else None
         self.run_filter = set(runs) if runs else None
@@ -136,6 +141,8 @@ class Syncer:
         errors: list = []
         records = list_runs(self.spool_dir, errors)
         file_errors.extend(f"{e.path}: {e.error}" for e in errors)
+        if self.shard is not None:
+            records = [r for r in records if self.shard.owns(r.run_id)]
         if self.run_filter is not None:
             records = [r for r in records if r.run_id in self.run_filter
                        or any(r.run_id.startswith(p) for p in self.run_filter if len(p) >= 6)]
@@ -157,6 +164,9 @@ class Syncer:
         """Deliver everything pending now; per backend in parallel threads."""
         summary = SyncSummary()
         self._check_paused.clear()
+        check_layout(self.spool_dir, self.shard)  # ShardLayoutError: N changed, not resharded
+        if self.shard is not None and not self.dry_run:  # a shard that ran binds its layout
+            StateStore(self.spool_dir, self.state_name).close()
         records = self._runs(summary.file_errors)
         work: dict[str, list[tuple[dict, RunRecord]]] = {}
         for rec in records:
@@ -176,7 +186,7 @@ class Syncer:
             except Exception as exc:  # a bug or an unwritable state file: report, never hide
                 error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, (sqlite3.Error, SpoolError)):
-                    error = f"state.db unwritable: {exc}"
+                    error = f"{self.state_name} unwritable: {exc}"
                 left = list(current)
                 while True:
                     try:
@@ -190,7 +200,7 @@ class Syncer:
 
         def deliver_all(label: str, items: queue.SimpleQueue, paused: list, slot: int,
                         current: list) -> None:
-            store = StateStore(self.spool_dir)
+            store = StateStore(self.spool_dir, self.state_name)
             try:
                 while not self.stop.is_set():
                     try:
@@ -244,7 +254,7 @@ class Syncer:
             t.join()
         if leased and not self.dry_run:
             try:
-                store = StateStore(self.spool_dir)
+                store = StateStore(self.spool_dir, self.state_name)
                 try:
                     for run_id in leased:
                         store.release_lease(run_id, self.holder)
@@ -252,7 +262,8 @@ class Syncer:
                     store.close()
             except (sqlite3.Error, OSError) as exc:  # e.g. the disk filled during the pass
                 summary.file_errors.append(
-                    f"{self.spool_dir / 'state.db'}: cannot release this agent's leases ({exc});"
+                    f"{self.spool_dir / self.state_name}: cannot release this agent's "
+                    f"leases ({exc});"
                     f" they expire in {self.settings.lease_seconds:g} s")
         order = {(backend_label(s), r.run_id): i for i, (s, r) in
                  enumerate((s, r) for r in records for s in self._specs(r))}
@@ -266,7 +277,7 @@ class Syncer:
         """Pending events after a failure; every event of the run when the cursors are
         unreadable (nothing can be shown as confirmed then), -1 if the spool is too."""
         try:  # read-only: the state file may be readable and not writable
-            conn = open_file(self.spool_dir / "state.db")
+            conn = open_file(self.spool_dir / self.state_name)
             try:
                 cursors = dict(conn.execute(
                     "SELECT file_id, seq FROM cursors WHERE backend=? AND run_id=?",

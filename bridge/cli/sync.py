@@ -31,9 +31,32 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+_SHARD_HELP = ("Deliver only the runs of shard K of N (K is 0-based: 0..N-1), keeping that "
+               "shard's own state file; `auto` reads a Slurm job array or a Kubernetes "
+               "indexed Job (see docs/sharding.md).")
+
+
+def _shard(text: Optional[str]) -> Any:
+    """``--shard`` as a Shard (None when not given)."""
+    if text is None:
+        return None
+    from bridge.agent.shards import parse_shard
+    from bridge.errors import ConfigError
+
+    try:
+        return parse_shard(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
+
+
+def _layout_refused(exc: Exception) -> None:
+    err_console.print(f"[red]{redact_text(str(exc))}[/red]")
+    raise typer.Exit(2)
+
+
 def run_sync(spool: Path, backends: list[str] | None = None, runs: list[str] | None = None,
              dry_run: bool = False, retry_dead: bool = False, quiet: bool = False,
-             stop: threading.Event | None = None):
+             stop: threading.Event | None = None, shard: Any = None):
     """One full sync pass with a progress bar; returns the SyncSummary."""
     from bridge.agent.sync import Syncer
 
@@ -53,7 +76,7 @@ def run_sync(spool: Path, backends: list[str] | None = None, runs: list[str] | N
 
         syncer = Syncer(spool, settings=settings, backends=backends, runs=runs, stop=stop,
                         progress=on_progress, retry_dead=retry_dead, dry_run=dry_run,
-                        backend_options=config.backend_options)
+                        backend_options=config.backend_options, shard=shard)
         try:
             return syncer.run_once()
         finally:
@@ -86,12 +109,27 @@ def sync_cmd(
     retry_dead: bool = typer.Option(False, "--retry-dead",
                                     help="Deliver dead letters again (after fixing the cause)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=_SHARD_HELP),
+    reshard: Optional[int] = typer.Option(None, "--reshard", metavar="N",
+                                          help="Fold every state file into the layout of N "
+                                               "shards (1 = unsharded), then exit; run once "
+                                               "with no agent running, before the shards."),
 ) -> None:
     """Deliver every pending event; exit 0 only when everything is delivered."""
+    from bridge.agent.shards import ShardLayoutError
+
     spool = resolve_dir(path, dir)
+    if reshard is not None:
+        _reshard(spool, reshard, json_out)
+        return
+    which = _shard(shard)
     stop = threading.Event()
     _stop_on_signals(stop)
-    summary = run_sync(spool, backend, run, dry_run, retry_dead, quiet=json_out, stop=stop)
+    try:
+        summary = run_sync(spool, backend, run, dry_run, retry_dead, quiet=json_out, stop=stop,
+                           shard=which)
+    except ShardLayoutError as exc:
+        _layout_refused(exc)
     if json_out:
         print(json.dumps({"complete": summary.complete, "file_errors": summary.file_errors,
                           "results": redact_json([r.__dict__ for r in summary.results])},
@@ -117,6 +155,23 @@ def sync_cmd(
     if dead:
         err_console.print(f"[yellow]{dead} events refused by a backend (dead letters); "
                           "see `bridge status`[/yellow]")
+
+
+def _reshard(spool: Path, count: int, json_out: bool) -> None:
+    from bridge.agent.shards import reshard
+
+    try:
+        report = reshard(spool, count)
+    except (SpoolError, sqlite3.Error, OSError, ValueError) as exc:
+        err_console.print(f"[red]reshard stopped: {redact_text(str(exc))}; every run's state "
+                          "is still in the old files: fix the cause and run it again[/red]")
+        raise typer.Exit(1)
+    if json_out:
+        print(json.dumps(report.__dict__, indent=2))
+    else:
+        console.print(f"resharded {spool} into {count} shard(s): {report.runs} (backend, run) "
+                      f"states moved from {', '.join(report.sources) or 'nothing'} to "
+                      f"{', '.join(report.targets)}")
 
 
 def status_cmd(
@@ -168,8 +223,10 @@ def status_cmd(
     for e in errors:
         err_console.print(f"[red]unreadable spool file {e.path}: {e.error}[/red]")
     if dead:
+        from bridge.agent.shards import StateView, is_sharded
+
         try:
-            store = StateStore(spool)
+            store = StateView(spool) if is_sharded(spool) else StateStore(spool)
             try:
                 for d in store.dead_letters():
                     console.print(f"{d.backend} {d.run_id[:12]} {d.file_id}#{d.seq}: "
@@ -187,20 +244,28 @@ def agent_cmd(
     interval: Optional[float] = typer.Option(None, "--interval", "-i",
                                              help="Seconds between passes (default 5)."),
     once: bool = typer.Option(False, "--once", help="One pass, then exit."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=_SHARD_HELP),
 ) -> None:
     """Watch a spool directory and sync continuously (e.g. on a login node)."""
     from bridge.agent.sync import Syncer
 
+    from bridge.agent.shards import ShardLayoutError
+
     spool = resolve_dir(path, dir)
+    which = _shard(shard)
     settings = load().agent
     wait = interval if interval is not None else settings.interval
     stop = threading.Event()
     _stop_on_signals(stop)
-    syncer = Syncer(spool, settings=settings, stop=stop)
-    console.print(f"bridge agent watching {spool} every {wait}s (Ctrl-C to stop)")
+    syncer = Syncer(spool, settings=settings, stop=stop, shard=which)
+    part = f" as shard {which}" if which is not None else ""
+    console.print(f"bridge agent watching {spool}{part} every {wait}s (Ctrl-C to stop)")
     try:
         while not stop.is_set():
-            summary = syncer.run_once()
+            try:
+                summary = syncer.run_once()
+            except ShardLayoutError as exc:
+                _layout_refused(exc)
             moved = sum(r.delivered + r.dead for r in summary.results)
             if moved:
                 console.print(f"delivered {moved} events "
@@ -210,7 +275,7 @@ def agent_cmd(
                     err_console.print(f"[yellow]{r.backend} {r.run_id[:12]}: "
                                       f"{redact_text(r.error)[:200]}"
                                       "[/yellow]")
-            _retain(spool, settings.retention_days)
+            _retain(spool, settings.retention_days, which)
             if once:
                 break
             stop.wait(wait)
@@ -219,12 +284,12 @@ def agent_cmd(
     console.print("bridge agent stopped; cursors saved")
 
 
-def _retain(spool: Path, days: float) -> None:
+def _retain(spool: Path, days: float, shard: Any = None) -> None:
     """The retention setting, applied after each pass (off when 0)."""
     from bridge.agent.retention import apply_retention
     from bridge.spool.sizes import human_bytes
 
-    outcome = apply_retention(spool, days)
+    outcome = apply_retention(spool, days, shard)
     if outcome is None:
         return
     r = outcome.report

@@ -86,7 +86,8 @@ def disk_usage(spool_dir: Path) -> DiskUsage:
     fs = shutil.disk_usage(where)
     blobs = _tree_bytes(spool_dir / "blobs")
     files = _tree_bytes(spool_dir / "spool")
-    state = sum(p.stat().st_size for p in spool_dir.glob("state.db*") if p.is_file())
+    state = sum(p.stat().st_size for p in [*spool_dir.glob("state.db*"),
+                                            *spool_dir.glob("state-shard-*.db*")] if p.is_file())
     total = _tree_bytes(spool_dir)
     return DiskUsage(total, blobs, fs.total, fs.free, max(0, total - files - blobs - state))
 
