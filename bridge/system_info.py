@@ -50,13 +50,25 @@ def _git(cwd: str) -> dict[str, Any]:
         return {}
 
 
-def system_info() -> dict[str, Any]:
-    """Platform facts for the run's ``system`` event; never environment variables."""
+# What does not change within a process (packages, platform, host): gathered once per
+# process, not once per run — a sweep or an autologged fit starts a run every few ms, and
+# each scan of the installed distributions and each `git` subprocess costs milliseconds of CPU
+# beside the training. Git facts are kept for a minute per directory.
+_STATIC: dict[int, dict[str, Any]] = {}
+_GIT: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+GIT_CACHE_SECONDS = 60.0
+
+
+def _static() -> dict[str, Any]:
     import getpass
     import platform
     import socket
     from importlib import metadata
 
+    pid = os.getpid()
+    found = _STATIC.get(pid)
+    if found is not None:
+        return found
     versions = {}
     for name in _PACKAGES:
         try:
@@ -67,27 +79,52 @@ def system_info() -> dict[str, Any]:
         user = getpass.getuser()
     except Exception:
         user = ""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "executable": sys.executable,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "user": user,
-        "argv": scrub_argv(list(sys.argv)),
-        "cwd": os.getcwd(),
-        "cpu_count": os.cpu_count(),
-        "packages": versions,
-    }
+    found = {"platform": platform.platform(), "python": platform.python_version(),
+             "executable": sys.executable, "host": socket.gethostname(), "user": user,
+             "cpu_count": os.cpu_count(), "packages": versions}
     try:
         import psutil
 
-        info["memory_total"] = psutil.virtual_memory().total
+        found["memory_total"] = psutil.virtual_memory().total
     except Exception:
         pass
-    git = _git(os.getcwd())
+    _STATIC.clear()  # a forked child drops its parent's entry
+    _STATIC[pid] = found
+    return found
+
+
+def _git_cached(cwd: str) -> dict[str, Any]:
+    import time
+
+    key, now = (os.getpid(), cwd), time.monotonic()
+    hit = _GIT.get(key)
+    if hit is not None and now - hit[0] < GIT_CACHE_SECONDS:
+        return hit[1]
+    git = _git(cwd)
+    _GIT[key] = (now, git)
+    return git
+
+
+def system_info() -> dict[str, Any]:
+    """Platform facts for the run's ``system`` event; never environment variables."""
+    static = _static()
+    info: dict[str, Any] = {
+        "platform": static["platform"],
+        "python": static["python"],
+        "executable": static["executable"],
+        "host": static["host"],
+        "pid": os.getpid(),
+        "user": static["user"],
+        "argv": scrub_argv(list(sys.argv)),
+        "cwd": os.getcwd(),
+        "cpu_count": static["cpu_count"],
+        "packages": dict(static["packages"]),
+    }
+    if "memory_total" in static:
+        info["memory_total"] = static["memory_total"]
+    git = _git_cached(os.getcwd())
     if git:
-        info["git"] = git
+        info["git"] = dict(git)
     return info
 
 
