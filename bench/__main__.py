@@ -42,6 +42,7 @@ MODULES = (
     "bench_footprint",     # bytes on disk per metric point beside the vendors' files (~3 min)
     "bench_shards",        # 1/2/4 sync shards against a rate-limiting stand-in (~1.5 min quick)
     "bench_journal",       # durability="journal": calls lost per kill, sustained cost (~2 min)
+    "bench_import",        # import throughput beside each source's raw read (~1.5 min quick)
 )
 
 _TARGET = re.compile(r"^- Target (?P<target>.+?): (?P<figure>.+?) — \*\*(?P<mark>met|MISSED)\*\*")
