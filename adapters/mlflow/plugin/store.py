@@ -35,6 +35,7 @@ from bridge.spool.events import Kind, dataset_payload, model_payload
 
 _TERMINAL = ("FINISHED", "FAILED", "KILLED")
 _PLAIN = (float, int)  # metric values taken without MLflow's validator (bool excluded)
+_FAST_BATCH = 100  # metrics-only batches up to this size skip re-validating known keys
 
 
 def _random_name() -> str:
@@ -226,19 +227,28 @@ class BridgeStore(AbstractStore):
         return SearchUtils.paginate(found, page_token, max_results)
 
     # -- params, metrics, tags ---------------------------------------------------------------
+    def _plain(self, metric: Any) -> bool:
+        """A metric MLflow's validator would pass and bridge can take as is: a key seen
+        (and validated) before, plain numbers, no logged model."""
+        value, step, ts = metric.value, metric.step, metric.timestamp
+        return (metric.model_id is None and metric.key in self.spool.metric_keys
+                and type(value) in _PLAIN and type(step) is int and step >= 0
+                and type(ts) is int and ts >= 0)
+
+    def _open_run(self, run_id: str) -> Any:
+        run = self.spool.runs.get(run_id)
+        return run if run is not None and not run._finished else None
+
     def log_metric(self, run_id, metric):
         # The common call (a run open in this process, a key seen before, plain numbers)
         # goes straight to the run; anything else takes log_batch's full validation, so
         # what MLflow refuses is refused the same way.
-        run = self.spool.runs.get(run_id)
-        value, step, ts = metric.value, metric.step, metric.timestamp
-        if (run is not None and not run._finished and metric.model_id is None
-                and metric.key in self.spool.metric_keys and type(value) in _PLAIN
-                and type(step) is int and step >= 0 and type(ts) is int and ts >= 0):
-            run.log_metrics({metric.key: value}, step=step, timestamp=ts)
+        run = self._open_run(run_id)
+        if run is not None and self._plain(metric):
+            run.log_metrics({metric.key: metric.value}, step=metric.step,
+                            timestamp=metric.timestamp)
             return
         self.log_batch(run_id, [metric], [], [])
-        self.spool.metric_keys.add(metric.key)
 
     def log_param(self, run_id, param):
         self.log_batch(run_id, [], [param], [])
@@ -259,6 +269,10 @@ class BridgeStore(AbstractStore):
         return known
 
     def log_batch(self, run_id, metrics, params, tags):
+        run = None if params or tags else self._open_run(run_id)
+        if run is not None and len(metrics) <= _FAST_BATCH and all(map(self._plain, metrics)):
+            self._log_metrics(run, run_id, metrics)  # mlflow.log_metrics: the loop's call
+            return
         _validate_run_id(run_id)
         metrics, params, tags = _validate_batch_log_data(metrics, params, tags)
         _validate_batch_log_limits(metrics, params, tags)
@@ -282,6 +296,7 @@ class BridgeStore(AbstractStore):
                     known[p.key] = p.value
                     run.log_param(p.key, p.value)
             self._log_metrics(run, run_id, metrics)
+            self.spool.metric_keys.update(m.key for m in metrics)  # validated: fast next time
             for t in tags:
                 if t.key == RUN_NAME_TAG:
                     self._rename(run, t.value)
