@@ -171,6 +171,7 @@ def prune(spool_dir: Path, *, runs: Iterable[str] | None = None, project: str | 
         report = remove_runs(spool_dir, [r for r in candidates if r not in refused_by_lease],
                              dry_run=dry_run, scanned=files)
         report.refused.update(refused_by_lease)
+        _staged_links(spool_dir, report, dry_run)
         if not dry_run:
             for run_id in report.runs:
                 owner(run_id).forget_pruned([run_id])
@@ -200,3 +201,18 @@ def apply_retention(spool_dir: Path, retention_days: float,
     if retention_days <= 0:
         return None
     return prune(spool_dir, older_than_s=retention_days * 86400, shard=shard)
+
+
+def _staged_links(spool_dir: Path, report: RemovalReport, dry_run: bool) -> None:
+    """Links ``log_artifact`` staged in ``blobs/`` for a process killed before its copy ran:
+    nothing refers to them (the event commits only with its blob), so they go too."""
+    from bridge.spool.artifacts import stale_staged
+
+    for path, size in stale_staged(spool_dir):
+        if not dry_run:
+            try:
+                path.unlink()
+            except OSError:
+                continue
+        report.blobs += 1
+        report.blob_bytes += size

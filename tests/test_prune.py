@@ -299,3 +299,40 @@ def test_agent_applies_retention_after_each_pass(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "retention (1e-09 days): pruned 1 runs" in res.output
     assert not spool_files(spool)
+
+
+def test_links_staged_by_a_killed_process_are_removed(tmp_path):
+    """A process killed between ``log_artifact`` and its copy leaves ``blobs/.staged-<pid>-…``
+    (nothing refers to it: the event commits only with its blob): prune removes it, counts the
+    bytes it held, and never touches a live process's link."""
+    import os
+    import subprocess
+    import sys
+
+    from bridge.agent.retention import prune
+    from bridge.spool.artifacts import STAGED_ORPHAN_SECONDS, STAGED_PREFIX
+
+    spool = tmp_path / "spool"
+    with bridge.init(project="p", dir=spool, sync="offline") as run:
+        run.log({"x": 1.0}, step=0)
+    blobs_dir = spool / "blobs"
+    blobs_dir.mkdir(exist_ok=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    original = tmp_path / "ckpt.bin"
+    original.write_bytes(b"x" * 1000)
+    orphan = blobs_dir / f"{STAGED_PREFIX}{dead}-00ff"
+    os.link(original, orphan)
+    original.unlink()  # the user's file is gone: the link alone holds the bytes
+    live = blobs_dir / f"{STAGED_PREFIX}{os.getpid()}-00aa"
+    live.write_bytes(b"y" * 10)
+    old_format = blobs_dir / f"{STAGED_PREFIX}0123456789abcdef"
+    old_format.write_bytes(b"z" * 10)
+    past = os.stat(old_format).st_mtime - STAGED_ORPHAN_SECONDS - 60
+    os.utime(old_format, (past, past))
+
+    dry = prune(spool, dry_run=True)
+    assert dry.report.blobs == 2 and dry.report.blob_bytes == 1010 and orphan.exists()
+    done = prune(spool)
+    assert not orphan.exists() and not old_format.exists() and live.exists()
+    assert done.report.blobs == 2 and done.report.blob_bytes == 1010

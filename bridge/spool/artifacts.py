@@ -21,7 +21,11 @@ from typing import Any, Callable
 from bridge.spool import blobs
 from bridge.spool.events import artifact_payload
 
-__all__ = ["ArtifactJob", "FileStat", "check_reference", "discard", "snapshot", "stage", "store"]
+__all__ = ["ArtifactJob", "FileStat", "STAGED_PREFIX", "check_reference", "discard", "snapshot",
+           "stage", "stale_staged", "store"]
+
+STAGED_PREFIX = ".staged-"  # blobs/.staged-<pid>-<random>: a link taken at the call
+STAGED_ORPHAN_SECONDS = 86_400  # a link without a pid in its name: stale after a day
 
 _CHUNK = 1 << 20
 
@@ -83,7 +87,7 @@ def stage(files: list[FileStat], spool_dir: Path) -> list[FileStat]:
     try:
         out = []
         for f in files:
-            name = f".staged-{os.urandom(8).hex()}"
+            name = f"{STAGED_PREFIX}{os.getpid()}-{os.urandom(8).hex()}"
             try:
                 os.link(f.path, name, dst_dir_fd=store.fd)
             except OSError:
@@ -93,6 +97,44 @@ def stage(files: list[FileStat], spool_dir: Path) -> list[FileStat]:
         return out
     finally:
         store.close()
+
+
+def stale_staged(spool_dir: Path) -> list[tuple[Path, int]]:
+    """Staged links whose process is gone (killed between ``log_artifact`` and its copy), with
+    the bytes removing each frees (0 while the user's own file still links the same data)."""
+    root = Path(spool_dir) / "blobs"
+    out: list[tuple[Path, int]] = []
+    try:
+        entries = [p for p in root.iterdir() if p.name.startswith(STAGED_PREFIX)]
+    except OSError:
+        return out
+    import time
+
+    for p in entries:
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        pid_text = p.name[len(STAGED_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and "-" in p.name[len(STAGED_PREFIX):]:
+            if not _gone(int(pid_text)):
+                continue
+        elif time.time() - st.st_mtime < STAGED_ORPHAN_SECONDS:
+            continue
+        out.append((p, st.st_size if st.st_nlink == 1 else 0))
+    return out
+
+
+def _gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # another user's live process
+    return False
 
 
 def _unstage(f: FileStat) -> None:
