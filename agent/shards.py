@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from bridge.agent.state import DeadLetter, StateStore, holder_alive, now_ms
+from bridge.agent.state import (DeadLetter, StateStore, dead_letter_query, holder_alive,
+                                now_ms)
 from bridge.errors import ConfigError, SpoolError
 from bridge.spool.schema import check_version, connect
 
@@ -256,14 +257,7 @@ class StateView:
 
     def dead_letters(self, backend: str | None = None,
                      run_id: str | None = None) -> list[DeadLetter]:
-        sql = "SELECT backend, run_id, file_id, seq, reason, ts_ms FROM dead_letters WHERE 1=1"
-        args: list[Any] = []
-        if backend is not None:
-            sql += " AND backend=?"
-            args.append(backend)
-        if run_id is not None:
-            sql += " AND run_id=?"
-            args.append(run_id)
+        sql, args = dead_letter_query(backend, run_id)
         seen = {(r[0], r[2], r[3]): DeadLetter(*r) for r in self._all(sql, tuple(args))}
         return sorted(seen.values(), key=lambda d: (d.file_id, d.seq))
 

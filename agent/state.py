@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from bridge.errors import SpoolError
 from bridge.spool.schema import check_version, connect, create_schema, is_network_fs
 
-__all__ = ["DeadLetter", "StateStore", "holder_alive", "holder_id", "now_ms"]
+__all__ = ["DeadLetter", "StateStore", "dead_letter_query", "holder_alive", "holder_id", "now_ms"]
 
 
 def now_ms() -> int:
@@ -36,6 +36,20 @@ class DeadLetter:
     seq: int
     reason: str
     ts_ms: int
+
+
+def dead_letter_query(backend: str | None, run_id: str | None) -> tuple[str, list[Any]]:
+    """The dead letters of one backend and/or run: SQL and its parameters (a state file's
+    own reader and the read-only view over every shard's file ask the same question)."""
+    sql = "SELECT backend, run_id, file_id, seq, reason, ts_ms FROM dead_letters WHERE 1=1"
+    args: list[Any] = []
+    if backend is not None:
+        sql += " AND backend=?"
+        args.append(backend)
+    if run_id is not None:
+        sql += " AND run_id=?"
+        args.append(run_id)
+    return sql, args
 
 
 class StateStore:
@@ -80,14 +94,7 @@ class StateStore:
         return json.loads(row[0]) if row else {}
 
     def dead_letters(self, backend: str | None = None, run_id: str | None = None) -> list[DeadLetter]:
-        sql = "SELECT backend, run_id, file_id, seq, reason, ts_ms FROM dead_letters WHERE 1=1"
-        args: list[Any] = []
-        if backend is not None:
-            sql += " AND backend=?"
-            args.append(backend)
-        if run_id is not None:
-            sql += " AND run_id=?"
-            args.append(run_id)
+        sql, args = dead_letter_query(backend, run_id)
         return [DeadLetter(*r) for r in self.conn.execute(sql + " ORDER BY file_id, seq", args)]
 
     def dead_count(self, backend: str, run_id: str) -> int:
