@@ -41,7 +41,7 @@ class AgentSettings:
 class Settings:
     dir: Path = Path("~/.bridge")
     sync: str = "background"
-    durability: str = "buffered"
+    durability: str = "journal"
     flush_interval: float = 0.05
     max_queue: int = 100_000
     finish_timeout: float = 30.0

@@ -336,3 +336,30 @@ def test_links_staged_by_a_killed_process_are_removed(tmp_path):
     done = prune(spool)
     assert not orphan.exists() and not old_format.exists() and live.exists()
     assert done.report.blobs == 2 and done.report.blob_bytes == 1010
+
+
+def test_a_file_whose_journal_is_not_replayed_stays(tmp_path, monkeypatch):
+    """Calls still only in a dead writer's journal are not in SQLite: prune keeps the file."""
+    from bridge.spool import recover, segment
+
+    spool = tmp_path / "spool"
+    STORE.pop("jr", None)
+    run = _log(spool, "journal-left", _mem("jr"))
+    _sync(spool)
+    [path] = spool_files(spool)
+    seg = segment.segment_path(path, 7)  # as a killed writer leaves it
+    seg.write_bytes(segment.MAGIC + bytes(64))
+
+    def refuse(db):
+        raise OSError("read-only filesystem")
+
+    monkeypatch.setattr(recover, "recover_file", refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = prune(spool)
+    assert not out.runs[0].prune and "journal not replayed" in out.runs[0].reason
+    assert path.exists() and seg.exists()
+    monkeypatch.undo()
+    out = prune(spool)  # replayed at this open (nothing past the position): pruned whole
+    assert out.runs[0].prune and not path.exists() and not seg.exists()
+    assert run.id not in set(data(dir=spool, run="all", run_id=True)["run_id"])

@@ -28,6 +28,7 @@ from typing import Iterable
 
 from bridge.spool.blobs import blob_path
 from bridge.spool.liveness import lock_path, writer_alive
+from bridge.spool.segment import segments_of
 from bridge.spool.reader import spool_files
 from bridge.spool.schema import connect, is_network_fs
 
@@ -131,6 +132,9 @@ def remove_runs(spool_dir: Path, run_ids: Iterable[str], *, dry_run: bool = Fals
                 report.refused[run_id] = f"{fr.path.name}: {fr.live}"
             elif fr.error is not None:
                 report.refused[run_id] = f"{fr.path.name} is unreadable ({fr.error})"
+            elif segments_of(fr.path):  # recovery failed at this open: calls not in SQLite
+                report.refused[run_id] = (f"{fr.path.name} has a journal not replayed yet "
+                                          "(see `bridge doctor`)")
     gone = wanted - set(report.refused)
     report.runs = sorted(r for r in gone if any(r in fr.runs for fr in files))
     candidates: set[str] = set()
@@ -176,6 +180,8 @@ def _delete_file(db: Path) -> None:
     """The database first: a reader that opens it afterwards finds no file, never half one."""
     for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), lock_path(db)):
         p.unlink(missing_ok=True)
+    for _, seg in segments_of(db):  # replayed already (remove_runs refuses a file otherwise)
+        seg.unlink(missing_ok=True)
 
 
 def _delete_rows(spool_dir: Path, db: Path, run_ids: list[str]) -> None:

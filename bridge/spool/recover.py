@@ -95,7 +95,7 @@ def _lock(db: Path) -> int | None | bool:
 
 
 def _replay(db: Path) -> Recovered:
-    from bridge.spool.writer import _BAD_VALUE, JOURNAL_BATCH, SpoolWriter
+    from bridge.spool.writer import _BAD_VALUE, _MEDIA_JOURNALED, JOURNAL_BATCH, SpoolWriter
 
     conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False,
                            timeout=30.0)
@@ -115,15 +115,25 @@ def _replay(db: Path) -> Recovered:
         replayer.dropped_by_run = {}
         replayer.dropped = 0
         replayer.committed_calls = 0
+        replayer.spool_dir = db.parent.parent
+        replayer._media_bytes = 0
+        replayer.last_error = None
         for part in segment.scan_batches(db, start, JOURNAL_BATCH):
             segments, torn = part.segments, torn + part.torn
             mark = f"{part.end[0]}:{part.end[1]}"
             if part.items:
                 replayer._journal_mark = mark
+                items = part.items
+                if any(it[0] == _MEDIA_JOURNALED for it in items):
+                    # Media calls: their blobs stored (fsynced) before their events commit.
+                    deferred: list = []
+                    items = replayer._encode_media(replayer._unjournal(items), deferred)
+                    if deferred:
+                        raise OSError(replayer.last_error or "cannot store media blobs")
                 try:
-                    replayer._write(part.items)
+                    replayer._write(items)
                 except _BAD_VALUE:  # stores the position itself once every part is in
-                    replayer._write_isolating(part.items)
+                    replayer._write_isolating(items)
                 calls += len(part.items)
             elif part.end != start:
                 _store_mark(conn, mark)

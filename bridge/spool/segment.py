@@ -29,16 +29,17 @@ import mmap
 import os
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["HEADER", "MAGIC", "SEGMENT_BYTES", "Journal", "Scan", "parse_pos", "scan",
+__all__ = ["HEADER", "MAGIC", "SEGMENT_BYTES", "Journal", "Scan", "parse_pos", "plain", "scan",
            "scan_batches", "segment_path", "segments_of"]
 
 MAGIC = b"BRIDGESEG\x00\x00\x00\x00\x00\x00\x01"  # 16 bytes: name, format version 1
 HEADER = len(MAGIC)
-SEGMENT_BYTES = 32 << 20
+SEGMENT_BYTES = 8 << 20
 _REC = struct.Struct("<II")  # length, crc32 of the payload
 _LEN = struct.Struct("<I")
 _SUFFIX = ".seg"
@@ -66,6 +67,20 @@ def parse_pos(text: str | None) -> tuple[int, int]:
         return 0, HEADER
     seg, _, off = text.partition(":")
     return int(seg), int(off)
+
+
+def plain(value: object) -> object:
+    """``value`` with every str, int or float subclass (``Kind.METRIC``) as its base type,
+    so ``marshal`` takes it; anything else that marshal refuses raises ``ValueError``."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(plain(v) for v in value) if type(value) in (tuple, list) \
+            else [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    for base in (bool, str, int, float):
+        if isinstance(value, base) and type(value) is not base:
+            return base(value.value if hasattr(value, "value") else value)  # type: ignore
+    return value
 
 
 def _create(path: Path, size: int) -> mmap.mmap:
@@ -107,14 +122,19 @@ class Journal:
         self._read_off = HEADER
         self._released = 0  # segments below this are committed and deleted
         self._closed = False
+        self._full_until = 0.0  # until then, calls go to ``overflow`` (no segment could be made)
         self._maps[0].seek(HEADER)
         self._current: Callable[[], Callable[[bytes], int]] = lambda: self._maps[0].write
 
     # -- the caller's side -------------------------------------------------------------
 
-    def appender(self, on_rotate: Callable[[], None] | None = None
+    def appender(self, on_rotate: Callable[[], None] | None = None,
+                 overflow: Callable[[tuple], None] | None = None
                  ) -> tuple[Callable[[tuple], None], Callable[[str, int | None, int, list], None]]:
         """``(put(item), put_metrics(run_id, step, ts_ms, items))``: journal one queue item.
+
+        ``overflow(item)`` takes a call the journal has no room for (the next segment cannot
+        be created: a full disk), so the caller never sees the error; without it, it raises.
 
         ``mmap.write`` copies at the map's own position and advances it in one C call,
         atomic under the GIL: threads that log at once need no lock. A record that does not
@@ -133,31 +153,48 @@ class Journal:
 
         def put(item: tuple) -> None:
             w = write
-            buf = dumps(item)
+            try:
+                buf = dumps(item)
+            except ValueError:  # a str/int/float subclass (an enum member): as its plain value
+                buf = dumps(plain(item))
             rec = pack(len(buf), crc32(buf)) + buf
             try:
                 w(rec)
             except ValueError:
-                self._put_slow(w, rec, rotate)
+                self._put_slow(w, rec, rotate, item, overflow)
 
         def put_metrics(run_id: str, step: int | None, ts_ms: int, items: list) -> None:
             w = write
-            buf = dumps((0, run_id, step, ts_ms, items))
+            try:
+                buf = dumps((0, run_id, step, ts_ms, items))
+            except ValueError:
+                buf = dumps(plain((0, run_id, step, ts_ms, items)))
             rec = pack(len(buf), crc32(buf)) + buf
             try:
                 w(rec)
             except ValueError:
-                self._put_slow(w, rec, rotate)
+                self._put_slow(w, rec, rotate, (0, run_id, step, ts_ms, items), overflow)
 
         self._current = lambda: write
         return put, put_metrics
 
     def _put_slow(self, failed: Callable[[bytes], int], rec: bytes,
-                  rotate: Callable[[Callable[[bytes], int], bytes], None]) -> None:
+                  rotate: Callable[[Callable[[bytes], int], bytes], None], item: tuple,
+                  overflow: Callable[[tuple], None] | None) -> None:
         while True:
             if self._closed:
                 return  # the writer is closed: as with "buffered", nothing commits after it
-            rotate(failed, rec)
+            if overflow is not None and time.monotonic() < self._full_until:
+                overflow(item)  # a segment could not be made a moment ago: not per call
+                return
+            try:
+                rotate(failed, rec)
+            except OSError:
+                if overflow is None:
+                    raise
+                self._full_until = time.monotonic() + 1.0
+                overflow(item)
+                return
             failed = self._current()
             try:
                 failed(rec)

@@ -9,19 +9,21 @@ up to the interpreter's switch interval (5 ms), so few large statements keep up 
 ``executemany`` (one release per row) does not.
 
 Durability (``durability=``):
-- ``"buffered"`` (default): committed every ``flush_interval`` (50 ms). A SIGKILL loses what
-  was not committed yet: in a loop that logs slower than SQLite commits (the usual training
-  loop), the last flush interval; in a loop that logs faster than that, up to ``max_queue``
-  queued calls (measured in BENCHMARKS.md: a median of 150k events, 0.37 s, in a tight
-  2-key loop). ``flush()`` bounds it at any point; lower ``max_queue`` bounds it always.
+- ``"journal"`` (default): the caller appends each call to a memory-mapped journal
+  (:mod:`bridge.spool.segment`) instead of the queue, and the writer thread commits from
+  there every ``flush_interval``; a SIGKILL loses no call that had returned: the next opener
+  of the spool replays it (:mod:`bridge.spool.recover`). A media value is journaled as its
+  pickle (one above ``MAX_JOURNALED_MEDIA_BYTES`` commits before it returns, as with
+  ``"commit"``); an artifact's files are copied on the artifact thread, as with
+  ``"buffered"``, so a kill during the copy loses that artifact (``flush()`` waits for it).
+- ``"buffered"``: committed every ``flush_interval`` (50 ms). A SIGKILL loses what was not
+  committed yet: in a loop that logs slower than SQLite commits (the usual training loop),
+  the last flush interval; in a loop that logs faster than that, up to ``max_queue`` queued
+  calls (measured in BENCHMARKS.md: a median of 150k events, 0.37 s, in a tight 2-key loop).
+  ``flush()`` bounds it at any point; lower ``max_queue`` bounds it always.
 - ``"commit"``: every call commits before it returns (SQLite ``synchronous=NORMAL``);
   survives a process crash.
 - ``"fsync"``: every call commits with ``synchronous=FULL``; survives power loss.
-- ``"journal"``: as ``"buffered"``, but the caller appends each call to a memory-mapped
-  journal (:mod:`bridge.spool.segment`) instead of the queue, and the writer thread commits
-  from there; a SIGKILL loses no call that had returned: the next opener of the spool
-  replays it (:mod:`bridge.spool.recover`). Media and artifacts commit before they return,
-  as with ``"commit"``.
 
 The queue is bounded (``max_queue`` calls): when it is full the caller commits itself
 (backpressure) rather than letting memory grow.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import os
+import pickle
 import sqlite3
 import threading
 import time
@@ -74,6 +77,7 @@ _FINISH = 3  # (_FINISH, run_id, end_ms, status, error)
 _COUNT = 4  # (_COUNT, run_id, column, n) — warnings / dropped counters
 _BLOB = 5  # (_BLOB, sha256, size)
 _MEDIA = 6  # (_MEDIA, run_id, key, step, ts_ms, bridge.media.Media) — encoded by the committer
+_MEDIA_JOURNALED = 7  # (_MEDIA_JOURNALED, run_id, key, step, ts_ms, pickled Media) — journal
 
 # Media not yet encoded holds the caller's pixels: past this many bytes in the queue, the
 # caller encodes and commits itself (backpressure), so memory stays bounded.
@@ -81,6 +85,9 @@ MAX_QUEUED_MEDIA_BYTES = 256 << 20
 # Encoding an image takes milliseconds: a commit encodes at most this many media calls, so
 # the metrics logged meanwhile are committed between them instead of after a whole backlog.
 MEDIA_PER_COMMIT = 8
+# A media value whose pickle is larger than this is not journaled: with "journal" it is
+# encoded and committed before log() returns, as with "commit" (a video, a large table).
+MAX_JOURNALED_MEDIA_BYTES = 2 << 20
 # Journal records decoded per transaction: decoded items are new objects, and a list of
 # hundreds of thousands of them makes the garbage collector's passes the bulk of the work.
 JOURNAL_BATCH = 8192
@@ -131,7 +138,7 @@ class SpoolWriter:
         self,
         spool_dir: Path,
         *,
-        durability: str = "buffered",
+        durability: str = "journal",
         flush_interval: float = 0.05,
         max_queue: int = 100_000,
         node: str = "",
@@ -198,16 +205,32 @@ class SpoolWriter:
         the queue's ``append`` and the two hot calls become the journal's appender."""
         from bridge.spool.segment import Journal
 
-        self._journal = Journal(self.path)
+        try:
+            self._journal = Journal(self.path)
+        except OSError as exc:  # a full disk, a filesystem without shared maps
+            warnings.warn(f"bridge: cannot create the journal beside {self.path} ({exc}); "
+                          "this writer commits as durability='buffered' (a kill loses what "
+                          "was not committed yet)", BridgeWarning, stacklevel=4)
+            self.durability = "buffered"
+            return
         q = self._queue = _JournalQueue()
-        put, self.put_metrics = self._journal.appender(self._journal_behind)  # type: ignore
-        q.put = put
+        put, self.put_metrics = self._journal.appender(  # type: ignore[method-assign]
+            self._journal_behind, self._journal_full)
+        q.put = self._journal_put = put
 
         def put_event(run_id: str, kind: str, key: str | None, step: int | None, ts_ms: int,
                       value: float | None = None, payload: str | None = None) -> None:
             put((_EVENT, run_id, kind, key, step, ts_ms, value, payload))
 
         self.put_event = put_event  # type: ignore[method-assign]
+
+    def _journal_full(self, item: tuple) -> None:
+        """A call the journal had no room for (its next segment could not be made): kept in
+        memory as with "buffered", committed, or counted as dropped if the disk stays full."""
+        q = self._queue
+        collections.deque.append(q, item)
+        if len(q) >= self.max_queue:
+            self.commit_pending(self._slice)
 
     def _journal_behind(self) -> None:
         """At a segment's end: a caller two segments ahead of the commits commits itself
@@ -238,18 +261,35 @@ class SpoolWriter:
         """Enqueue a media value (:class:`bridge.media.Media`); the committer encodes it,
         stores its blobs durably, then commits its event."""
         self._media_bytes += media.nbytes()
+        if self._journal is not None and self._journal_media(run_id, key, step, ts_ms, media):
+            if self._media_bytes > MAX_QUEUED_MEDIA_BYTES:
+                self.commit_pending()
+            return
         self._queue.append((_MEDIA, run_id, key, step, ts_ms, media))
         if self.durability != "buffered" or self._media_bytes > MAX_QUEUED_MEDIA_BYTES:
             self.commit_pending()
         elif len(self._queue) >= self.max_queue:
             self.commit_pending(self._slice)
 
+    def _journal_media(self, run_id: str, key: str, step: int | None, ts_ms: int,
+                       media: Any) -> bool:
+        """Journal a media call as its pickle, so a kill loses it no more than a metric;
+        False (the caller commits it now instead) when it does not pickle or is too large."""
+        try:
+            data = pickle.dumps(media, protocol=5)
+        except Exception:
+            return False
+        if len(data) > MAX_JOURNALED_MEDIA_BYTES:
+            return False
+        self._journal_put((_MEDIA_JOURNALED, run_id, key, step, ts_ms, data))
+        return True
+
     def put_artifact(self, job: ArtifactJob) -> None:
         """Queue an artifact: its files are hashed (and copied) on the artifact thread, and
         its event commits after its blobs are durable. With ``durability`` "commit" or
         "fsync" the call stores and commits before it returns, as every call does there
         (an ``OSError`` then reaches the caller)."""
-        if self.durability != "buffered":
+        if self.durability in ("commit", "fsync"):
             try:
                 payload, stored, problems = store_artifact(job, self.spool_dir)
             except BaseException:
@@ -420,6 +460,8 @@ class SpoolWriter:
             if items:
                 try:
                     deferred: list = []
+                    if any(it[0] == _MEDIA_JOURNALED for it in items):
+                        items = self._unjournal(items)
                     if any(it[0] == _MEDIA for it in items):
                         items = self._encode_media(items, deferred)
                     self._commit(items)
@@ -429,9 +471,28 @@ class SpoolWriter:
                     for m in markers:
                         q.appendleft(m)
                     raise
+            if self._journal is not None and early and markers:
+                # Journal records logged before these markers are still unread: the markers
+                # wait for the transaction that reaches them (flush() returns only then).
+                for m in reversed(markers):
+                    q.appendleft(m)
+                return early
             for m in markers:
                 m.set()
             return early
+
+    def _unjournal(self, items: list) -> list:
+        """Journaled media calls back as media items (one that does not unpickle: counted)."""
+        out = []
+        for it in items:
+            if it[0] != _MEDIA_JOURNALED:
+                out.append(it)
+                continue
+            try:
+                out.append((_MEDIA, it[1], it[2], it[3], it[4], pickle.loads(it[5])))
+            except Exception as exc:
+                self._reject((_EVENT, it[1], "media", it[2]), exc)
+        return out
 
     def _encode_media(self, items: list, deferred: list) -> list:
         """Each media call becomes its blobs (stored and fsynced now, before the event can

@@ -194,7 +194,7 @@ def test_server_stopped_mid_sync_and_restarted(tmp_path, mlflow_server):
     mlflow_server.start()
     t.join(timeout=240)
     assert not t.is_alive()
-    assert result["s"].complete, result["s"]
+    assert result["s"].complete, repr(result["s"].results[0])
     client = MlflowClient(mlflow_server.url)
     remote = _remote(client, "e2e-outage", run.id)
     _assert_same_history(client, remote.info.run_id, _spool_metrics(spool, run.id))

@@ -289,3 +289,80 @@ def test_threads_logging_at_once_across_rotations_each_call_once(tmp_path, monke
     conn.close()
     assert got == [(f"t{t}", 5000, 5000) for t in range(4)]
     assert not list((tmp_path / "spool").glob("*.seg"))
+
+
+# Logs images, a histogram and a table with the writer thread never committing on its own
+# (flush_interval of an hour), then kills itself: every media call exists only in the journal.
+MEDIA_CHILD = textwrap.dedent("""
+    import os, signal, sys, numpy as np, bridge
+    spool = sys.argv[1]
+    run = bridge.init(project="media", dir=spool, sync="offline", flush_interval=3600,
+                      system_metrics=False)
+    print("RUN", run.id, flush=True)
+    rng = np.random.default_rng(7)
+    for step in range(5):
+        img = rng.integers(0, 255, (32, 24, 3), dtype=np.uint8)
+        np.save(os.path.join(spool, f"img{step}.npy"), img)
+        run.log({"img": bridge.Image(img), "loss": step * 0.5}, step=step)
+    run.log({"hist": bridge.Histogram(np.arange(100.0)),
+             "table": bridge.Table(columns=["a", "b"], data=[[1, "x"], [2, "y"]])}, step=5)
+    assert run._writer._journal is not None, "journal is the default durability"
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_media_calls_survive_a_kill_at_the_default_durability(tmp_path):
+    """Media is journaled (as its pickle) like any call: recovered, encoded, its blobs stored."""
+    np = pytest.importorskip("numpy")
+    from PIL import Image as PILImage
+
+    from bridge.spool import blobs
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    proc = subprocess.run([sys.executable, "-c", MEDIA_CHILD, str(spool)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run_id = proc.stdout.split()[1]
+    db = next((spool / "spool").glob("*.db"))
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM events WHERE kind='media'").fetchone()[0] == 0
+    conn.close()
+    spool_files(spool)  # the first opener recovers
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT key, step, payload FROM events WHERE run_id=? AND kind='media' "
+                        "ORDER BY seq", (run_id,)).fetchall()
+    losses = conn.execute("SELECT step, value FROM events WHERE kind='metric' ORDER BY step"
+                          ).fetchall()
+    conn.close()
+    assert [(k, s) for k, s, _ in rows] == [("img", s) for s in range(5)] + [
+        ("hist", 5), ("table", 5)]
+    assert losses == [(s, s * 0.5) for s in range(5)]
+    import json
+
+    for key, step, payload in rows[:5]:
+        item = json.loads(payload)["items"][0]
+        blob = blobs.blob_path(spool, item["sha256"])
+        got = np.asarray(PILImage.open(blob))
+        assert (got == np.load(spool / f"img{step}.npy")).all()
+    assert json.loads(rows[6][2])["data"]["rows"] == [[1, "x"], [2, "y"]]
+    assert not list((spool / "spool").glob("*.seg"))
+
+
+def test_flush_returns_once_every_journaled_call_is_committed(tmp_path):
+    """A backlog larger than one transaction's read: flush() waits for all of it."""
+    from bridge.spool.writer import JOURNAL_BATCH
+
+    run = bridge.init(project="flush", dir=tmp_path, sync="offline", flush_interval=3600,
+                      system_metrics=False)
+    n = 3 * JOURNAL_BATCH + 5
+    for i in range(n):
+        run.log({"loss": i * 0.5}, step=i)
+    assert run.flush(60)
+    conn = sqlite3.connect(run._writer.path)
+    try:
+        assert conn.execute("SELECT count(*) FROM events WHERE kind='metric'").fetchone()[0] == n
+    finally:
+        conn.close()
+    run.finish()
+    writer_pool.close_all()

@@ -115,7 +115,7 @@ def test_wal_left_by_a_killed_writer_is_read(tmp_path):
     spool = tmp_path / "spool"
     proc = subprocess.run([sys.executable, "-c", code, str(spool)])
     assert proc.returncode == -signal.SIGKILL
-    [path] = spool_files(spool)
+    [path] = (spool / "spool").glob("*.db")  # before any reader opens it
     assert os.path.exists(str(path) + "-wal")
     _, status = _status(spool)
     [run] = status["runs"]

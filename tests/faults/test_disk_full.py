@@ -15,6 +15,7 @@ import pytest
 
 import bridge
 from bridge.agent.status import spool_status
+from bridge.spool import segment
 from bridge.spool.reader import list_runs
 
 
@@ -32,10 +33,22 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_disk_full_never_raises_counts_and_recovers(small_disk: Path):
+# The default durability journals each call: on a 3 MB disk its 8 MB segments cannot be made
+# (the writer says so and commits as "buffered"); with 256 KB ones the journal exists, fills,
+# and the calls it has no room for are held as "buffered" holds them.
+JOURNAL_SEGMENTS = pytest.mark.parametrize("segment_bytes", [None, 256 << 10],
+                                           ids=["no-room-for-a-journal", "journal-fills"])
+
+
+@JOURNAL_SEGMENTS
+def test_disk_full_never_raises_counts_and_recovers(small_disk: Path, segment_bytes,
+                                                    monkeypatch):
+    if segment_bytes:
+        monkeypatch.setattr(segment, "SEGMENT_BYTES", segment_bytes)
     spool = small_disk / "spool"
     run = bridge.init(project="full", dir=spool, sync="offline", max_queue=500,
                       flush_interval=0.01)
+    assert (run._writer._journal is not None) == bool(segment_bytes)
     run._system_thread.join()  # the system event is written before the disk fills
     run.flush()
     filler = small_disk / "filler.bin"
@@ -74,8 +87,12 @@ def test_disk_full_never_raises_counts_and_recovers(small_disk: Path):
     conn.close()
 
 
-def test_a_disk_that_never_frees_is_said_at_finish(small_disk: Path):
+@JOURNAL_SEGMENTS
+def test_a_disk_that_never_frees_is_said_at_finish(small_disk: Path, segment_bytes,
+                                                   monkeypatch):
     """Drops that never reach the spool (the disk stays full) are still said and counted."""
+    if segment_bytes:
+        monkeypatch.setattr(segment, "SEGMENT_BYTES", segment_bytes)
     spool = small_disk / "spool"
     run = bridge.init(project="full", dir=spool, sync="offline", max_queue=500,
                       flush_interval=0.01)
