@@ -40,7 +40,7 @@ MODULES = (
     "bench_crash",         # events lost to SIGKILL per durability setting (~30 s)
     "bench_lifecycle",     # a large artifact's caller cost; prune of a 1M/10M spool (~15 s)
     "bench_footprint",     # bytes on disk per metric point beside the vendors' files (~3 min)
-    "bench_shards",        # 1/2/4 sync shards against a rate-limiting stand-in (~1.5 min quick)
+    "bench_shards",        # 1/2/4/8 sync shards against a rate-limiting stand-in (~1 min quick)
     "bench_journal",       # durability="journal": calls lost per kill, sustained cost (~2 min)
     "bench_import",        # import throughput beside each source's raw read (~1.5 min quick)
 )

@@ -193,8 +193,13 @@ class MlflowImporter:
                 yield ImportEvent("summary", summary, at, payload=names.decode_summary(value))
             else:
                 yield ImportEvent("tag", key, at, payload=value)
-        for key in sorted(mrun.data.metrics):
-            yield from self._metric_points(run.source_id, key)
+        keys = sorted(mrun.data.metrics)
+        db = self._sqlite_file() if keys else None
+        for key in keys:
+            if db is not None:  # the bulk of a run: straight from the table, no extra layer
+                yield from _sqlite_points(db, run.source_id, key, self.page_size)
+            else:
+                yield from self._metric_points(run.source_id, key)
         if self.artifacts:
             yield from self._artifacts(run, mrun)
 
@@ -345,7 +350,7 @@ def _sqlite_points(db: Path, run_id: str, key: str, page: int) -> Iterator[Impor
             if not rows:
                 return
             for ts, step, value, is_nan in rows:
-                yield ImportEvent("metric", key, int(ts), step=int(step),
-                                  value=math.nan if is_nan else float(value))
+                yield ImportEvent("metric", key, int(ts), int(step),
+                                  math.nan if is_nan else float(value))
     finally:
         conn.close()

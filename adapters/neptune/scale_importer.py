@@ -43,13 +43,15 @@ from bridge.adapters.neptune import scale_names as S
 from bridge.adapters.neptune.media_in import histogram_event, parquet_file_event, text_event
 from bridge.adapters.neptune.scale_offline import (
     Append,
+    AppendSpan,
     Assign,
     OpsFile,
     RunInfo,
     TagChange,
+    describe_operations,
     find_ops_files,
     operation_errors,
-    read_operations,
+    read_appends,
     read_ops_file,
     upload_requests,
 )
@@ -142,10 +144,22 @@ class NeptuneScaleImporter:
             yield self._source_run(project, run_id, self._describe(files))
 
     def _describe(self, files: list[OpsFile]) -> _Desc:
+        """One pass over the operations, series values left undecoded (the events pass
+        reads them): what the run row and the step multiplier need."""
         desc = _Desc(files)
         for f in files:
-            for item in read_operations(f.path):
-                if isinstance(item, str):
+            for item in describe_operations(f.path):
+                if item.__class__ is AppendSpan:  # nearly every operation
+                    step, ts, count, preview = item
+                    if step is not None and step.__class__ is not int:  # a whole step: 0
+                        desc.places = max(desc.places, N.decimal_places(step))
+                    if preview:
+                        desc.previews += count
+                    if not desc.first_ms or ts < desc.first_ms:  # _span, inline
+                        desc.first_ms = ts
+                    if ts > desc.last_ms:
+                        desc.last_ms = ts
+                elif isinstance(item, str):
                     desc.problems.append(f"{f.path.parent.name}: {item}")
                 elif isinstance(item, RunInfo):
                     desc.info = item
@@ -154,11 +168,6 @@ class NeptuneScaleImporter:
                     self._span(desc, item.ts_ms)
                 elif isinstance(item, TagChange):
                     desc.tags[(item.key, item.tag)] = item.add
-                    self._span(desc, item.ts_ms)
-                elif isinstance(item, Append):
-                    if item.step is not None:
-                        desc.places = max(desc.places, N.decimal_places(item.step))
-                    desc.previews += item.preview
                     self._span(desc, item.ts_ms)
         return desc
 
@@ -227,19 +236,25 @@ class NeptuneScaleImporter:
                 tag = label if key == S.SYS_TAGS else f"group:{label}"
                 yield ImportEvent("tag", tag, run.start_ms, payload="")
         skipped = 0
+        check = bool(seen.points)
+        decode_step = N.decode_step
         for f in desc.files:
             uploads = upload_requests(f.path)
-            for item in read_operations(f.path):
-                if not isinstance(item, Append) or item.preview:
-                    continue
-                step = N.decode_step(float(item.step), mult) if item.step is not None else None
-                ev = self._append_event(item, step, uploads)
-                if ev is None:
-                    continue
-                if (str(ev.kind), ev.key or "", ev.step) in seen.points:
-                    skipped += 1
-                    continue
-                yield ev
+            for at, ts_ms, items in read_appends(f.path):
+                step = decode_step(float(at), mult) if at is not None else None
+                for key, kind, value in items:
+                    if kind == "float":  # a metric point: the bulk of a run
+                        ev = ImportEvent("metric", key, ts_ms, step, value)
+                    else:
+                        ev = self._append_event(
+                            Append(key, kind, value, None if at is None else Decimal(at), ts_ms,
+                                   False), step, uploads)
+                        if ev is None:
+                            continue
+                    if check and (str(ev.kind), ev.key or "", ev.step) in seen.points:
+                        skipped += 1
+                        continue
+                    yield ev
             for err in operation_errors(f.path):
                 where = f" (operation {err.sequence_id})" if err.sequence_id is not None else ""
                 self._warn(f"run {run.source_id}: the client recorded {err.type}{where}: "

@@ -13,15 +13,15 @@ from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from bridge.adapters.base import require
 from bridge.adapters.neptune import scale_names as S
 from bridge.errors import ImportSourceError
 
-__all__ = ["Assign", "Append", "OpsFile", "OperationError", "RunInfo", "TagChange", "Upload",
-           "find_ops_files", "operation_errors", "read_operations", "read_ops_file",
-           "upload_requests"]
+__all__ = ["Assign", "Append", "AppendSpan", "OpsFile", "OperationError", "RunInfo", "TagChange",
+           "Upload", "describe_operations", "find_ops_files", "operation_errors", "read_appends",
+           "read_operations", "read_ops_file", "upload_requests"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,17 @@ class Append:
     value: Any  # histogram: {"type", "edges", "values"}; file: (path, mime, size)
     step: Decimal | None
     ts_ms: int
+    preview: bool
+
+
+class AppendSpan(NamedTuple):
+    """The appends of one operation as a run's description needs them: ``count`` series
+    points (of a kind bridge imports) at one step and time, previews or not (a tuple: one
+    an operation, cheaper to make than a frozen dataclass)."""
+
+    step: Decimal | int | None  # an int when whole
+    ts_ms: int
+    count: int
     preview: bool
 
 
@@ -203,10 +214,8 @@ def _decode_run(op: Any) -> RunInfo:
     )
 
 
-def read_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | str]:
-    """The file's operations in sequence order, decoded; a ``str`` is a warning (an
-    operation bridge cannot decode, named by its sequence id)."""
-    pb = _proto()
+def _rows(path: Path, chunk: int) -> Iterator[tuple[int, int, int, bytes]]:
+    """``(seq, queued ms, type, blob)`` of the file's operations in sequence order."""
     after = -1
     with closing(_connect(path)) as conn:
         while True:
@@ -216,18 +225,119 @@ def read_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | str]:
                 (after, chunk)).fetchall()
             if not rows:
                 return
-            for seq, queued, kind, blob in rows:
-                after = seq
-                try:
-                    if kind == S.OP_CREATE_RUN:
-                        yield _decode_run(pb.Run.FromString(blob))
-                    elif kind == S.OP_UPDATE_SNAPSHOT:
-                        yield from _decode_update(pb.UpdateRunSnapshot.FromString(blob),
-                                                  int(queued))
-                    else:
-                        yield f"operation {seq}: unknown operation type {kind}; not imported"
-                except Exception as exc:  # a damaged blob: protobuf's DecodeError and kin
-                    yield f"operation {seq}: cannot be decoded ({exc}); not imported"
+            after = rows[-1][0]
+            yield from rows
+
+
+def read_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | str]:
+    """The file's operations in sequence order, decoded; a ``str`` is a warning (an
+    operation bridge cannot decode, named by its sequence id)."""
+    pb = _proto()
+    for seq, queued, kind, blob in _rows(path, chunk):
+        try:
+            if kind == S.OP_CREATE_RUN:
+                yield _decode_run(pb.Run.FromString(blob))
+            elif kind == S.OP_UPDATE_SNAPSHOT:
+                yield from _decode_update(pb.UpdateRunSnapshot.FromString(blob), int(queued))
+            else:
+                yield f"operation {seq}: unknown operation type {kind}; not imported"
+        except Exception as exc:  # a damaged blob: protobuf's DecodeError and kin
+            yield f"operation {seq}: cannot be decoded ({exc}); not imported"
+
+
+# Value oneofs an append may hold (``_value``'s float, int, string, histogram, file).
+_APPEND_VALUES = frozenset({"float64", "int64", "string", "histogram", "file_ref"})
+
+
+def _describe_update(op: Any, queued_ms: int) -> Iterator[Decoded | AppendSpan | str]:
+    """:func:`_decode_update` with the appends summed up, not decoded: what a run's
+    description takes from them is their count, step, time and preview flag."""
+    ts = ms_of(op.timestamp) if op.HasField("timestamp") else queued_ms
+    if op.assign:
+        for key, value in op.assign.items():
+            decoded = _value(value)
+            if decoded is None:
+                yield f"assign {key!r}: a value of an unknown type; not imported"
+                continue
+            yield Assign(key, decoded[0], decoded[1], ts)
+    if op.modify_sets:
+        for key, modify in op.modify_sets.items():
+            for tag, change in modify.string.values.items():
+                if change in (S.SET_ADD, S.SET_REMOVE):
+                    yield TagChange(key, tag, change == S.SET_ADD, ts)
+    appends = op.append
+    if not appends:
+        return
+    count = 0
+    for key in appends:
+        if appends[key].WhichOneof("value") in _APPEND_VALUES:
+            count += 1
+        else:
+            yield f"series {key!r}: a value of an unsupported type; not imported"
+    if count:
+        yield AppendSpan(_step(op.step) if op.HasField("step") else None, ts, count,
+                         op.HasField("preview") and bool(op.preview.is_preview))
+
+
+def _step(step: Any) -> Decimal | int:
+    """:func:`step_of`, a whole step as an ``int`` (the same number, no Decimal arithmetic:
+    ``float()`` of either is the same float)."""
+    return step_of(step) if step.micro else int(step.whole)
+
+
+def describe_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | AppendSpan | str]:
+    """:func:`read_operations` as a run's description needs it: what it yields, except that
+    each operation's appends are one :class:`AppendSpan` (after that operation's warnings)
+    instead of an :class:`Append` per series: the values are read by :func:`read_appends`."""
+    pb = _proto()
+    for seq, queued, kind, blob in _rows(path, chunk):
+        try:
+            if kind == S.OP_CREATE_RUN:
+                yield _decode_run(pb.Run.FromString(blob))
+            elif kind == S.OP_UPDATE_SNAPSHOT:
+                yield from _describe_update(pb.UpdateRunSnapshot.FromString(blob), int(queued))
+            else:
+                yield f"operation {seq}: unknown operation type {kind}; not imported"
+        except Exception as exc:  # a damaged blob: protobuf's DecodeError and kin
+            yield f"operation {seq}: cannot be decoded ({exc}); not imported"
+
+
+AppendOp = tuple[Decimal | int | None, int, list[tuple[str, str, Any]]]
+
+
+def read_appends(path: Path, chunk: int = 1000) -> Iterator[AppendOp]:
+    """The appends :func:`read_operations` yields that are not previews, an operation at a
+    time: ``(step, ts_ms, [(key, kind, value), ...])``, values as in :class:`Append`
+    (an ``int`` as a ``float``), a whole step as an ``int``. Operations it warns about are
+    skipped here."""
+    pb = _proto()
+    parse = pb.UpdateRunSnapshot.FromString
+    for _seq, queued, kind, blob in _rows(path, chunk):
+        if kind != S.OP_UPDATE_SNAPSHOT:
+            continue
+        try:
+            op = parse(blob)
+        except Exception:  # noqa: BLE001 - read_operations warns about it
+            continue
+        if not op.append or (op.HasField("preview") and op.preview.is_preview):
+            continue
+        ts = ms_of(op.timestamp) if op.HasField("timestamp") else int(queued)
+        step = _step(op.step) if op.HasField("step") else None
+        items: list[tuple[str, str, Any]] = []
+        add = items.append
+        appends = op.append
+        for key in appends:
+            value = appends[key]
+            which = value.WhichOneof("value")
+            if which == "float64":
+                add((key, "float", float(value.float64)))
+            elif which == "int64":
+                add((key, "float", float(int(value.int64))))
+            elif which in _APPEND_VALUES:
+                decoded = _value(value)
+                if decoded is not None:
+                    add((key, decoded[0], decoded[1]))
+        yield step, ts, items
 
 
 def upload_requests(path: Path) -> dict[str, Upload]:

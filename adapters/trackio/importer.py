@@ -12,6 +12,7 @@ the artifact versions a run logged with their files.
 from __future__ import annotations
 
 import json
+import json.scanner
 import logging
 import sqlite3
 from contextlib import closing
@@ -29,6 +30,7 @@ __all__ = ["TrackioImporter"]
 
 _log = logging.getLogger("bridge.importers.trackio")
 _OPTIONS = frozenset({"project", "projects", "experiments"})
+_METRIC = Kind.METRIC.value
 _BRIDGE_CONFIG = frozenset({N.CFG_TAGS, N.CFG_SUMMARY, N.CFG_NOTES, N.CFG_SYSTEM, N.CFG_STATUS,
                             N.CFG_END})
 
@@ -40,6 +42,28 @@ def _json(value: Any) -> Any:
         return json.loads(value)
     except (TypeError, ValueError):
         return None
+
+
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())
+
+
+def _row_json(value: Any) -> Any:
+    """:func:`_json` of a metrics row without ``json.loads``'s per-call wrappers (a row per
+    step): UTF-8 text or bytes holding one JSON object, else :func:`_json` decides."""
+    text = value
+    if value.__class__ is bytes and len(value) >= 2 and value[0] == 0x7B and value[1]:
+        try:  # what json.loads does with bytes that start so: UTF-8
+            text = value.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return _json(value)
+    if text.__class__ is str and text[:1] == "{":
+        try:
+            found, end = _SCAN(text, 0)
+            if end == len(text):
+                return found
+        except Exception:  # noqa: BLE001 - _json decides
+            pass
+    return _json(value)
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -234,19 +258,25 @@ class TrackioImporter:
 
     def _row(self, run: SourceRun, step: int, ts: str, metrics: Any,
              log_id: Any) -> Iterator[ImportEvent]:
-        values = _json(metrics)
+        values = _row_json(metrics)
         if not isinstance(values, dict):
             self._warn(f"{run.name}: unreadable metrics row at step {step} skipped")
             return
-        ours = N.parse_log_id(log_id)
+        ours = N.parse_log_id(log_id) if log_id is not None else None
         at = None if ours is not None and ours[2] else step
         ms = N.ms_from_iso(ts) or 0
         parts: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
         for stored, value in values.items():
+            cls = value.__class__
+            if (cls is float or cls is int) and not stored.startswith("__"):
+                # A plain number under a plain key (the bulk of a run): _number and
+                # user_key would return float(value) and the key itself.
+                yield ImportEvent(_METRIC, stored, ms, at, float(value))
+                continue
             key = N.user_key(stored)
             num = self._number(value)
             if num is not None:
-                yield ImportEvent(Kind.METRIC.value, key, ms, step=at, value=num)
+                yield ImportEvent(_METRIC, key, ms, step=at, value=num)
             elif isinstance(value, str):
                 yield media_event(key, at, ms, "text", data={"text": value})
             elif isinstance(value, dict) and isinstance(value.get("_type"), str):

@@ -10,13 +10,14 @@ Memory stays bounded: events are inserted in chunks as the importer streams them
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from bridge.adapters.importing import Importer, SourceRun
 from bridge.spool.events import Kind
-from bridge.spool.imported import ImportedRunWriter
+from bridge.spool.imported import POINT_COLUMNS, ImportedRunWriter
 
 __all__ = ["ImportedRun", "import_file", "import_runs"]
 
@@ -64,16 +65,40 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             out.event(run.run_id, Kind.NOTE, "notes", None, start, run.notes)
         source = f"{run.source}:{run.source_id}"
         reported = 0
-        # Once per run, not per point: the id is derived (a uuid5) from the source's id.
-        run_id, metric, points, counts = run.run_id, out.metric, result.points, result.counts
-        metric_kind = Kind.METRIC
+        # The hot loop: a finite metric point goes straight into the writer's buffer of
+        # points (no call per point: a run may hold millions); anything else goes through the
+        # writer's methods. The run id is derived (a uuid5) once per run, not per point.
+        run_id, points, counts = run.run_id, result.points, result.counts
+        rows, flush = out.rows, out.flush_rows
+        buffered = out.points_of(run_id)
+        extend, get, isfinite = buffered.extend, points.get, math.isfinite
+        full = chunk * len(POINT_COLUMNS)
+        metric_kind = Kind.METRIC.value
         for ev in importer.events(run):
             kind = ev.kind
             if kind == metric_kind:
                 key = ev.key or ""
-                metric(run_id, key, ev.step, ev.ts_ms, ev.value)
-                points[key] = points.get(key, 0) + 1
-            elif kind == Kind.ARTIFACT:
+                value = ev.value
+                value = float(value) if value is not None else math.nan
+                if isfinite(value):
+                    if rows:
+                        flush()  # the rows before it go in first
+                    extend((key, ev.step, int(ev.ts_ms), value))
+                    if len(buffered) >= full:
+                        flush()
+                else:
+                    out.metric(run_id, key, ev.step, int(ev.ts_ms), value)
+                seen = get(key)
+                if seen is None:  # a new key (and maybe the first metric: counts keep order)
+                    points[key] = 1
+                    counts.setdefault(kind, 0)
+                else:
+                    points[key] = seen + 1
+                if progress is not None and out.written > reported:
+                    reported = out.written
+                    progress(run, reported)
+                continue
+            if kind == Kind.ARTIFACT:
                 out.artifact(run_id, ev.key or "", ev.step, ev.ts_ms, ev.files,
                              ev.artifact_type, source)
             elif kind == Kind.MEDIA:
@@ -84,6 +109,8 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             if progress is not None and out.written > reported:
                 reported = out.written
                 progress(run, reported)
+        if points:  # every metric event counted once, in its key's count
+            counts[metric_kind] += sum(points.values())
         out.commit()
     if progress is not None:
         progress(run, out.written)

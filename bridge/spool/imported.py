@@ -5,6 +5,14 @@ is in, so readers and the agent never see half a run; ``abort()`` (or an excepti
 the ``with`` block) removes the partial file. Rows are inserted in chunks, so memory stays
 bounded whatever the run's size. Events are encoded with :mod:`bridge.spool.events`, as the
 live writer encodes them.
+
+Speed (an import of millions of points is bound by this writer): rows go in with one
+multi-row ``INSERT`` per :data:`ROWS_PER_INSERT` rows rather than one statement step per row;
+finite metric points, the bulk of a run, with one per :data:`POINTS_PER_INSERT` points that
+binds only their key, step, time and value (:meth:`ImportedRunWriter.points_of`); and the
+indexes of ``events`` are created once at :meth:`~ImportedRunWriter.commit`, after the bulk
+insert, rather than kept up to date row by row. The file is invisible until then, so nothing
+reads it without its indexes. The rows, their order and their ``seq`` are the same.
 """
 
 from __future__ import annotations
@@ -12,17 +20,39 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable
 
 from bridge.spool import blobs
-from bridge.spool.events import INSERT_EVENT, Kind, artifact_payload, encode_payload, metric_row
+from bridge.spool.events import (
+    EVENT_COLUMNS,
+    INSERT_EVENT,
+    Kind,
+    artifact_payload,
+    encode_payload,
+    metric_row,
+)
 from bridge.spool.media import resolve_files
 from bridge.spool.schema import create_schema
 
-__all__ = ["ImportedRunWriter", "RUN_STATUSES"]
+__all__ = ["ImportedRunWriter", "POINT_COLUMNS", "POINTS_PER_INSERT", "ROWS_PER_INSERT", "RUN_STATUSES"]
 
 RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+
+# Rows a multi-row INSERT carries, within SQLite's oldest bound-parameter limit (999).
+ROWS_PER_INSERT = 999 // len(EVENT_COLUMNS)
+_INTO, _, _ONE = INSERT_EVENT.partition(" VALUES ")
+_INSERT_MANY = _INTO + " VALUES " + ", ".join([_ONE] * ROWS_PER_INSERT)
+
+# A finite metric point of the run being written: only these columns are bound, the run id
+# once a statement (?1), its kind and payload (NULL: a finite value) written in the SQL.
+POINT_COLUMNS = ("key", "step", "ts_ms", "value")
+_POINT_SQL = {"run_id": "?1", "kind": "'" + Kind.METRIC.value + "'", "payload": "NULL"}
+assert [c for c in EVENT_COLUMNS if c not in _POINT_SQL] == list(POINT_COLUMNS)
+POINTS_PER_INSERT = (999 - 1) // len(POINT_COLUMNS)
+_ONE_POINT = "(" + ", ".join(_POINT_SQL.get(c, "?") for c in EVENT_COLUMNS) + ")"
+_INSERT_POINTS = _INTO + " VALUES " + ", ".join([_ONE_POINT] * POINTS_PER_INSERT)
 
 
 class ImportedRunWriter:
@@ -34,8 +64,13 @@ class ImportedRunWriter:
         self.target = target
         self.partial = target.with_name(target.name + ".partial")
         self.partial.unlink(missing_ok=True)
-        self._chunk = chunk
-        self._rows: list[tuple] = []
+        self.chunk = chunk
+        # Buffered EVENT_COLUMNS rows, and buffered finite metric points of one run as a flat
+        # list of POINT_COLUMNS values (see points_of()); one of the two is empty at any time,
+        # so rows go in in the order they came.
+        self.rows: list[tuple] = []
+        self.points: list[Any] = []
+        self._points_run: str | None = None
         self.written = 0
         old = os.umask(0o077)
         try:
@@ -49,6 +84,12 @@ class ImportedRunWriter:
                                    "created_ms": str(int(time.time() * 1000)),
                                    "journal": "delete", **meta})
         self._conn.execute("BEGIN")
+        # The indexes of events, dropped here and created again by commit().
+        self._indexes = self._conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
+            "AND sql IS NOT NULL ORDER BY name").fetchall()
+        for name, _sql in self._indexes:
+            self._conn.execute("DROP INDEX " + _quoted(name))
 
     def __enter__(self) -> "ImportedRunWriter":
         return self
@@ -97,22 +138,61 @@ class ImportedRunWriter:
                 stored[ref] = blobs.store_file(self.spool_dir, Path(content))
         self.event(run_id, Kind.MEDIA, key, step, ts_ms, resolve_files(payload, stored))
 
+    def points_of(self, run_id: str) -> list[Any]:
+        """The buffer of finite metric points of ``run_id``, for a caller with many (the
+        import sink): it extends the list by ``(key, step, ts_ms, value)`` (an int step or
+        None, an int time, a finite float) after a :meth:`flush_rows` whenever :attr:`rows`
+        is not empty, and calls :meth:`flush_rows` once it holds ``chunk`` points. Those
+        rows are the ones :meth:`metric` would write."""
+        if run_id != self._points_run:
+            self.flush_rows()
+            self._points_run = run_id
+        return self.points
+
     def _add(self, row: tuple) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self._chunk:
+        if self.points:
+            self._insert_points()
+        self.rows.append(row)
+        if len(self.rows) >= self.chunk:
             self.flush_rows()
 
+    def _insert_points(self) -> None:
+        points, run_id, width = self.points, self._points_run, len(POINT_COLUMNS)
+        n = len(points) // width
+        execute, k = self._conn.execute, POINTS_PER_INSERT
+        whole = n - n % k
+        for i in range(0, whole * width, k * width):
+            execute(_INSERT_POINTS, [run_id, *points[i:i + k * width]])
+        if whole < n:
+            rest = iter(points[whole * width:])
+            kind = Kind.METRIC.value
+            self._conn.executemany(INSERT_EVENT, [(run_id, kind, key, step, ts, value, None)
+                                                  for key, step, ts, value
+                                                  in zip(rest, rest, rest, rest)])
+        self.written += n
+        points.clear()
+
     def flush_rows(self) -> int:
-        """Insert the buffered rows (still inside the file's one transaction)."""
-        if self._rows:
-            self._conn.executemany(INSERT_EVENT, self._rows)
-            self.written += len(self._rows)
-            self._rows.clear()
+        """Insert the buffered rows, in order (still inside the file's one transaction)."""
+        if self.points:
+            self._insert_points()
+        rows = self.rows
+        if rows:
+            execute, k = self._conn.execute, ROWS_PER_INSERT
+            whole = len(rows) - len(rows) % k
+            for i in range(0, whole, k):
+                execute(_INSERT_MANY, tuple(chain.from_iterable(rows[i:i + k])))
+            if whole < len(rows):
+                self._conn.executemany(INSERT_EVENT, rows[whole:])
+            self.written += len(rows)
+            rows.clear()
         return self.written
 
     def commit(self) -> Path:
         """Make the run visible: commit, fsync, 0600, rename to the target."""
         self.flush_rows()
+        for _name, sql in self._indexes:
+            self._conn.execute(sql)
         self._conn.execute("COMMIT")
         self._conn.close()
         with open(self.partial, "rb+") as fh:
@@ -126,3 +206,8 @@ class ImportedRunWriter:
             self._conn.close()
         finally:
             self.partial.unlink(missing_ok=True)
+
+
+def _quoted(name: str) -> str:
+    """An SQL identifier, quoted (an index name read from sqlite_master)."""
+    return '"' + name.replace('"', '""') + '"'
