@@ -234,8 +234,14 @@ class SpoolWriter:
 
     def _journal_behind(self) -> None:
         """At a segment's end: a caller two segments ahead of the commits commits itself
-        (backpressure, as a full queue does in "buffered"), so the journal stays bounded."""
-        if self._journal.backlog() >= 2 and not getattr(_guard, "depth", 0):
+        (backpressure, as a full queue does in "buffered"), so the journal stays bounded.
+        Media the writer is still encoding counts apart, bounded by bytes as "buffered"
+        bounds it (MAX_QUEUED_MEDIA_BYTES): a loop logging images faster than PNG encodes
+        them goes on while the writer catches up, instead of encoding them itself."""
+        journal = self._journal
+        ahead = journal.backlog() * journal.segment_bytes - min(self._media_bytes,
+                                                                MAX_QUEUED_MEDIA_BYTES)
+        if ahead >= 2 * journal.segment_bytes and not getattr(_guard, "depth", 0):
             self.commit_pending()
 
     # -- the caller's side -------------------------------------------------------------

@@ -366,3 +366,28 @@ def test_flush_returns_once_every_journaled_call_is_committed(tmp_path):
         conn.close()
     run.finish()
     writer_pool.close_all()
+
+
+def test_images_past_two_segments_leave_the_encoding_to_the_writer(tmp_path, monkeypatch):
+    """A loop logging images faster than PNG encodes them is not made to encode them itself
+    at each segment's end: media pending encoding is bounded by bytes, as with "buffered"."""
+    np = pytest.importorskip("numpy")
+    monkeypatch.setattr(segment, "SEGMENT_BYTES", 1 << 20)
+    run = bridge.init(project="imgs", dir=tmp_path, sync="offline", flush_interval=3600,
+                      system_metrics=False)
+    pixels = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    n = 100  # 12 KB each: 1.2 MB of journal per 100, several 1 MB segments for 300
+    for i in range(3 * n):
+        run.log({"img": bridge.Image(pixels)}, step=i)
+    writer = run._writer
+    assert writer._journal.backlog() >= 2  # past the point where metrics alone would commit
+    conn = sqlite3.connect(writer.path)
+    try:
+        assert conn.execute("SELECT count(*) FROM events WHERE kind='media'").fetchone()[0] == 0
+        assert run.flush(60)
+        assert conn.execute("SELECT count(*) FROM events WHERE kind='media'").fetchone()[0] \
+            == 3 * n
+    finally:
+        conn.close()
+    run.finish()
+    writer_pool.close_all()
