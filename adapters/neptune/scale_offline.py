@@ -13,7 +13,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from bridge.adapters.base import require
 from bridge.adapters.neptune import scale_names as S
@@ -232,13 +232,19 @@ def _rows(path: Path, chunk: int) -> Iterator[tuple[int, int, int, bytes]]:
 def read_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | str]:
     """The file's operations in sequence order, decoded; a ``str`` is a warning (an
     operation bridge cannot decode, named by its sequence id)."""
+    return _operations(path, chunk, _decode_update)  # type: ignore[return-value]
+
+
+def _operations(path: Path, chunk: int, update: Callable[[Any, int], Iterator[Any]]
+                ) -> Iterator[Any]:
+    """Each operation of the file decoded, its snapshot updates by ``update``."""
     pb = _proto()
     for seq, queued, kind, blob in _rows(path, chunk):
         try:
             if kind == S.OP_CREATE_RUN:
                 yield _decode_run(pb.Run.FromString(blob))
             elif kind == S.OP_UPDATE_SNAPSHOT:
-                yield from _decode_update(pb.UpdateRunSnapshot.FromString(blob), int(queued))
+                yield from update(pb.UpdateRunSnapshot.FromString(blob), int(queued))
             else:
                 yield f"operation {seq}: unknown operation type {kind}; not imported"
         except Exception as exc:  # a damaged blob: protobuf's DecodeError and kin
@@ -289,17 +295,7 @@ def describe_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | App
     """:func:`read_operations` as a run's description needs it: what it yields, except that
     each operation's appends are one :class:`AppendSpan` (after that operation's warnings)
     instead of an :class:`Append` per series: the values are read by :func:`read_appends`."""
-    pb = _proto()
-    for seq, queued, kind, blob in _rows(path, chunk):
-        try:
-            if kind == S.OP_CREATE_RUN:
-                yield _decode_run(pb.Run.FromString(blob))
-            elif kind == S.OP_UPDATE_SNAPSHOT:
-                yield from _describe_update(pb.UpdateRunSnapshot.FromString(blob), int(queued))
-            else:
-                yield f"operation {seq}: unknown operation type {kind}; not imported"
-        except Exception as exc:  # a damaged blob: protobuf's DecodeError and kin
-            yield f"operation {seq}: cannot be decoded ({exc}); not imported"
+    return _operations(path, chunk, _describe_update)
 
 
 AppendOp = tuple[Decimal | int | None, int, list[tuple[str, str, Any]]]

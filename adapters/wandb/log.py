@@ -45,6 +45,7 @@ __all__ = [
     "RunLog",
     "WandbLog",
     "WandbLogError",
+    "apply_fact",
     "find_run_logs",
     "iter_history",
     "iter_records",
@@ -364,32 +365,39 @@ def _read(path: str | Path, skip_corrupt: bool, keep_history: bool) -> RunLog:
         elif kind == "history":
             if keep_history:
                 out.history.append(_history_row(rec))
-        elif kind == "config":
-            for item in rec.config.update:
-                value = _config_value(_json(item.value_json))
-                _apply(out.config, item.key, item.nested_key, value)
-            for item in rec.config.remove:
-                _remove(out.config, item.key, item.nested_key)
         elif kind == "summary":
             for item in rec.summary.update:
                 _apply(out.summary, item.key, item.nested_key, _json(item.value_json))
             for item in rec.summary.remove:
                 _remove(out.summary, item.key, item.nested_key)
-        elif kind == "metric":
-            m = rec.metric
-            out.metrics.append(
-                {"name": m.name, "glob_name": m.glob_name, "step_metric": m.step_metric}
-            )
-        elif kind == "files":
-            out.files.extend(f.path for f in rec.files.files if f.path not in out.files)
-        elif kind == "artifact":
-            out.artifacts.append(_artifact(rec.artifact))
-        elif kind == "exit":
-            out.exit_code = rec.exit.exit_code
-            out.runtime = rec.exit.runtime
+        else:
+            apply_fact(out, kind, rec)
     out.config.pop(INTERNAL_KEY, None)  # wandb's own bookkeeping, not user config
     out.truncated, out.skipped_blocks = log.truncated, log.skipped_blocks
     return out
+
+
+def apply_fact(out: RunLog, kind: str | None, rec: Any) -> None:
+    """A run-level record of kind ``kind`` (config, metric, files, artifact, exit) into
+    ``out``; other kinds are not facts of the run and are left alone."""
+    if kind == "config":
+        for item in rec.config.update:
+            value = _config_value(_json(item.value_json))
+            _apply(out.config, item.key, item.nested_key, value)
+        for item in rec.config.remove:
+            _remove(out.config, item.key, item.nested_key)
+    elif kind == "metric":
+        m = rec.metric
+        out.metrics.append(
+            {"name": m.name, "glob_name": m.glob_name, "step_metric": m.step_metric}
+        )
+    elif kind == "files":
+        out.files.extend(f.path for f in rec.files.files if f.path not in out.files)
+    elif kind == "artifact":
+        out.artifacts.append(_artifact(rec.artifact))
+    elif kind == "exit":
+        out.exit_code = rec.exit.exit_code
+        out.runtime = rec.exit.runtime
 
 
 def _log_file(path: Path) -> Path:

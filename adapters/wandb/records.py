@@ -38,6 +38,19 @@ _RECORD_HEAD = re.compile(rb"\x08[\x80-\xff]{0,9}[\x00-\x7f]([\x0a-\x7a])", re.D
 _SCAN = json.scanner.make_scanner(json.JSONDecoder())
 
 
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at ``pos``; value -1 when the bytes end."""
+    value = shift = 0
+    while pos < end:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+    return -1, pos
+
+
 def _record_field(data: bytes, oneof: frozenset[int]) -> int:
     """The number of the ``record_type`` field a serialized Record sets (the last one, as
     protobuf decodes it): its top-level fields are walked, tags and lengths only; 0 when none
@@ -46,46 +59,25 @@ def _record_field(data: bytes, oneof: frozenset[int]) -> int:
     head = _RECORD_HEAD.match(data)
     if head is not None and head[1][0] & 7 == 2 and head[1][0] >> 3 in oneof:
         # As wandb-core writes a record: ``num``, then one record_type field to the end.
-        pos, length, shift = head.end(), 0, 0
-        while pos < end:
-            b = data[pos]
-            pos += 1
-            length |= (b & 0x7F) << shift
-            if b < 0x80:
-                if pos + length == end:
-                    return head[1][0] >> 3
-                break
-            shift += 7
+        length, pos = _varint(data, head.end(), end)
+        if length >= 0 and pos + length == end:
+            return head[1][0] >> 3
     pos, found = 0, 0
     while pos < end:
-        tag = shift = 0
-        while True:  # a varint tag
-            if pos >= end:
-                return 0
-            b = data[pos]
-            pos += 1
-            tag |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
+        tag, pos = _varint(data, pos, end)
+        if tag < 0:
+            return 0
         number, wire = tag >> 3, tag & 7
         if number in oneof:
             found = number
         if wire == 0:
-            while pos < end and data[pos] >= 0x80:
-                pos += 1
-            pos += 1
+            value, pos = _varint(data, pos, end)
+            if value < 0:
+                return 0
         elif wire == 2:
-            length = shift = 0
-            while True:
-                if pos >= end:
-                    return 0
-                b = data[pos]
-                pos += 1
-                length |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
+            length, pos = _varint(data, pos, end)
+            if length < 0:
+                return 0
             pos += length
         elif wire == 1:
             pos += 8
@@ -127,23 +119,8 @@ def read_info(path: Path, skip_corrupt: bool) -> Any:
             wl._apply_run(out, rec.run)
             out.summary = summary  # the run's summary items: read with the history
             summary.clear()
-        elif kind == "config":
-            for item in rec.config.update:
-                value = wl._config_value(wl._json(item.value_json))
-                wl._apply(out.config, item.key, item.nested_key, value)
-            for item in rec.config.remove:
-                wl._remove(out.config, item.key, item.nested_key)
-        elif kind == "metric":
-            m = rec.metric
-            out.metrics.append(
-                {"name": m.name, "glob_name": m.glob_name, "step_metric": m.step_metric})
-        elif kind == "files":
-            out.files.extend(f.path for f in rec.files.files if f.path not in out.files)
-        elif kind == "artifact":
-            out.artifacts.append(wl._artifact(rec.artifact))
-        elif kind == "exit":
-            out.exit_code = rec.exit.exit_code
-            out.runtime = rec.exit.runtime
+        else:
+            wl.apply_fact(out, kind, rec)
     out.config.pop(INTERNAL_KEY, None)  # wandb's own bookkeeping, not user config
     out.truncated, out.skipped_blocks = reader.truncated, reader.skipped_blocks
     return out
