@@ -289,7 +289,9 @@ def _scan(session: Session) -> tuple[int | None, int | None, bool]:
     """The first and last event times, and whether the console ends in an uncaught
     exception's traceback: the only trace an offline session keeps of a crash."""
     first = last = None
-    last_log: dict[str, Any] = {}
+    # The console's trailing stderr reports: Python writes a traceback line by line, and the
+    # SDK reports stderr in time slices, so one traceback may end up in several reports.
+    tail: list[str] = []
     for name in (N.LOG_FILE, N.METRICS_FILE):
         for ev in session.events(name, lambda _msg: None):  # warned once, in events()
             ts = ev.get(N.F_TIMESTAMP)
@@ -297,9 +299,11 @@ def _scan(session: Session) -> tuple[int | None, int | None, bool]:
                 first = int(ts) if first is None else min(first, int(ts))
                 last = int(ts) if last is None else max(last, int(ts))
             if name == N.LOG_FILE:
-                last_log = ev
-    crashed = str(last_log.get(N.F_LEVEL, "")).lower() == N.ERROR_LEVEL and \
-        str(last_log.get(N.F_MSG, "")).lstrip().startswith(N.TRACEBACK_START)
+                if str(ev.get(N.F_LEVEL, "")).lower() == N.ERROR_LEVEL:
+                    tail.append(str(ev.get(N.F_MSG, "")))
+                else:
+                    tail = []
+    crashed = any(m.lstrip().startswith(N.TRACEBACK_START) for m in tail)
     return first, last, crashed
 
 

@@ -341,3 +341,38 @@ def test_a_crashed_session_is_failed(tmp_path: Path) -> None:
     # zip is skipped, visibly, and the session folder (the same task) is what is imported.
     assert all(w.startswith(f"{run.source_id}.zip skipped") for w in imp.warnings), \
         imp.warnings
+
+
+def test_a_traceback_reported_in_several_parts_is_still_a_crash(tmp_path: Path) -> None:
+    """The SDK reports stderr in time slices: on a loaded machine one traceback can land in
+    two console reports (the second, ``RuntimeError: …``, not starting with "Traceback")."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "clearml.conf").write_text(CONF % {"history": HISTORY})
+    (tmp_path / "crasher.py").write_text(CRASHER)
+    with open(tmp_path / "crasher.log", "w") as log:
+        proc = subprocess.run([sys.executable, str(tmp_path / "crasher.py")], cwd=tmp_path,
+                              env=_child_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=240)
+    assert proc.returncode == 1, (tmp_path / "crasher.log").read_text()
+    [folder] = [p for p in (tmp_path / "cache").rglob(N.LOG_FILE)]
+    for z in (tmp_path / "cache").rglob("*.zip"):
+        z.unlink()  # the folder is the session read
+    lines, split = [], 0
+    for line in folder.read_text().splitlines():
+        batch = json.loads(line) if line.strip() else []
+        out = []
+        for ev in batch if isinstance(batch, list) else [batch]:
+            msg = str(ev.get(N.F_MSG, ""))
+            if ev.get(N.F_LEVEL) == N.ERROR_LEVEL and msg.lstrip().startswith("Traceback"):
+                head, sep, rest = msg.partition("RuntimeError")
+                out += [{**ev, N.F_MSG: head}, {**ev, N.F_MSG: sep + rest}]
+                split += 1
+            else:
+                out.append(ev)
+        lines.append(json.dumps(out))
+    assert split == 1
+    folder.write_text("\n".join(lines) + "\n")
+    run, events, _ = _read(tmp_path / "cache")
+    assert (run.name, run.status) == ("crashes", "FAILED")
+    console = next(e.payload for e in events if e.kind == "text" and e.key == N.CONSOLE_KEY)
+    assert "RuntimeError: boom at iteration 7" in console
