@@ -24,6 +24,7 @@ caller only opens one itself when the spare is not ready.
 
 from __future__ import annotations
 
+import errno
 import marshal
 import mmap
 import os
@@ -86,11 +87,12 @@ def plain(value: object) -> object:
 def _create(path: Path, size: int) -> mmap.mmap:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
+        fallocate = getattr(os, "posix_fallocate", None)  # absent on macOS
         try:
-            os.posix_fallocate(fd, 0, size)
+            if fallocate is None:
+                raise OSError(errno.ENOSYS, "posix_fallocate is not available")
+            fallocate(fd, 0, size)
         except OSError as exc:
-            import errno
-
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
             os.ftruncate(fd, size)  # a filesystem without fallocate (some network ones)

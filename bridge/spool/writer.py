@@ -207,7 +207,7 @@ class SpoolWriter:
 
         try:
             self._journal = Journal(self.path)
-        except OSError as exc:  # a full disk, a filesystem without shared maps
+        except (OSError, ValueError) as exc:  # a full disk, a filesystem without shared maps
             warnings.warn(f"bridge: cannot create the journal beside {self.path} ({exc}); "
                           "this writer commits as durability='buffered' (a kill loses what "
                           "was not committed yet)", BridgeWarning, stacklevel=4)

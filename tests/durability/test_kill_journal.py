@@ -391,3 +391,25 @@ def test_images_past_two_segments_leave_the_encoding_to_the_writer(tmp_path, mon
         conn.close()
     run.finish()
     writer_pool.close_all()
+
+
+def test_a_platform_without_posix_fallocate_still_journals(tmp_path, monkeypatch):
+    """macOS has no ``os.posix_fallocate``: segments are sized with ``ftruncate`` instead."""
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    run = bridge.init(project="nofalloc", dir=tmp_path, sync="offline", system_metrics=False)
+    assert run._writer._journal is not None
+    for i in range(100):
+        run.log({"loss": i * 0.5}, step=i)
+    assert run.flush(30)
+    assert [s for s, _ in _steps_of_file(run._writer.path)] == list(range(100))
+    run.finish()
+    writer_pool.close_all()
+
+
+def _steps_of_file(path: Path) -> list[tuple[int, int]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT step, count(*) FROM events WHERE kind='metric' "
+                            "GROUP BY step ORDER BY step").fetchall()
+    finally:
+        conn.close()
