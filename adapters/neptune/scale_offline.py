@@ -181,16 +181,7 @@ def _decode_update(op: Any, queued_ms: int) -> Iterator[Decoded | str]:
     ts = ms_of(op.timestamp) if op.HasField("timestamp") else queued_ms
     step = step_of(op.step) if op.HasField("step") else None
     preview = op.HasField("preview") and bool(op.preview.is_preview)
-    for key, value in op.assign.items():
-        decoded = _value(value)
-        if decoded is None:
-            yield f"assign {key!r}: a value of an unknown type; not imported"
-            continue
-        yield Assign(key, decoded[0], decoded[1], ts)
-    for key, modify in op.modify_sets.items():
-        for tag, change in modify.string.values.items():
-            if change in (S.SET_ADD, S.SET_REMOVE):
-                yield TagChange(key, tag, change == S.SET_ADD, ts)
+    yield from _assigns_and_tags(op, ts)
     for key, value in op.append.items():
         decoded = _value(value)
         if decoded is None or decoded[0] not in ("float", "int", "string", "histogram", "file"):
@@ -200,6 +191,22 @@ def _decode_update(op: Any, queued_ms: int) -> Iterator[Decoded | str]:
         if kind == "int":
             kind, v = "float", float(v)
         yield Append(key, kind, v, step, ts, preview)
+
+
+def _assigns_and_tags(op: Any, ts: int) -> Iterator[Assign | TagChange | str]:
+    """An update's assigned values and tag changes (a ``str``: what cannot be imported)."""
+    if op.assign:
+        for key, value in op.assign.items():
+            decoded = _value(value)
+            if decoded is None:
+                yield f"assign {key!r}: a value of an unknown type; not imported"
+                continue
+            yield Assign(key, decoded[0], decoded[1], ts)
+    if op.modify_sets:
+        for key, modify in op.modify_sets.items():
+            for tag, change in modify.string.values.items():
+                if change in (S.SET_ADD, S.SET_REMOVE):
+                    yield TagChange(key, tag, change == S.SET_ADD, ts)
 
 
 def _decode_run(op: Any) -> RunInfo:
@@ -259,18 +266,7 @@ def _describe_update(op: Any, queued_ms: int) -> Iterator[Decoded | AppendSpan |
     """:func:`_decode_update` with the appends summed up, not decoded: what a run's
     description takes from them is their count, step, time and preview flag."""
     ts = ms_of(op.timestamp) if op.HasField("timestamp") else queued_ms
-    if op.assign:
-        for key, value in op.assign.items():
-            decoded = _value(value)
-            if decoded is None:
-                yield f"assign {key!r}: a value of an unknown type; not imported"
-                continue
-            yield Assign(key, decoded[0], decoded[1], ts)
-    if op.modify_sets:
-        for key, modify in op.modify_sets.items():
-            for tag, change in modify.string.values.items():
-                if change in (S.SET_ADD, S.SET_REMOVE):
-                    yield TagChange(key, tag, change == S.SET_ADD, ts)
+    yield from _assigns_and_tags(op, ts)
     appends = op.append
     if not appends:
         return

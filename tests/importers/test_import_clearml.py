@@ -321,8 +321,8 @@ CRASHER = textwrap.dedent('''
 ''')
 
 
-def test_a_crashed_session_is_failed(tmp_path: Path) -> None:
-    """The offline session records no status: an uncaught exception is seen in the console."""
+def _run_crasher(tmp_path: Path) -> None:
+    """CRASHER in a child process with its own ClearML configuration: it exits with 1."""
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "clearml.conf").write_text(CONF % {"history": HISTORY})
     (tmp_path / "crasher.py").write_text(CRASHER)
@@ -331,6 +331,11 @@ def test_a_crashed_session_is_failed(tmp_path: Path) -> None:
                               env=_child_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL, timeout=240)
     assert proc.returncode == 1, (tmp_path / "crasher.log").read_text()
+
+
+def test_a_crashed_session_is_failed(tmp_path: Path) -> None:
+    """The offline session records no status: an uncaught exception is seen in the console."""
+    _run_crasher(tmp_path)
     run, events, imp = _read(tmp_path / "cache")
     assert (run.name, run.status) == ("crashes", "FAILED")
     assert [(e.key, e.step, e.value) for e in events if e.kind == "metric"] == \
@@ -346,14 +351,7 @@ def test_a_crashed_session_is_failed(tmp_path: Path) -> None:
 def test_a_traceback_reported_in_several_parts_is_still_a_crash(tmp_path: Path) -> None:
     """The SDK reports stderr in time slices: on a loaded machine one traceback can land in
     two console reports (the second, ``RuntimeError: …``, not starting with "Traceback")."""
-    (tmp_path / "home").mkdir()
-    (tmp_path / "home" / "clearml.conf").write_text(CONF % {"history": HISTORY})
-    (tmp_path / "crasher.py").write_text(CRASHER)
-    with open(tmp_path / "crasher.log", "w") as log:
-        proc = subprocess.run([sys.executable, str(tmp_path / "crasher.py")], cwd=tmp_path,
-                              env=_child_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=240)
-    assert proc.returncode == 1, (tmp_path / "crasher.log").read_text()
+    _run_crasher(tmp_path)
     [folder] = [p for p in (tmp_path / "cache").rglob(N.LOG_FILE)]
     for z in (tmp_path / "cache").rglob("*.zip"):
         z.unlink()  # the folder is the session read
