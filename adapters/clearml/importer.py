@@ -33,6 +33,7 @@ import ast
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections import Counter
@@ -279,6 +280,8 @@ class ClearmlImporter:
 
 # -- helpers -----------------------------------------------------------------------------
 
+_SDK_LOG_LINE = re.compile(N.SDK_LOG_LINE)
+
 
 def _artifacts(task: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in (task.get(N.EXECUTION) or {}).get(N.ARTIFACTS) or []
@@ -290,8 +293,10 @@ def _scan(session: Session) -> tuple[int | None, int | None, bool]:
     exception's traceback: the only trace an offline session keeps of a crash."""
     first = last = None
     # The console's trailing stderr reports: Python writes a traceback line by line, and the
-    # SDK reports stderr in time slices, so one traceback may end up in several reports.
+    # SDK reports stderr in time slices, so one traceback may end up in several reports,
+    # with the SDK's own log lines (info) between them.
     tail: list[str] = []
+    sdk_line = _SDK_LOG_LINE.match
     for name in (N.LOG_FILE, N.METRICS_FILE):
         for ev in session.events(name, lambda _msg: None):  # warned once, in events()
             ts = ev.get(N.F_TIMESTAMP)
@@ -299,9 +304,10 @@ def _scan(session: Session) -> tuple[int | None, int | None, bool]:
                 first = int(ts) if first is None else min(first, int(ts))
                 last = int(ts) if last is None else max(last, int(ts))
             if name == N.LOG_FILE:
+                msg = str(ev.get(N.F_MSG, ""))
                 if str(ev.get(N.F_LEVEL, "")).lower() == N.ERROR_LEVEL:
-                    tail.append(str(ev.get(N.F_MSG, "")))
-                else:
+                    tail.append(msg)
+                elif not sdk_line(msg):
                     tail = []
     crashed = any(m.lstrip().startswith(N.TRACEBACK_START) for m in tail)
     return first, last, crashed

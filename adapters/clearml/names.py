@@ -28,7 +28,7 @@ __all__ = [
     "HYPERPARAMS", "ID", "KNOWN_EXECUTION", "KNOWN_FIELDS", "LAST_UPDATE", "LOG_FILE",
     "METRICS_FILE", "NAME", "OFFLINE_FOLDER", "OUTPUT_MODELS", "PARENT", "PARAM_SEP",
     "PROJECT", "REQUIREMENTS_KEY", "SCRIPT", "SCRIPT_CODE_KEY", "SCRIPT_FACTS", "STARTED",
-    "STATUS", "STATUSES", "SUMMARY_ITER", "SUMMARY_TITLE", "TAGS", "TASK_FILE",
+    "STATUS", "STATUSES", "SUMMARY_ITER", "SDK_LOG_LINE", "SUMMARY_TITLE", "TAGS", "TASK_FILE",
     "TASK_TYPE", "TASK_TYPE_TAG", "TRACEBACK_START", "ZIP_SUFFIX", "metric_key", "param_key",
 ]
 
@@ -109,6 +109,9 @@ F_LEVEL = "level"
 F_MSG = "msg"
 ERROR_LEVEL = "error"  # stderr lines, an uncaught exception's traceback among them
 TRACEBACK_START = "Traceback (most recent call last):"
+# The SDK's own logging (its background threads: "No repository found, …") lands in the
+# console as info lines, possibly between the lines of the process's final traceback.
+SDK_LOG_LINE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} - clearml[.\s]"
 EVENT_FIELDS = (F_TIMESTAMP, F_TYPE, F_ITER, F_METRIC, F_VARIANT)
 
 # Logger.report_single_value(name, value) is report_scalar("Summary", name, value, -2**31).
