@@ -24,6 +24,8 @@ from bridge.errors import ImportSourceError
 __all__ = [
     "ImportEvent",
     "Importer",
+    "MetricPoints",
+    "POINTS_BATCH",
     "ImportError_",
     "SourceRun",
     "artifact_event",
@@ -31,6 +33,8 @@ __all__ = [
     "MediaFile",
     "blob_digest",
     "bridge_run_id",
+    "expand",
+    "take_points",
     "resolve_source",
     "safe_relative_path",
 ]
@@ -89,6 +93,50 @@ class ImportEvent:
         # goes through object.__setattr__ per field): an import creates one per metric point.
         self.__dict__.update(kind=kind, key=key, ts_ms=ts_ms, step=step, value=value,
                              payload=payload, files=files, artifact_type=artifact_type)
+
+
+class MetricPoints:
+    """Metric points of one run in one flat list, ``key, step, ts_ms, value`` repeated: what
+    an importer with many points per source row hands the sink (through its optional
+    ``stream(run)``) in place of one :class:`ImportEvent` a point, so that the sink writes
+    them without Python work per point. Each key a str, each step an int or None, each time
+    an int (ms), each value a float (a non-finite one is written as the sink writes any)."""
+
+    __slots__ = ("flat",)
+
+    def __init__(self, flat: list[Any] | None = None) -> None:
+        self.flat: list[Any] = [] if flat is None else flat
+
+    def __len__(self) -> int:
+        return len(self.flat) // 4
+
+    def events(self) -> Iterator[ImportEvent]:
+        """The points as metric events, in order."""
+        it = iter(self.flat)
+        for key, step, ts_ms, value in zip(it, it, it, it):
+            yield ImportEvent("metric", key, ts_ms, step, value)
+
+
+# An importer hands its points over at the latest once it holds this many flat values
+# (5,000 points): the sink's memory stays bounded as with one event a point.
+POINTS_BATCH = 4 * 5000
+
+
+def take_points(flat: list[Any]) -> MetricPoints:
+    """The points gathered in ``flat`` as :class:`MetricPoints`; ``flat`` is emptied for the
+    next ones (a producer keeps appending to the same list)."""
+    out = MetricPoints(flat[:])
+    flat.clear()
+    return out
+
+
+def expand(stream: Iterable[ImportEvent | MetricPoints]) -> Iterator[ImportEvent]:
+    """An importer's ``stream(run)`` as plain events: its ``events(run)``."""
+    for item in stream:
+        if type(item) is MetricPoints:
+            yield from item.events()
+        else:
+            yield item
 
 
 def bridge_run_id(source: str, source_id: str) -> str:
@@ -243,3 +291,7 @@ class Importer(Protocol):
     def runs(self) -> Iterator[SourceRun]: ...
 
     def events(self, run: SourceRun) -> Iterator[ImportEvent]: ...
+
+    # Optional, for a source with many points per row (trackio, neptune-scale):
+    # ``stream(run)`` yields the same events in the same order, runs of metric points among
+    # them as :class:`MetricPoints`; ``events(run)`` is then ``expand(self.stream(run))``.

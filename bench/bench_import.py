@@ -35,8 +35,9 @@ Then, alternating, each in a fresh child process (best of ``--repeat``):
 
 The spool sink alone (``import_runs`` of a synthetic importer yielding ready-made metric
 events) is measured once: it bounds every import from above. It is also split (on at most
-200,000 points) into making the ``ImportEvent``s, which every importer does once per point,
-and ``import_runs`` of events made beforehand.
+200,000 points) into making the ``ImportEvent``s, which an importer of one event a point
+does once per point, and ``import_runs`` of events made beforehand; and measured once more
+with the points handed over as ``MetricPoints`` (an importer's ``stream``).
 
 Targets per source: import throughput ≥ 0.5× the ceiling, RSS growth ≤ 150 MB. A benchmark,
 not a test: nothing asserts; the figures go to BENCHMARKS.md with the command.
@@ -515,6 +516,25 @@ class _Ready(_Synthetic):
         return iter(self.ready)
 
 
+class _SyntheticPoints(_Synthetic):
+    """The synthetic run through ``stream(run)``: its points as ``MetricPoints`` (what the
+    trackio, neptune-scale and W&B importers hand the sink), made as they are made."""
+
+    def stream(self, run: Any) -> Any:
+        from bridge.adapters.importing import POINTS_BATCH, take_points
+
+        flat: list[Any] = []
+        point = flat.extend
+        for i in range(self.steps):
+            ts = _ms(i)
+            for j, k in enumerate(KEYS):
+                point((k, i, ts, _value(i, j)))
+            if len(flat) >= POINTS_BATCH:
+                yield take_points(flat)
+        if flat:
+            yield take_points(flat)
+
+
 READY_POINTS = 200_000  # held in memory at once: the split is measured on at most these
 
 
@@ -535,6 +555,10 @@ def _sink(points: int, spool: str) -> dict:
     import_runs(ready, Path(spool + "-ready"))
     out.update(ready_points=steps * len(KEYS), make_events_s=make,
                ready_wall_s=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    runs = import_runs(_SyntheticPoints(points // len(KEYS)), Path(spool + "-points"))
+    out.update(stream_points=sum(sum(r.points.values()) for r in runs),
+               stream_wall_s=time.perf_counter() - t0)
     return out
 
 
@@ -634,6 +658,12 @@ def render(m: dict, res: dict[str, dict], points: int, repeat: int,
                       f"({sink['make_events_s']:.2f} s), `import_runs` of the events made "
                       f"beforehand {fmt_rate(n / sink['ready_wall_s'])}/s "
                       f"({sink['ready_wall_s']:.2f} s)."]
+        if "stream_wall_s" in sink:
+            n = sink["stream_points"]
+            lines += ["", f"The same run handed over as `MetricPoints` (an importer's "
+                      f"`stream(run)`, as trackio's, neptune-scale's and W&B's do), "
+                      f"{n:,} points: {fmt_rate(n / sink['stream_wall_s'])}/s "
+                      f"({sink['stream_wall_s']:.2f} s)."]
     lines += [""] + targets + [""]
     return "\n".join(lines)
 

@@ -5,7 +5,8 @@ figures compare:
 
 1. sustained per-call cost: a loop of ``run.log({2 keys}, step=i)`` of ``--calls`` calls
    (the writer thread committing meanwhile), next to ``list.append`` of the same dict and to
-   bench_log's floor (append the tuple the writer queue receives). Contenders alternate in
+   bench_log's floor (append the tuple the writer queue receives); and both loops once more
+   with the dict built in the loop, as a training loop builds it each step. Contenders alternate in
    rounds, starting one rotated, so a shared machine's noise falls on all alike; the figure is
    the median of the rounds' ns per call.
 2. sustained ingestion: N calls then ``flush()``, next to one ``executemany`` of the same rows
@@ -85,6 +86,24 @@ def _loop(log: Callable[..., Any], pool: list[dict], n: int, with_step: bool
     return {k: (c() - t0[k]) / n for k, c in _CLOCKS.items()}
 
 
+def _loop_built(log: Callable[..., Any], pool: list[dict], n: int, with_step: bool
+                ) -> dict[str, float]:
+    """:func:`_loop` with the dict built in the loop, as a training loop builds it each step
+    (``log({"loss": loss, "acc": acc}, step=i)``): the issue's own baseline."""
+    mask = _POOL - 1
+    a = [d["loss"] for d in pool]
+    b = [d["acc"] for d in pool]
+    gc.collect()
+    t0 = {k: c() for k, c in _CLOCKS.items()}
+    if with_step:
+        for i in range(n):
+            log({"loss": a[i & mask], "acc": b[i & mask]}, step=i)
+    else:
+        for i in range(n):
+            log({"loss": a[i & mask], "acc": b[i & mask]})
+    return {k: (c() - t0[k]) / n for k, c in _CLOCKS.items()}
+
+
 def per_call(tmp: Path, calls: int, rounds: int) -> dict:
     pool = _pool(1)
     runs = {d: _open(tmp / f"hot-{d}", d) for d in ("buffered", "journal")}
@@ -95,19 +114,23 @@ def per_call(tmp: Path, calls: int, rounds: int) -> dict:
         floor_buf.append((0, "x" * 32, step, now() // 1_000_000, list(data.items())))
 
     plain: list = []
-    contenders: dict[str, tuple[Callable, bool, Callable[[], Any]]] = {
-        "list.append(dict)": (plain.append, False, plain.clear),
-        "bench_log floor": (floor, True, floor_buf.clear),
-        "run.log buffered": (runs["buffered"].log, True, runs["buffered"].flush),
-        "run.log journal": (runs["journal"].log, True, runs["journal"].flush),
+    built: list = []
+    contenders: dict[str, tuple[Callable, bool, Callable[[], Any], Callable]] = {
+        "list.append(dict)": (plain.append, False, plain.clear, _loop),
+        "bench_log floor": (floor, True, floor_buf.clear, _loop),
+        "run.log buffered": (runs["buffered"].log, True, runs["buffered"].flush, _loop),
+        "run.log journal": (runs["journal"].log, True, runs["journal"].flush, _loop),
+        "list.append({...})": (built.append, False, built.clear, _loop_built),
+        "run.log journal({...})": (runs["journal"].log, True, runs["journal"].flush,
+                                   _loop_built),
     }
     names = list(contenders)
     out: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            log, with_step, settle = contenders[name]
-            out[name].append(_loop(log, pool, calls, with_step))
+            log, with_step, settle, loop = contenders[name]
+            out[name].append(loop(log, pool, calls, with_step))
             settle()
     for run in runs.values():
         run.finish()
@@ -119,7 +142,9 @@ def per_call(tmp: Path, calls: int, rounds: int) -> dict:
                       "journal_vs_append": med["run.log journal"] / med["list.append(dict)"],
                       "journal_vs_floor": med["run.log journal"] / med["bench_log floor"],
                       "buffered_vs_append": med["run.log buffered"] / med["list.append(dict)"],
-                      "journal_vs_buffered": med["run.log journal"] / med["run.log buffered"]}
+                      "journal_vs_buffered": med["run.log journal"] / med["run.log buffered"],
+                      "built_vs_append_built": (med["run.log journal({...})"]
+                                                / med["list.append({...})"])}
     return res
 
 
@@ -260,7 +285,8 @@ def render(hot: dict, ing: dict, kill: dict) -> str:
                      f"{'met' if h['journal_vs_append'] <= TARGET_VS_APPEND else 'missed'}); "
                      f"/ bench_log floor {h['journal_vs_floor']:.1f}x; buffered / "
                      f"list.append {h['buffered_vs_append']:.1f}x; journal / buffered "
-                     f"{h['journal_vs_buffered']:.2f}x")
+                     f"{h['journal_vs_buffered']:.2f}x; with the dict built in the loop "
+                     f"(both sides), journal / list.append {h['built_vs_append_built']:.1f}x")
     lines += ["", f"Ingestion, {ing['calls']} calls then flush, median of {ing['reps']}:", ""]
     lines += [f"- {k}: {v / 1e6:.2f} M points/s" for k, v in ing["points_per_s"].items()]
     lines += [f"- journal / executemany ceiling: {ing['ratio_journal']:.2f} "

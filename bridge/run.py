@@ -380,7 +380,7 @@ class Run:
 
     # -- params, tags, summary, text ----------------------------------------------------
 
-    def _record(self, kind: str, call: str, key: Any, value: Any,
+    def _record(self, kind: Kind, call: str, key: Any, value: Any,
                 store: dict | None = None, step: int | None = None) -> bool:
         if self._closed(call):
             return False
@@ -392,7 +392,8 @@ class Run:
         payload = to_json(value, lambda p: self._problem(call, f"{key!r}: {p}"))
         if store is not None:
             store[key] = json.loads(payload)
-        self._writer.put_event(self.id, kind, key, step, _now() // 1_000_000, None, payload)
+        # kind.value: a plain str, which the journal's marshal takes as it is
+        self._writer.put_event(self.id, kind.value, key, step, _now() // 1_000_000, None, payload)
         return True
 
     def log_param(self, key: str, value: Any) -> None:

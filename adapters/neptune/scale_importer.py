@@ -31,12 +31,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 from bridge.adapters.importing import (
+    POINTS_BATCH,
     ImportError_,
     ImportEvent,
+    MetricPoints,
     SourceRun,
     artifact_event,
     bridge_run_id,
+    expand,
     resolve_source,
+    take_points,
 )
 from bridge.adapters.neptune import names as N
 from bridge.adapters.neptune import scale_names as S
@@ -57,6 +61,7 @@ from bridge.adapters.neptune.scale_offline import (
 )
 
 __all__ = ["NeptuneScaleImporter", "ScaleSourceRun"]
+
 
 log = logging.getLogger("bridge.importers.neptune_scale")
 
@@ -229,6 +234,11 @@ class NeptuneScaleImporter:
     # -- events -------------------------------------------------------------------
 
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        return expand(self.stream(run))
+
+    def stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
+        """The run's events, its metric points gathered as :class:`MetricPoints` (a step's
+        points come in one operation; the sink writes them without a call a point)."""
         desc, mult, seen = run.handle
         yield from self._assign_events(run, desc)
         for (key, label), present in desc.tags.items():
@@ -238,27 +248,38 @@ class NeptuneScaleImporter:
         skipped = 0
         check = bool(seen.points)
         decode_step = N.decode_step
+        flat: list[Any] = []  # points since the last event, handed over as a copy
+        point = flat.extend
         for f in desc.files:
             uploads = upload_requests(f.path)
             for at, ts_ms, items in read_appends(f.path):
                 step = decode_step(float(at), mult) if at is not None else None
                 for key, kind, value in items:
                     if kind == "float":  # a metric point: the bulk of a run
-                        ev = ImportEvent("metric", key, ts_ms, step, value)
-                    else:
-                        ev = self._append_event(
-                            Append(key, kind, value, None if at is None else Decimal(at), ts_ms,
-                                   False), step, uploads)
-                        if ev is None:
-                            continue
+                        if check and ("metric", key, step) in seen.points:
+                            skipped += 1
+                        else:
+                            point((key, step, ts_ms, value))
+                        continue
+                    ev = self._append_event(
+                        Append(key, kind, value, None if at is None else Decimal(at), ts_ms,
+                               False), step, uploads)
+                    if ev is None:
+                        continue
                     if check and (str(ev.kind), ev.key or "", ev.step) in seen.points:
                         skipped += 1
                         continue
+                    if flat:  # the points before it go first: the order is kept
+                        yield take_points(flat)
                     yield ev
+                if len(flat) >= POINTS_BATCH:
+                    yield take_points(flat)
             for err in operation_errors(f.path):
                 where = f" (operation {err.sequence_id})" if err.sequence_id is not None else ""
                 self._warn(f"run {run.source_id}: the client recorded {err.type}{where}: "
                            f"{err.details}")
+        if flat:
+            yield take_points(flat)
         for problem in desc.problems:
             self._warn(f"run {run.source_id}: {problem}")
         if desc.previews:

@@ -19,8 +19,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
-from bridge.adapters.importing import (ImportError_, ImportEvent, MediaFile, SourceRun,
-                                       artifact_event, media_event, resolve_source)
+from bridge.adapters.importing import (POINTS_BATCH, ImportError_, ImportEvent, MediaFile,
+                                       MetricPoints, SourceRun, artifact_event, expand,
+                                       media_event, resolve_source, take_points)
 from bridge.adapters.trackio import names as N
 from bridge.adapters.trackio.media import item_facts
 from bridge.spool.events import Kind
@@ -30,7 +31,6 @@ __all__ = ["TrackioImporter"]
 
 _log = logging.getLogger("bridge.importers.trackio")
 _OPTIONS = frozenset({"project", "projects", "experiments"})
-_METRIC = Kind.METRIC.value
 _BRIDGE_CONFIG = frozenset({N.CFG_TAGS, N.CFG_SUMMARY, N.CFG_NOTES, N.CFG_SYSTEM, N.CFG_STATUS,
                             N.CFG_END})
 
@@ -161,25 +161,40 @@ class TrackioImporter:
     # -- events ----------------------------------------------------------------------------------
 
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        return expand(self.stream(run))
+
+    def stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
+        """The run's events, its metric points gathered as :class:`MetricPoints` (several
+        points a trackio row; the sink writes them without a call a point)."""
         db, col, rid, cfg = run.handle
         yield from self._config(cfg, run.start_ms)
+        flat: list[Any] = []  # points since the last event, handed over as a copy
         with closing(self._connect(db)) as conn:
             if _columns(conn, N.METRICS):
                 lid = "log_id" if "log_id" in _columns(conn, N.METRICS) else "NULL"
                 for step, ts, metrics, log_id in conn.execute(
                         f"SELECT step, timestamp, metrics, {lid} FROM {N.METRICS} "
                         f"WHERE {col} = ? ORDER BY id", (rid,)):
-                    yield from self._row(run, step, ts, metrics, log_id)
+                    for ev in self._row(run, step, ts, metrics, log_id, flat):
+                        if flat:  # the points before it go first: the order is kept
+                            yield take_points(flat)
+                        yield ev
+                    if len(flat) >= POINTS_BATCH:
+                        yield take_points(flat)
             if _columns(conn, N.SYSTEM_METRICS):
                 for ts, metrics in conn.execute(
                         f"SELECT timestamp, metrics FROM {N.SYSTEM_METRICS} WHERE {col} = ? "
                         "ORDER BY id", (rid,)):
                     values = _json(metrics)
+                    ms = N.ms_from_iso(ts) or 0
                     for key, value in (values.items() if isinstance(values, dict) else ()):
                         num = self._number(value)
                         if num is not None:
-                            yield ImportEvent(Kind.METRIC.value, N.SYSTEM_PREFIX + key,
-                                              N.ms_from_iso(ts) or 0, value=num)
+                            flat.extend((N.SYSTEM_PREFIX + key, None, ms, num))
+                    if len(flat) >= POINTS_BATCH:
+                        yield take_points(flat)
+            if flat:
+                yield take_points(flat)
             yield from self._artifacts(run, conn, db, col, rid)
             if _columns(conn, N.ALERTS):
                 for title, text, level, step, ts, alert_id in conn.execute(
@@ -256,8 +271,10 @@ class TrackioImporter:
             return N.NONFINITE[value]
         return None
 
-    def _row(self, run: SourceRun, step: int, ts: str, metrics: Any,
-             log_id: Any) -> Iterator[ImportEvent]:
+    def _row(self, run: SourceRun, step: int, ts: str, metrics: Any, log_id: Any,
+             flat: list[Any]) -> Iterator[ImportEvent]:
+        """The row's metric points appended to ``flat`` (see :class:`MetricPoints`), its other
+        values yielded as events."""
         values = _row_json(metrics)
         if not isinstance(values, dict):
             self._warn(f"{run.name}: unreadable metrics row at step {step} skipped")
@@ -266,17 +283,18 @@ class TrackioImporter:
         at = None if ours is not None and ours[2] else step
         ms = N.ms_from_iso(ts) or 0
         parts: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+        point = flat.extend
         for stored, value in values.items():
             cls = value.__class__
             if (cls is float or cls is int) and not stored.startswith("__"):
                 # A plain number under a plain key (the bulk of a run): _number and
                 # user_key would return float(value) and the key itself.
-                yield ImportEvent(_METRIC, stored, ms, at, float(value))
+                point((stored, at, ms, float(value)))
                 continue
             key = N.user_key(stored)
             num = self._number(value)
             if num is not None:
-                yield ImportEvent(_METRIC, key, ms, step=at, value=num)
+                point((key, at, ms, num))
             elif isinstance(value, str):
                 yield media_event(key, at, ms, "text", data={"text": value})
             elif isinstance(value, dict) and isinstance(value.get("_type"), str):

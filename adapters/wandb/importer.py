@@ -45,12 +45,16 @@ from bridge.adapters.wandb.names import (
 )
 from bridge.adapters.wandb.records import history_and_summary, read_info
 from bridge.adapters.importing import (
+    POINTS_BATCH,
     ImportError_,
     ImportEvent,
+    MetricPoints,
     SourceRun,
     artifact_event,
+    expand,
     resolve_source,
     safe_relative_path,
+    take_points,
 )
 
 __all__ = ["WandbImporter", "status_of_exit"]
@@ -149,6 +153,11 @@ class WandbImporter:
     # -- events -------------------------------------------------------------------
 
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
+        return expand(self.stream(run))
+
+    def stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
+        """The run's events, its metric points gathered as :class:`MetricPoints` (a history
+        row holds a step's points; the sink writes them without a call a point)."""
         if self.location.startswith("wandb://"):
             yield from self._api_events(run)
             return
@@ -167,11 +176,19 @@ class WandbImporter:
 
         media = MediaJoin(self.roots, [a for i in infos for a in i.artifacts], self._warn,
                           bridge_written)
+        flat: list[Any] = []  # points since the last event, handed over as a copy
         for d in dirs:
             session_summary: dict[str, Any] = {}
             for row in history_and_summary(d, self.skip_corrupt, session_summary):
-                yield from _row_events(row, bridge_written, t0, series, media, d)
+                for ev in _row_events(row, bridge_written, t0, series, flat, media, d):
+                    if flat:  # the points before it go first: the order is kept
+                        yield take_points(flat)
+                    yield ev
+                if len(flat) >= POINTS_BATCH:
+                    yield take_points(flat)
             summary.update(session_summary)  # a resumed session updates the earlier ones
+        if flat:
+            yield take_points(flat)
         for key, value in summary.items():
             if key.startswith("_") or key in HISTORY_SKIP_KEYS or series.is_auto_summary(key, value):
                 continue
@@ -272,7 +289,7 @@ class WandbImporter:
                             end_ms=_api_end_ms(r, start_ms, status),
                             status=status, handle=("api", r))
 
-    def _api_events(self, run: SourceRun) -> Iterator[ImportEvent]:
+    def _api_events(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
         r = run.handle[1]
         t0 = run.start_ms
         # ``config`` already holds the unwrapped user values; wandb's own keys
@@ -285,12 +302,20 @@ class WandbImporter:
         rows = r.scan_history(page_size=self.per_page, use_cache=False)
         series = _LastValues()
         tags_done = False
+        flat: list[Any] = []
         for row in rows:
             if not tags_done:
                 bridge_written = STEP_KEY in row
                 yield from _tags(list(r.tags or []), bridge_written, t0)
                 tags_done = True
-            yield from _row_events(row, bridge_written, t0, series)
+            for ev in _row_events(row, bridge_written, t0, series, flat):
+                if flat:
+                    yield take_points(flat)
+                yield ev
+            if len(flat) >= POINTS_BATCH:
+                yield take_points(flat)
+        if flat:
+            yield take_points(flat)
         if not tags_done:
             yield from _tags(list(r.tags or []), False, t0)
         # ``summary_metrics`` is the plain JSON dict; ``r.summary`` would wrap it and may
@@ -372,11 +397,12 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
-                series: _LastValues, media: Any = None,
+                series: _LastValues, flat: list[Any], media: Any = None,
                 session: Path | None = None) -> Iterator[ImportEvent]:
-    """A history row's events: numbers are metric points; offline (``media`` and the
-    row's ``session`` dir given), strings and media descriptors are media events joined
-    with their files (:mod:`~bridge.adapters.wandb.media_import`); anything else is an event."""
+    """A history row's events: numbers are metric points, appended to ``flat`` (see
+    :class:`MetricPoints`); offline (``media`` and the row's ``session`` dir given), strings
+    and media descriptors are media events joined with their files
+    (:mod:`~bridge.adapters.wandb.media_import`); anything else is an event."""
     step = names.row_step(row)
     step = int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
     ts_ms = names.row_ts_ms(row)
@@ -386,7 +412,7 @@ def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
         if isinstance(value, dict):
             nested = True
             break
-    last, finite = series.last, series.finite
+    last, finite, point = series.last, series.finite, flat.extend
     for key, value in (_flatten(row) if nested else row).items():
         if key in HISTORY_SKIP_KEYS or key.startswith(INTERNAL_KEY):
             continue
@@ -397,7 +423,7 @@ def _row_events(row: dict[str, Any], bridge_written: bool, t0: int,
             last[key] = v  # _LastValues.add, inline: once per point
             if v - v == 0.0:
                 finite[key] = v
-            yield ImportEvent("metric", key, ts_ms, step, v)
+            point((key, step, ts_ms, v))
         elif value is not None:  # text, media or booleans: not a numeric series
             found = None if media is None or session is None else media.events(
                 session, key, value, step, ts_ms)

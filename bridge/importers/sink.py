@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from bridge.adapters.importing import Importer, SourceRun
+from bridge.adapters.importing import Importer, MetricPoints, SourceRun
 from bridge.spool.events import Kind
 from bridge.spool.imported import POINT_COLUMNS, ImportedRunWriter
 
@@ -74,7 +75,38 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
         extend, get, isfinite = buffered.extend, points.get, math.isfinite
         full = chunk * len(POINT_COLUMNS)
         metric_kind = Kind.METRIC.value
-        for ev in importer.events(run):
+        stream = getattr(importer, "stream", None)
+        for ev in stream(run) if callable(stream) else importer.events(run):
+            if type(ev) is MetricPoints:  # a run of points as one flat list: no call a point
+                flat = ev.flat
+                if not flat:
+                    continue
+                if all(map(isfinite, flat[3::4])):
+                    if rows:
+                        flush()
+                    extend(flat)
+                else:
+                    it = iter(flat)
+                    for key, step, ts_ms, value in zip(it, it, it, it):
+                        if isfinite(value):
+                            if rows:
+                                flush()
+                            extend((key, step, ts_ms, value))
+                        else:
+                            out.metric(run_id, key, step, ts_ms, value)
+                for key, n in Counter(flat[0::4]).items():
+                    seen = get(key)
+                    if seen is None:
+                        points[key] = n
+                        counts.setdefault(metric_kind, 0)
+                    else:
+                        points[key] = seen + n
+                if len(buffered) >= full:
+                    flush()
+                if progress is not None and out.written > reported:
+                    reported = out.written
+                    progress(run, reported)
+                continue
             kind = ev.kind
             if kind == metric_kind:
                 key = ev.key or ""

@@ -119,11 +119,11 @@ def test_rows_use_the_step_key_and_decode_to_the_same_points(written) -> None:
     assert bridge_written(session)
     assert ("*", names.STEP_KEY) in session.defined
     series = importer._LastValues()
-    got = [
-        (e.key, e.step, e.ts_ms, e.value)
-        for row in session.rows
-        for e in importer._row_events(row, True, 0, series)
-    ]
+    flat: list = []
+    others = [e for row in session.rows for e in importer._row_events(row, True, 0, series, flat)]
+    assert not [e for e in others if e.kind == "metric"]  # every point went to ``flat``
+    it = iter(flat)
+    got = list(zip(it, it, it, it))  # (key, step, ts_ms, value) each
     want = [(e.key, e.step, e.ts_ms, e.value) for e in BATCH if e.kind == "metric"]
     assert len(got) == len(want)
     for g, w in zip(sorted(got, key=str), sorted(want, key=str)):

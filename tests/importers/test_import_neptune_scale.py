@@ -321,3 +321,12 @@ def test_import_then_sync_to_mlflow_verifies(written: Path, tmp_path: Path) -> N
         assert (parent.fields[name].kept, parent.fields[name].expected) == (count, count), name
     # MLflow keeps params as strings: the number and string ones compare equal.
     assert parent.fields["params"].expected == 6 and parent.fields["params"].kept >= 4
+
+
+def test_stream_writes_the_spool_events_would(written: Path, tmp_path: Path) -> None:
+    """Points handed to the sink as MetricPoints: the same rows, in the same order, as one
+    event a point (text, histograms and files between them keep their places)."""
+    from same_spool import assert_same_spool
+
+    by_stream, _ = assert_same_spool(lambda: NeptuneScaleImporter(written), tmp_path)
+    assert sum(sum(r.points.values()) for r in by_stream) > 0

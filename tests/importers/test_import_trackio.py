@@ -161,3 +161,13 @@ def test_missing_location_is_an_import_error(tmp_path: Path) -> None:
 
     with pytest.raises(ImportError_):
         make_importer("trackio", str(tmp_path / "absent"))
+
+
+def test_stream_writes_the_spool_events_would(native: tuple[Path, dict], tmp_path: Path) -> None:
+    """Points handed to the sink as MetricPoints: the same rows, in the same order, as one
+    event a point (media, NaN and system metrics among them)."""
+    from same_spool import assert_same_spool
+
+    root, _ = native
+    by_stream, _ = assert_same_spool(lambda: make_importer("trackio", str(root)), tmp_path)
+    assert sum(sum(r.points.values()) for r in by_stream) >= 11

@@ -234,3 +234,13 @@ def test_bridge_written_run_round_trips(tmp_path: Path) -> None:
     (art,) = [e for e in events if e.kind == "artifact"]
     assert art.key == "model" and art.artifact_type == "model"
     assert [(r, p.read_bytes()) for r, p in art.files] == [("model.bin", b"model bytes")]
+
+
+def test_stream_writes_the_spool_events_would(native_dir: Path, tmp_path: Path) -> None:
+    """Points handed to the sink as MetricPoints: the same rows, in the same order, as one
+    event a point (NaN, the text values between them, a resumed session's rows)."""
+    from same_spool import assert_same_spool
+
+    by_stream, _ = assert_same_spool(lambda: make_importer("wandb", str(native_dir / "wandb")),
+                                     tmp_path)
+    assert by_stream[0].points["loss"] == 8

@@ -1,0 +1,61 @@
+"""A check shared by the importers with a ``stream(run)``: importing through it writes the
+same spool, row for row, as importing their ``events(run)`` one event at a time."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from bridge.importers.sink import import_runs
+
+__all__ = ["EventsOnly", "assert_same_spool", "spool_rows"]
+
+
+class EventsOnly:
+    """``importer`` without its ``stream``: the sink takes one event at a time."""
+
+    def __init__(self, importer: Any) -> None:
+        self._imp = importer
+        self.name = importer.name
+
+    def runs(self) -> Iterator[Any]:
+        return self._imp.runs()
+
+    def events(self, run: Any) -> Iterator[Any]:
+        return self._imp.events(run)
+
+
+def spool_rows(spool: Path) -> dict[str, list[tuple]]:
+    """Every imported file's events rows (seq order) by file name, and its runs row."""
+    out = {}
+    for db in sorted((spool / "spool").glob("import-*.db")):
+        with sqlite3.connect(db) as c:
+            out[db.name] = (c.execute("SELECT * FROM runs").fetchall()
+                            + c.execute("SELECT seq, kind, key, step, ts_ms, value, payload "
+                                        "FROM events ORDER BY seq").fetchall())
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a)
+                      and math.isnan(b))
+
+
+def assert_same_spool(make: Callable[[], Any], tmp: Path) -> tuple[list, list]:
+    """Import ``make()`` through its stream and, into another spool, one event at a time;
+    assert the spools and the import reports are the same. Returns both reports."""
+    streamed = make()
+    assert callable(getattr(streamed, "stream", None))
+    a = import_runs(streamed, tmp / "by-stream")
+    b = import_runs(EventsOnly(make()), tmp / "by-event")
+    rows_a, rows_b = spool_rows(tmp / "by-stream"), spool_rows(tmp / "by-event")
+    assert rows_a.keys() == rows_b.keys() and rows_a
+    for name in rows_a:
+        assert len(rows_a[name]) == len(rows_b[name]), name
+        for x, y in zip(rows_a[name], rows_b[name]):
+            assert all(_same(p, q) for p, q in zip(x, y)), (name, x, y)
+    assert [(r.run_id, r.points, r.counts) for r in a] == [(r.run_id, r.points, r.counts)
+                                                          for r in b]
+    return a, b
