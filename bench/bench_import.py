@@ -518,7 +518,7 @@ class _Ready(_Synthetic):
 
 class _SyntheticPoints(_Synthetic):
     """The synthetic run through ``stream(run)``: its points as ``MetricPoints`` (what the
-    trackio, neptune-scale and W&B importers hand the sink), made as they are made."""
+    trackio, neptune-scale, W&B and MLflow importers hand the sink), made as they are made."""
 
     def stream(self, run: Any) -> Any:
         from bridge.adapters.importing import POINTS_BATCH, take_points
@@ -559,7 +559,32 @@ def _sink(points: int, spool: str) -> dict:
     runs = import_runs(_SyntheticPoints(points // len(KEYS)), Path(spool + "-points"))
     out.update(stream_points=sum(sum(r.points.values()) for r in runs),
                stream_wall_s=time.perf_counter() - t0)
+    out.update(_writer_alone(steps, Path(spool + "-writer")))
     return out
+
+
+def _writer_alone(steps: int, spool: Path) -> dict:
+    """The spool writer alone on points made beforehand (a flat list): its ``INSERT``s, then
+    its commit (the ``(run_id, seq)`` index built, fsync, rename)."""
+    from bridge.spool.imported import ImportedRunWriter
+
+    flat: list[Any] = []
+    for i in range(steps):
+        ts = _ms(i)
+        for j, k in enumerate(KEYS):
+            flat.extend((k, i, ts, _value(i, j)))
+    (spool / "spool").mkdir(parents=True)
+    out = ImportedRunWriter(spool, spool / "spool" / "writer.db", {"node": "bench"})
+    out.run_row("0" * 32, "bench", None, None, None, "[]", T0_MS, None, "FINISHED")
+    t0 = time.perf_counter()
+    buf = out.points_of("0" * 32)
+    for i in range(0, len(flat), 20_000):
+        buf.extend(flat[i:i + 20_000])
+        out.flush_rows()
+    t1 = time.perf_counter()
+    out.commit()
+    return {"writer_points": steps * len(KEYS), "writer_insert_s": t1 - t0,
+            "writer_commit_s": time.perf_counter() - t1}
 
 
 def _top(prof: str, limit: int = 15) -> str:
@@ -661,9 +686,16 @@ def render(m: dict, res: dict[str, dict], points: int, repeat: int,
         if "stream_wall_s" in sink:
             n = sink["stream_points"]
             lines += ["", f"The same run handed over as `MetricPoints` (an importer's "
-                      f"`stream(run)`, as trackio's, neptune-scale's and W&B's do), "
-                      f"{n:,} points: {fmt_rate(n / sink['stream_wall_s'])}/s "
+                      f"`stream(run)`, as the trackio, neptune-scale, W&B and MLflow "
+                      f"importers do), {n:,} points: {fmt_rate(n / sink['stream_wall_s'])}/s "
                       f"({sink['stream_wall_s']:.2f} s)."]
+        if "writer_insert_s" in sink:
+            n, ins, com = (sink["writer_points"], sink["writer_insert_s"],
+                           sink["writer_commit_s"])
+            lines += ["", f"The spool writer alone on {n:,} points made beforehand: its "
+                      f"`INSERT`s {ins:.2f} s ({fmt_rate(n / ins)}/s), its commit (the "
+                      f"`(run_id, seq)` index, fsync, rename) {com:.2f} s; "
+                      f"{fmt_rate(n / (ins + com))}/s together."]
     lines += [""] + targets + [""]
     return "\n".join(lines)
 

@@ -15,6 +15,10 @@ if os.environ.get("BRIDGE_TEST_LONG") == "1":
                         "BRIDGE_TEST_PROCESSES": "32"}.items():
         os.environ.setdefault(name, value)
 
+# MLflow's usage telemetry would reach past loopback, and the first client of a process sets
+# _MLFLOW_TELEMETRY_SESSION_ID in os.environ (the environment tests then see it change).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from fault_proxy import FaultProxy
 from mlflow_server import MlflowServer
 

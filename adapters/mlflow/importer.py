@@ -23,11 +23,13 @@ import importlib
 import json
 import logging
 import math
+import operator
 import os
 import sqlite3
 import tempfile
 import urllib.parse
 import urllib.request
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -38,8 +40,10 @@ from bridge.adapters.mlflow.sdk_env import ScopedClient, scoped_env
 from bridge.adapters.importing import (
     ImportError_,
     ImportEvent,
+    MetricPoints,
     SourceRun,
     artifact_event,
+    expand,
     resolve_source,
 )
 
@@ -181,6 +185,11 @@ class MlflowImporter:
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
         """Params, tags, summaries, every metric point (key by key), then media (step images,
         tables: ``media_import``) and artifacts."""
+        return expand(self.stream(run))
+
+    def stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
+        """:meth:`events`, the points of a ``sqlite:///`` store as :class:`MetricPoints`
+        straight from the ``metrics`` table's rows (no Python work a point)."""
         mrun = run.handle if run.handle is not None else self.client.get_run(run.source_id)
         at = int(run.start_ms)
         for key, value in sorted(mrun.data.params.items()):
@@ -204,10 +213,6 @@ class MlflowImporter:
             yield from self._artifacts(run, mrun)
 
     def _metric_points(self, run_id: str, key: str) -> Iterator[ImportEvent]:
-        db = self._sqlite_file()
-        if db is not None:
-            yield from _sqlite_points(db, run_id, key, self.page_size)
-            return
         for m in self._history(run_id, key):
             yield ImportEvent("metric", key, int(m.timestamp), step=int(m.step),
                               value=float(m.value))
@@ -337,20 +342,30 @@ def _logged_events(path: Path) -> Iterator[ImportEvent]:
                               payload=rec.get("payload"))
 
 
-def _sqlite_points(db: Path, run_id: str, key: str, page: int) -> Iterator[ImportEvent]:
+_POINT = operator.itemgetter(0, 1, 2, 3)  # a row's key, step, timestamp, value
+_IS_NAN = operator.itemgetter(4)
+
+
+def _sqlite_points(db: Path, run_id: str, key: str, page: int) -> Iterator[MetricPoints]:
     """One key's points from MLflow's ``metrics`` table, read-only, in the order and with the
-    values MLflow's own ``get_metric_history`` gives (``is_nan`` rows are NaN)."""
+    values MLflow's own ``get_metric_history`` gives (``is_nan`` rows are NaN), a page of
+    rows at a time: each row is already ``key, step, ts_ms, value`` (cast by SQLite)."""
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
         cur = conn.execute(
-            f"SELECT timestamp, step, value, is_nan FROM {names.METRICS_TABLE} "
+            f"SELECT key, CAST(step AS INTEGER), CAST(timestamp AS INTEGER), "
+            f"CAST(value AS REAL), is_nan FROM {names.METRICS_TABLE} "
             "WHERE run_uuid=? AND key=? ORDER BY timestamp, step, value", (run_id, key))
         while True:
             rows = cur.fetchmany(page)
             if not rows:
                 return
-            for ts, step, value, is_nan in rows:
-                yield ImportEvent("metric", key, int(ts), int(step),
-                                  math.nan if is_nan else float(value))
+            if any(map(_IS_NAN, rows)):
+                flat: list[Any] = []
+                for k, step, ts, value, is_nan in rows:
+                    flat.extend((k, step, ts, math.nan if is_nan else value))
+                yield MetricPoints(flat)
+            else:
+                yield MetricPoints(list(chain.from_iterable(map(_POINT, rows))))
     finally:
         conn.close()

@@ -298,14 +298,15 @@ def test_small_pages_read_every_point(mlflow_server, server_corpus, tmp_path: Pa
 
 
 class _FaultyImporter(MlflowImporter):
-    """Raises in the middle of one run's events: an import killed half-way."""
+    """Raises in the middle of one run's stream (what the sink reads): an import killed
+    half-way."""
 
     def __init__(self, *args: Any, fail_run: str, after: int, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.fail_run, self.after = fail_run, after
 
-    def events(self, run: SourceRun) -> Iterator[ImportEvent]:
-        for n, ev in enumerate(super().events(run)):
+    def stream(self, run: SourceRun) -> Iterator[Any]:
+        for n, ev in enumerate(super().stream(run)):
             if run.source_id == self.fail_run and n == self.after:
                 raise RuntimeError("injected fault")
             yield ev
@@ -334,6 +335,16 @@ def test_interrupted_import_resumes_without_duplicates(mlflow_server, server_cor
 def test_sqlite_store(corpora, tmp_path: Path) -> None:
     import_runs(MlflowImporter(corpora["stores"]["sqlite"]), tmp_path / "spool")
     check_corpus(tmp_path / "spool", corpora["sqlite"])
+
+
+def test_sqlite_store_streams_the_spool_events_would(corpora, tmp_path: Path) -> None:
+    """The sqlite store's points go to the sink as MetricPoints straight from the table's
+    rows: the same spool, row for row, as one event a point (NaN points included)."""
+    from same_spool import assert_same_spool
+
+    by_stream, _ = assert_same_spool(lambda: MlflowImporter(corpora["stores"]["sqlite"]),
+                                     tmp_path)
+    assert sum(sum(r.points.values()) for r in by_stream) > 0
 
 
 def test_file_store(corpora, tmp_path: Path) -> None:
