@@ -292,6 +292,8 @@ class Importer(Protocol):
 
     def events(self, run: SourceRun) -> Iterator[ImportEvent]: ...
 
-    # Optional, for a source with many points per row (trackio, neptune-scale):
-    # ``stream(run)`` yields the same events in the same order, runs of metric points among
-    # them as :class:`MetricPoints`; ``events(run)`` is then ``expand(self.stream(run))``.
+    # Optional, for a source that gives many points at once (trackio, neptune-scale, W&B,
+    # an MLflow sqlite store): ``stream(run)`` yields the same events in the same order, runs
+    # of metric points among them as :class:`MetricPoints`; ``events(run)`` is then
+    # ``expand(self.stream(run))``. The sink reads ``stream`` when there is one, so a
+    # subclass that changes what ``events`` yields changes ``stream``.
