@@ -23,6 +23,7 @@ pytest.importorskip("clearml")
 
 from bridge.adapters.clearml import names as N  # noqa: E402
 from bridge.adapters.clearml.importer import ClearmlImporter  # noqa: E402
+from bridge.adapters.clearml.offline import open_session  # noqa: E402
 from bridge.adapters.importing import ImportEvent, bridge_run_id  # noqa: E402
 from bridge.importers import make_importer, recognise  # noqa: E402
 from bridge.importers.sink import import_runs  # noqa: E402
@@ -351,14 +352,45 @@ def test_a_crashed_session_is_failed(tmp_path: Path) -> None:
 SDK_INFO = "2026-11-30 00:08:45,802 - clearml.Task - INFO - No repository found, storing script code instead"
 
 
+def _opens(folder: Path) -> bool:
+    try:
+        open_session(folder)
+        return True
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _crash_session_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """A crasher's cache and its session folder, which opens, the zip removed (the folder is
+    what is read).
+
+    A dying process sometimes leaves the folder's ``task.json`` torn as it rewrites it; the
+    SDK's zip of the folder then holds the whole file (the importer reads the zip in that
+    case), so the folder is restored from it. A crash that tore both is run again."""
+    for attempt in range(3):
+        where = tmp_path / f"crash-{attempt}"
+        where.mkdir()
+        _run_crasher(where)
+        [log] = list((where / "cache").rglob(N.LOG_FILE))
+        for z in (where / "cache").rglob("*.zip"):
+            if not _opens(log.parent):
+                try:
+                    with zipfile.ZipFile(z) as zf:
+                        zf.extractall(log.parent)
+                except (zipfile.BadZipFile, OSError):
+                    pass
+            z.unlink()
+        if _opens(log.parent):
+            return where / "cache", log.parent
+    raise AssertionError("three crashes in a row left no readable session")
+
+
 def test_a_traceback_reported_in_several_parts_is_still_a_crash(tmp_path: Path) -> None:
     """The SDK reports stderr in time slices: on a loaded machine one traceback can land in
     two console reports (the second, ``RuntimeError: …``, not starting with "Traceback"),
     with the SDK's own log line, from one of its threads, between them."""
-    _run_crasher(tmp_path)
-    [folder] = [p for p in (tmp_path / "cache").rglob(N.LOG_FILE)]
-    for z in (tmp_path / "cache").rglob("*.zip"):
-        z.unlink()  # the folder is the session read
+    cache, session = _crash_session_folder(tmp_path)
+    folder = session / N.LOG_FILE
     lines, split = [], 0
     for line in folder.read_text().splitlines():
         batch = json.loads(line) if line.strip() else []
@@ -376,7 +408,7 @@ def test_a_traceback_reported_in_several_parts_is_still_a_crash(tmp_path: Path) 
         lines.append(json.dumps(out))
     assert split == 1
     folder.write_text("\n".join(lines) + "\n")
-    run, events, _ = _read(tmp_path / "cache")
+    run, events, _ = _read(cache)
     assert (run.name, run.status) == ("crashes", "FAILED")
     console = next(e.payload for e in events if e.kind == "text" and e.key == N.CONSOLE_KEY)
     assert "RuntimeError: boom at iteration 7" in console
