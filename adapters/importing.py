@@ -107,9 +107,6 @@ class MetricPoints:
     def __init__(self, flat: list[Any] | None = None) -> None:
         self.flat: list[Any] = [] if flat is None else flat
 
-    def __len__(self) -> int:
-        return len(self.flat) // 4
-
     def events(self) -> Iterator[ImportEvent]:
         """The points as metric events, in order."""
         it = iter(self.flat)

@@ -147,7 +147,7 @@ class Journal:
         fit raises (nothing written) and takes the rotation path, under a lock.
         """
         write = self._maps[0].write
-        dumps, crc32, pack = marshal.dumps, zlib.crc32, _REC.pack
+        dumps, crc32, pack, fmt = marshal.dumps, zlib.crc32, _REC.pack, _MARSHAL_FORMAT
 
         def rotate(failed: Callable[[bytes], int], record: bytes) -> None:
             nonlocal write
@@ -160,9 +160,9 @@ class Journal:
         def put(item: tuple) -> None:
             w = write
             try:
-                buf = dumps(item, _MARSHAL_FORMAT)
+                buf = dumps(item, fmt)
             except ValueError:  # a str/int/float subclass (an enum member): as its plain value
-                buf = dumps(plain(item), _MARSHAL_FORMAT)
+                buf = dumps(plain(item), fmt)
             rec = pack(len(buf), crc32(buf)) + buf
             try:
                 w(rec)
@@ -172,9 +172,9 @@ class Journal:
         def put_metrics(run_id: str, step: int | None, ts_ms: int, items: list) -> None:
             w = write
             try:
-                buf = dumps((0, run_id, step, ts_ms, items), _MARSHAL_FORMAT)
+                buf = dumps((0, run_id, step, ts_ms, items), fmt)
             except ValueError:
-                buf = dumps(plain((0, run_id, step, ts_ms, items)), _MARSHAL_FORMAT)
+                buf = dumps(plain((0, run_id, step, ts_ms, items)), fmt)
             rec = pack(len(buf), crc32(buf)) + buf
             try:
                 w(rec)
