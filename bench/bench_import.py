@@ -1,4 +1,4 @@
-"""Import throughput: `bridge import` of each file-based source beside its raw read ceiling.
+"""Import throughput: `bridge import` of each source beside its raw read ceiling.
 
 Run ``python -m bench.bench_import [--quick] [--points N] [--only SOURCE] [--repeat R]
 [--json F] [--profile DIR]``.
@@ -13,6 +13,13 @@ written by the vendor's own writer in a child process, batched where its API all
   torch's SummaryWriter writes them;
 - ``comet``: an offline archive, ``comet_ml.OfflineExperiment.log_metrics`` of a row;
 - ``mlflow``: a SQLite store, ``MlflowClient.log_batch`` of 1,000 metrics a call;
+- ``mlflow-server``: the same run, written the same way, to a real ``mlflow server`` on
+  127.0.0.1 (sqlite backend store, ``--workers 1``, as ``tests/mlflow_server.py`` starts it),
+  started by this process for this source alone and stopped when it is done, whatever
+  happens (the writer, the ceiling and the import all talk to that one server). Not in the
+  default set, as it nearly doubles the run (1,000,000 points: the writer reaches its budget
+  near 985,000 at ~6,500 points/s, each read takes ~1 min at ~15-18k points/s; about 7 min
+  in all, 40 s with ``--quick``): run it with ``--only mlflow-server``;
 - ``neptune-scale``: ``run_operations.sqlite3``, ``neptune_scale.Run(mode="offline")``;
 - ``trackio``: a project, trackio's ``SQLiteStorage.bulk_log`` with ``TRACKIO_DIR`` in a
   temp dir.
@@ -26,10 +33,13 @@ Then, alternating, each in a fresh child process (best of ``--repeat``):
   ``(key, step, time, value)``, nothing else: pyarrow's Parquet reader (``to_pylist`` of the
   columns), the ``.wandb`` records (the LevelDB framing the importer uses, as wandb ships no
   Python reader, then wandb's protobuf ``Record`` and ``json.loads`` of each value), tensorboard's
-  ``LegacyEventFileLoader``, the MLflow ``metrics`` table with plain ``sqlite3``, the Comet
+  ``LegacyEventFileLoader``, the MLflow ``metrics`` table with plain ``sqlite3``, for the
+  MLflow server ``MlflowClient(url)``'s REST store paging ``get_metric_history`` of each key
+  of the run (see ``_c_mlflow_server``: what an export script of one's own would do), the Comet
   ``messages.json`` with ``json``, neptune-scale's operations with ``sqlite3`` + neptune_api's
   protobuf, trackio's ``metrics`` rows with ``sqlite3`` + ``json``;
 - ``bridge import``: ``make_importer(source, location)`` + ``import_runs(importer, spool)``
+  (``make_importer("mlflow", url)`` for the server)
   into a fresh spool: wall time, points/s, and the RSS growth of the importing process
   during the import (``ru_maxrss`` at the end minus the RSS before ``import_runs``).
 
@@ -46,18 +56,22 @@ not a test: nothing asserts; the figures go to BENCHMARKS.md with the command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Iterator
 
 from bench.common import fmt_rate, header, mark, meta, quiet_vendor_env, run_in_child
 
 __all__ = ["SOURCES", "main"]
 
+_REPO = Path(__file__).resolve().parent.parent
 KEYS = ("train/loss", "train/acc", "train/grad_norm", "train/lr")
 T0_MS = 1_700_000_000_000
 RATIO_TARGET = 0.5
@@ -208,11 +222,18 @@ def _w_comet(d: str, steps: int, budget: float) -> dict:
 
 
 def _w_mlflow(d: str, steps: int, budget: float) -> dict:
+    return _mlflow_write(d, f"sqlite:///{Path(d) / 'mlflow.db'}", steps, budget)
+
+
+def _w_mlflow_server(d: str, steps: int, budget: float, url: str) -> dict:
+    return _mlflow_write(d, url, steps, budget)
+
+
+def _mlflow_write(d: str, uri: str, steps: int, budget: float) -> dict:
     quiet_vendor_env(Path(d))
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    uri = f"sqlite:///{Path(d) / 'mlflow.db'}"
     client = MlflowClient(uri)
     exp = client.create_experiment("bench")
     run = client.create_run(exp, run_name="bench-import", start_time=T0_MS)
@@ -365,6 +386,43 @@ def _c_mlflow(loc: str, options: dict) -> int:
     return n
 
 
+# The server sets no upper bound on GetMetricHistory's ``max_results`` (MLflow 3.17): one
+# page holds a whole key here. On 100,000 points, pages of 2,500 / 10,000 / 25,000 / a
+# key read at 15.3k / 16.9k / 17.4k / 17.5k points/s: beyond 10,000 the size hardly matters.
+SERVER_CEILING_PAGE = 1_000_000
+
+
+def _c_mlflow_server(loc: str, options: dict) -> int:
+    """``MlflowClient(url)``: the experiment by name, its runs (``search_runs``), then for each
+    metric key of each run (``run.data.metrics``) its whole history, page by page, with the
+    REST store's ``get_metric_history(run_id, key, max_results, page_token)`` (what
+    ``MlflowClient.get_metric_history`` loops over, at 25,000 a page; the importer calls the
+    same with its ``page_size``), every point a ``Metric`` (MLflow's JSON → protobuf →
+    entity), its key, step, timestamp and value read. Pages of ``SERVER_CEILING_PAGE``: one a
+    key here, which costs this reader ~260 MB at 1,000,000 points (not a target of it)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(loc)
+    store = client._tracking_client.store  # the REST store: the only way to set a page size
+    n = 0
+    for name in options["experiments"]:
+        exp = client.get_experiment_by_name(name)
+        for run in client.search_runs([exp.experiment_id], max_results=1000):
+            rid = run.info.run_id
+            for key in sorted(run.data.metrics):
+                token = None
+                while True:
+                    page = store.get_metric_history(rid, key, max_results=SERVER_CEILING_PAGE,
+                                                    page_token=token)
+                    for m in page:
+                        _ = (m.key, m.step, m.timestamp, m.value)
+                        n += 1
+                    token = page.token
+                    if not token:
+                        break
+    return n
+
+
 def _c_neptune_scale(loc: str, options: dict) -> int:
     import sqlite3
 
@@ -407,6 +465,8 @@ SOURCES: dict[str, tuple[Callable[..., dict], Callable[[str, dict], int], str]] 
     "tensorboard": (_w_tensorboard, _c_tensorboard, "tensorboard `LegacyEventFileLoader`"),
     "comet": (_w_comet, _c_comet, "`zipfile` + `json.loads` of `messages.json`"),
     "mlflow": (_w_mlflow, _c_mlflow, "`sqlite3` `SELECT … FROM metrics`"),
+    "mlflow-server": (_w_mlflow_server, _c_mlflow_server,
+                      "`MlflowClient(url)` REST `get_metric_history`, paged"),
     "neptune-scale": (_w_neptune_scale, _c_neptune_scale,
                       "`sqlite3` + neptune_api protobuf `UpdateRunSnapshot`"),
     "trackio": (_w_trackio, _c_trackio, "`sqlite3` + `json.loads` of `metrics` rows"),
@@ -422,9 +482,45 @@ PRELOAD: dict[str, tuple[str, ...]] = {
                     "tensorboard.compat.proto.event_pb2"),
     "comet": ("zipfile",),
     "mlflow": ("sqlite3", "mlflow", "mlflow.store.tracking.sqlalchemy_store"),
+    "mlflow-server": ("mlflow", "mlflow.store.tracking.rest_store", "requests"),
     "neptune-scale": ("sqlite3", "neptune_api.proto.neptune_pb.ingest.v1.common_pb2"),
     "trackio": ("sqlite3",),
 }
+
+
+@contextlib.contextmanager
+def _served_mlflow(d: Path) -> Iterator[tuple[str, ...]]:
+    """A real ``mlflow server`` for the length of the block (``tests/mlflow_server.py``, as
+    ``bench_sync_mlflow`` starts it: its own process group, killed whole on the way out).
+    SIGTERM to this process unwinds the block too, so the server never outlives the bench."""
+    if str(_REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(_REPO / "tests"))
+    from mlflow_server import MlflowServer  # type: ignore[import-not-found]
+
+    def _term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _term)
+    server = MlflowServer(d / "server")
+    try:
+        server.start()  # stops what it started and raises RuntimeError if it cannot
+        yield (server.url,)
+    finally:
+        try:
+            server.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+# source -> bridge's importer of it, where the two names differ
+IMPORTER = {"mlflow-server": "mlflow"}
+
+# source -> the service its writer, ceiling and import share; its address is the writer's
+# last argument and the corpus's location.
+SERVED: dict[str, Callable[[Path], ContextManager[tuple[str, ...]]]] = {
+    "mlflow-server": _served_mlflow,
+}
+OPT_IN = ("mlflow-server",)  # measured only when named with --only (see the docstring)
 
 
 def _preload(source: str) -> None:
@@ -461,7 +557,7 @@ def _import(source: str, loc: str, options: dict, spool: str, profile: str | Non
     from bridge.importers.sink import import_runs
 
     _preload(source)
-    importer = make_importer(source, loc, **options)
+    importer = make_importer(IMPORTER.get(source, source), loc, **options)
     rss0 = _rss_now()
     prof = None
     if profile:
@@ -611,23 +707,25 @@ def measure_source(tmp: Path, source: str, points: int, repeat: int, budget: flo
     d = tmp / source
     d.mkdir()
     steps = points // len(KEYS)
-    t0 = time.monotonic()
-    corpus = run_in_child(writer, str(d), steps, budget, timeout=budget + 900)
-    corpus["write_s"] = time.monotonic() - t0
-    loc, options = corpus["location"], corpus["options"]
-    ceil, imp = [], []
-    for r in range(repeat):
-        ceil.append(run_in_child(_ceiling, source, loc, options, timeout=1800))
-        spool = tmp / f"spool-{source}-{r}"
-        imp.append(run_in_child(_import, source, loc, options, str(spool), timeout=1800))
-        shutil.rmtree(spool, ignore_errors=True)
-    if profile is not None:  # one more import, under cProfile, not part of the figures
-        profile.mkdir(parents=True, exist_ok=True)
-        prof = profile / f"{source}.prof"
-        spool = tmp / f"spool-{source}-profile"
-        run_in_child(_import, source, loc, options, str(spool), str(prof), timeout=3600)
-        shutil.rmtree(spool, ignore_errors=True)
-        (profile / f"{source}.txt").write_text(_top(str(prof)))
+    serve = SERVED.get(source)
+    with serve(d) if serve is not None else contextlib.nullcontext(()) as service:
+        t0 = time.monotonic()
+        corpus = run_in_child(writer, str(d), steps, budget, *service, timeout=budget + 900)
+        corpus["write_s"] = time.monotonic() - t0
+        loc, options = corpus["location"], corpus["options"]
+        ceil, imp = [], []
+        for r in range(repeat):
+            ceil.append(run_in_child(_ceiling, source, loc, options, timeout=1800))
+            spool = tmp / f"spool-{source}-{r}"
+            imp.append(run_in_child(_import, source, loc, options, str(spool), timeout=1800))
+            shutil.rmtree(spool, ignore_errors=True)
+        if profile is not None:  # one more import, under cProfile, not part of the figures
+            profile.mkdir(parents=True, exist_ok=True)
+            prof = profile / f"{source}.prof"
+            spool = tmp / f"spool-{source}-profile"
+            run_in_child(_import, source, loc, options, str(spool), str(prof), timeout=3600)
+            shutil.rmtree(spool, ignore_errors=True)
+            (profile / f"{source}.txt").write_text(_top(str(prof)))
     best_c = min(ceil, key=lambda x: x["wall_s"])
     best_i = min(imp, key=lambda x: x["wall_s"])
     shutil.rmtree(d, ignore_errors=True)
@@ -709,7 +807,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-budget", type=float, default=150.0,
                     help="seconds a writer may take before it stops at fewer points")
     ap.add_argument("--only", action="append", choices=list(SOURCES),
-                    help="a source (repeatable)")
+                    help="a source (repeatable; default: all but "
+                         + ", ".join(OPT_IN) + ")")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     ap.add_argument("--profile", metavar="DIR", type=Path,
                     help="also run one import per source under cProfile: DIR/<source>.prof "
@@ -723,8 +822,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-import-") as d:
         sink = min((run_in_child(_sink, points, str(Path(d) / f"sink-{r}"), timeout=1800)
                     for r in range(repeat)), key=lambda x: x["wall_s"])
+        chosen = args.only or [s for s in SOURCES if s not in OPT_IN]
         for source in SOURCES:
-            if args.only and source not in args.only:
+            if source not in chosen:
                 continue
             try:
                 res[source] = measure_source(Path(d), source, points, repeat, args.write_budget,

@@ -167,6 +167,7 @@ class Run:
         self._step = start_step
         self._ok_keys: set[str] = set()
         self._writer = writer
+        self._fast_log = getattr(writer, "fast_log", None)  # see log()
         self._finished = False
         self._sync = None  # background sync handle (bridge.agent.background)
         self._system_metrics = None  # bridge.system_metrics sampler, stopped by finish()
@@ -177,11 +178,13 @@ class Run:
     def _use_writer(self, writer: SpoolWriter) -> None:
         """Write to ``writer`` from now on (a forked child's own), recording the run there."""
         self._writer = writer
+        self._fast_log = getattr(writer, "fast_log", None)
         writer.put_run(self._row())
 
     def _detach_after_fork(self, placeholder: Any) -> None:
         """In a forked child: the parent's writer and background sync are the parent's."""
         self._writer = placeholder
+        self._fast_log = None
         self._sync = None
 
     # -- identity ------------------------------------------------------------------------
@@ -237,6 +240,11 @@ class Run:
             step = self._bad_step("log", step)
             if step is None:
                 return
+        # The common case, every key seen before and every value a float, journaled in one
+        # C call (bridge.spool.appender); False, nothing written, sends it the long way.
+        fast = self._fast_log
+        if fast is not None and fast(self.id, step, ts, data, self._ok_keys):
+            return
         ok = self._ok_keys
         items = []
         media = None
@@ -531,6 +539,7 @@ class Run:
             thread.join(timeout=5)
         if self._system_metrics is not None:
             self._system_metrics.stop()
+        self._fast_log = None  # a call after finish() goes the long way, which reports it
         self._finished = True
         self.status = status
         self._writer.put_finish(self.id, _now() // 1_000_000, status, error)

@@ -15,11 +15,13 @@ then ``length`` bytes of ``marshal`` (one queue item: a tuple of plain values). 
 so a replay neither loses nor repeats a call. A record cut short by the kill fails its
 checksum and is dropped: its ``log()`` never returned.
 
-The hot path is a ``marshal.dumps``, a ``crc32`` and one ``mmap.write``: no lock and no
-system call. The writer thread reads the records back (``marshal.loads``) and commits them.
-Segments are created and preallocated (``posix_fallocate``, so a full disk is an error at
-creation rather than a SIGBUS at a page fault) by the writer thread ahead of need; the
-caller only opens one itself when the spare is not ready.
+The hot path is one call of the appender (:mod:`bridge.spool.appender`: in C, the call
+encoded straight into the map; in Python, a ``marshal.dumps``, a ``crc32`` and one
+``mmap.write``): no lock and no system call. The writer thread reads the records back
+(``marshal.loads``) and commits them. Segments are created and preallocated
+(``posix_fallocate``, so a full disk is an error at creation rather than a SIGBUS at a page
+fault) by the writer thread ahead of need; the caller only opens one itself when the spare
+is not ready.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+from bridge.spool.appender import new_appender
 
 __all__ = ["HEADER", "MAGIC", "SEGMENT_BYTES", "Journal", "Scan", "parse_pos", "plain", "scan",
            "scan_batches", "segment_path", "segments_of"]
@@ -129,8 +133,8 @@ class Journal:
         self._released = 0  # segments below this are committed and deleted
         self._closed = False
         self._full_until = 0.0  # until then, calls go to ``overflow`` (no segment could be made)
-        self._maps[0].seek(HEADER)
-        self._current: Callable[[], Callable[[bytes], int]] = lambda: self._maps[0].write
+        self._app = new_appender()  # writes the current segment (bridge.spool.appender)
+        self._app.attach(self._maps[0], HEADER, 0)
 
     # -- the caller's side -------------------------------------------------------------
 
@@ -142,50 +146,60 @@ class Journal:
         ``overflow(item)`` takes a call the journal has no room for (the next segment cannot
         be created: a full disk), so the caller never sees the error; without it, it raises.
 
-        ``mmap.write`` copies at the map's own position and advances it in one C call,
-        atomic under the GIL: threads that log at once need no lock. A record that does not
-        fit raises (nothing written) and takes the rotation path, under a lock.
+        The appender copies a record at its position and advances it in one C call, atomic
+        under the GIL: threads that log at once need no lock. A record that does not fit
+        raises (nothing written) and takes the rotation path, under a lock.
         """
-        write = self._maps[0].write
+        app = self._app
         dumps, crc32, pack, fmt = marshal.dumps, zlib.crc32, _REC.pack, _MARSHAL_FORMAT
 
-        def rotate(failed: Callable[[bytes], int], record: bytes) -> None:
-            nonlocal write
+        def rotate(failed: int, record: bytes) -> None:
             with self._spare_lock:
-                if write is failed:  # not rotated by another thread meanwhile
-                    write = self._next_segment(len(record)).write
+                if app.segment == failed and not self._closed:  # not rotated meanwhile
+                    self._next_segment(len(record))
             if on_rotate is not None:
                 on_rotate()
 
         def put(item: tuple) -> None:
-            w = write
+            seg = app.segment
             try:
                 buf = dumps(item, fmt)
             except ValueError:  # a str/int/float subclass (an enum member): as its plain value
                 buf = dumps(plain(item), fmt)
             rec = pack(len(buf), crc32(buf)) + buf
             try:
-                w(rec)
+                app.write(rec)
             except ValueError:
-                self._put_slow(w, rec, rotate, item, overflow)
+                self._put_slow(seg, rec, rotate, item, overflow)
 
-        def put_metrics(run_id: str, step: int | None, ts_ms: int, items: list) -> None:
-            w = write
-            try:
-                buf = dumps((0, run_id, step, ts_ms, items), fmt)
-            except ValueError:
-                buf = dumps(plain((0, run_id, step, ts_ms, items)), fmt)
-            rec = pack(len(buf), crc32(buf)) + buf
-            try:
-                w(rec)
-            except ValueError:
-                self._put_slow(w, rec, rotate, (0, run_id, step, ts_ms, items), overflow)
+        fast = getattr(app, "put_metrics", None)
+        if fast is not None:  # the C appender encodes the call itself
+            def put_metrics(run_id: str, step: int | None, ts_ms: int, items: list) -> None:
+                if not fast(run_id, step, ts_ms, items):  # no room, or not its kind of value
+                    put((0, run_id, step, ts_ms, items))
+        else:
+            def put_metrics(run_id: str, step: int | None, ts_ms: int, items: list) -> None:
+                seg = app.segment
+                try:
+                    buf = dumps((0, run_id, step, ts_ms, items), fmt)
+                except ValueError:
+                    buf = dumps(plain((0, run_id, step, ts_ms, items)), fmt)
+                rec = pack(len(buf), crc32(buf)) + buf
+                try:
+                    app.write(rec)
+                except ValueError:
+                    self._put_slow(seg, rec, rotate, (0, run_id, step, ts_ms, items), overflow)
 
-        self._current = lambda: write
         return put, put_metrics
 
-    def _put_slow(self, failed: Callable[[bytes], int], rec: bytes,
-                  rotate: Callable[[Callable[[bytes], int], bytes], None], item: tuple,
+    @property
+    def fast_log(self) -> Callable[[str, int, int, Any, set], bool] | None:
+        """The C appender's ``log(run_id, step, ts_ms, data, ok_keys)`` (None without it):
+        ``run.log``'s common case, a dict of known keys and floats, journaled in one call."""
+        return getattr(self._app, "log", None)
+
+    def _put_slow(self, failed: int, rec: bytes,
+                  rotate: Callable[[int, bytes], None], item: tuple,
                   overflow: Callable[[tuple], None] | None) -> None:
         while True:
             if self._closed:
@@ -201,16 +215,15 @@ class Journal:
                 self._full_until = time.monotonic() + 1.0
                 overflow(item)
                 return
-            failed = self._current()
+            failed = self._app.segment
             try:
-                failed(rec)
+                self._app.write(rec)
                 return
             except ValueError:
                 continue
 
     def _next_segment(self, need: int) -> mmap.mmap:
         """Seal the current segment, then publish the next (called under the spare lock)."""
-        old = self._maps[self._write_seg]
         n = self._write_seg + 1
         spare = self._spare
         self._spare = None
@@ -221,10 +234,9 @@ class Journal:
                 spare[1].close()
                 os.unlink(segment_path(self.db, spare[0]))
             mm = _create(segment_path(self.db, n), max(self.segment_bytes, HEADER + need))
-        mm.seek(HEADER)
-        # Sealed first: a thread still holding the old map's ``write`` fails from now on and
+        # The old map sealed first: a write that still reaches it fails from now on and
         # retries here, so once segment n is visible nothing more lands in segment n-1.
-        old.seek(0, os.SEEK_END)
+        self._app.attach(mm, HEADER, n)
         self._maps[n] = mm
         self._write_seg = n
         return mm
@@ -294,6 +306,7 @@ class Journal:
         """Unmap every segment; ``remove`` (all committed) deletes the files too."""
         with self._spare_lock:
             self._closed = True
+            self._app.detach()  # releases the map it writes (a map lent out cannot close)
             maps = dict(self._maps)
             if self._spare is not None:
                 maps[self._spare[0]] = self._spare[1]
@@ -313,6 +326,7 @@ class Journal:
     def abandon(self) -> None:
         """In a forked child: drop the parent's maps without touching its files."""
         self._closed = True
+        self._app.detach()
         self._maps = {}
         self._spare = None
 

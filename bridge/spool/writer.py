@@ -91,6 +91,10 @@ MAX_JOURNALED_MEDIA_BYTES = 2 << 20
 # Journal records decoded per transaction: decoded items are new objects, and a list of
 # hundreds of thousands of them makes the garbage collector's passes the bulk of the work.
 JOURNAL_BATCH = 8192
+# Segments of journal a caller may run ahead of the commits before it commits itself
+# (64 MB of 8 MB segments, ~500,000 calls of two metrics): a burst that size costs the loop
+# no SQLite work, and a replay after a kill reads at most this much (about a second).
+JOURNAL_AHEAD_SEGMENTS = 8
 
 _COLS = f"({', '.join(EVENT_COLUMNS)})"
 # Rows per statement: SQLite before 3.32 allows only 999 bound values per statement.
@@ -133,6 +137,8 @@ class SpoolWriter:
 
     _journal: Any = None  # bridge.spool.segment.Journal with durability "journal"
     _journal_mark: str | None = None  # journal position after the calls being committed
+    # run.log's common case in one C call (Journal.fast_log), with the C appender only.
+    fast_log: Callable[[str, int, int, Any, set], bool] | None = None
 
     def __init__(
         self,
@@ -217,6 +223,7 @@ class SpoolWriter:
         put, self.put_metrics = self._journal.appender(  # type: ignore[method-assign]
             self._journal_behind, self._journal_full)
         q.put = self._journal_put = put
+        self.fast_log = self._journal.fast_log
 
         def put_event(run_id: str, kind: str, key: str | None, step: int | None, ts_ms: int,
                       value: float | None = None, payload: str | None = None) -> None:
@@ -233,15 +240,16 @@ class SpoolWriter:
             self.commit_pending(self._slice)
 
     def _journal_behind(self) -> None:
-        """At a segment's end: a caller two segments ahead of the commits commits itself
-        (backpressure, as a full queue does in "buffered"), so the journal stays bounded.
+        """At a segment's end: a caller JOURNAL_AHEAD_SEGMENTS ahead of the commits commits
+        itself (backpressure, as a full queue does in "buffered"), so the journal stays bounded.
         Media the writer is still encoding counts apart, bounded by bytes as "buffered"
         bounds it (MAX_QUEUED_MEDIA_BYTES): a loop logging images faster than PNG encodes
         them goes on while the writer catches up, instead of encoding them itself."""
         journal = self._journal
         ahead = journal.backlog() * journal.segment_bytes - min(self._media_bytes,
                                                                 MAX_QUEUED_MEDIA_BYTES)
-        if ahead >= 2 * journal.segment_bytes and not getattr(_guard, "depth", 0):
+        if (ahead >= JOURNAL_AHEAD_SEGMENTS * journal.segment_bytes
+                and not getattr(_guard, "depth", 0)):
             self.commit_pending()
 
     # -- the caller's side -------------------------------------------------------------
