@@ -229,7 +229,6 @@ class Run:
 
     def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
         """Log a row of metrics (W&B style). Without ``step`` the run's step advances by one."""
-        ts = _now() // 1_000_000
         if step is None:
             step = self._step
             self._step = step + 1
@@ -241,10 +240,12 @@ class Run:
             if step is None:
                 return
         # The common case, every key seen before and every value a float, journaled in one
-        # C call (bridge.spool.appender); False, nothing written, sends it the long way.
+        # C call that reads the clock itself (bridge.spool.appender); False, nothing
+        # written, sends it the long way.
         fast = self._fast_log
-        if fast is not None and fast(self.id, step, ts, data, self._ok_keys):
+        if fast is not None and fast(self.id, step, data, self._ok_keys):
             return
+        ts = _now() // 1_000_000
         ok = self._ok_keys
         items = []
         media = None

@@ -37,7 +37,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bridge.spool.appender import new_appender
+from bridge.spool.appender import new_appender, prefault
 
 __all__ = ["HEADER", "MAGIC", "SEGMENT_BYTES", "Journal", "Scan", "parse_pos", "plain", "scan",
            "scan_batches", "segment_path", "segments_of"]
@@ -133,6 +133,7 @@ class Journal:
         self._released = 0  # segments below this are committed and deleted
         self._closed = False
         self._full_until = 0.0  # until then, calls go to ``overflow`` (no segment could be made)
+        prefault(self._maps[0])
         self._app = new_appender()  # writes the current segment (bridge.spool.appender)
         self._app.attach(self._maps[0], HEADER, 0)
 
@@ -193,8 +194,8 @@ class Journal:
         return put, put_metrics
 
     @property
-    def fast_log(self) -> Callable[[str, int, int, Any, set], bool] | None:
-        """The C appender's ``log(run_id, step, ts_ms, data, ok_keys)`` (None without it):
+    def fast_log(self) -> Callable[[str, int, Any, set], bool] | None:
+        """The C appender's ``log(run_id, step, data, ok_keys)`` (None without it):
         ``run.log``'s common case, a dict of known keys and floats, journaled in one call."""
         return getattr(self._app, "log", None)
 
@@ -234,6 +235,7 @@ class Journal:
                 spare[1].close()
                 os.unlink(segment_path(self.db, spare[0]))
             mm = _create(segment_path(self.db, n), max(self.segment_bytes, HEADER + need))
+            prefault(mm)  # no spare ready: cheaper here than a fault a page on each write
         # The old map sealed first: a write that still reaches it fails from now on and
         # retries here, so once segment n is visible nothing more lands in segment n-1.
         self._app.attach(mm, HEADER, n)
@@ -299,8 +301,11 @@ class Journal:
             return
         with self._spare_lock:
             n = self._write_seg + 1
-            if self._spare is None and n not in self._maps:
-                self._spare = (n, _create(segment_path(self.db, n), self.segment_bytes))
+            if self._spare is not None or n in self._maps:
+                return
+            mm = _create(segment_path(self.db, n), self.segment_bytes)
+            self._spare = (n, mm)
+        prefault(mm)  # outside the lock: a rotation may take the spare meanwhile
 
     def close(self, remove: bool) -> None:
         """Unmap every segment; ``remove`` (all committed) deletes the files too."""

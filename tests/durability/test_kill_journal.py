@@ -92,8 +92,15 @@ def _progress_file(path: Path) -> mmap.mmap:
 
 def _steps(spool: Path, run_id: str) -> list[tuple[int, int]]:
     """(step, rows) per step of the run's metrics, after the spool's recovery."""
-    runs = list_runs(spool)  # opening the spool recovers the dead writer's journal
-    assert [r.run_id for r in runs] == [run_id]
+    errors: list = []
+    with warnings.catch_warnings(record=True) as caught:  # kept for the failure's message
+        warnings.simplefilter("always")
+        runs = list_runs(spool, errors)  # opening the spool recovers the dead writer's journal
+    for w in caught:  # "cut short" is checked by the caller
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    assert [r.run_id for r in runs] == [run_id], (
+        f"files {sorted(p.name for p in (spool / 'spool').iterdir())}, unreadable {errors}, "
+        f"warnings {[str(w.message) for w in caught]}")
     files = spool_files(spool)
     assert len(files) == 1
     conn = sqlite3.connect(files[0])
