@@ -12,7 +12,6 @@ import marshal
 import mmap
 import sqlite3
 import struct
-import threading
 import time
 import zlib
 
@@ -178,36 +177,6 @@ def test_run_log_journals_through_the_c_appender_and_falls_back(tmp_path):
     assert rows == [("loss", 0, 1.0, None), ("loss", 1, 2.0, None), ("loss", 2, 3.0, None),
                     ("loss", 3, None, "NaN"), ("acc", 3, 0.5, None), ("loss", 4, 4.0, None),
                     ("acc", 4, 0.75, None)]
-
-
-def test_threads_logging_rows_at_once_across_rotations(tmp_path, monkeypatch, which):
-    """run.log from four threads (the C call under the GIL, no lock) over many rotations."""
-    monkeypatch.setattr(segment, "SEGMENT_BYTES", 1 << 14)
-    run = bridge.init(project="rows", dir=tmp_path, sync="offline", durability="journal",
-                      system_metrics=False)
-    assert (run._fast_log is not None) == (which == "c")
-
-    def worker(t: int) -> None:
-        for i in range(4000):
-            run.log({f"a{t}": float(i), f"b{t}": -float(i)}, step=i)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(120)
-    assert run.flush(60)
-    path = run._writer.path
-    run.finish()
-    writer_pool.close_all()
-    conn = sqlite3.connect(path)
-    got = conn.execute("SELECT key, count(*), count(DISTINCT step), sum(value) FROM events "
-                       "WHERE kind='metric' GROUP BY key ORDER BY key").fetchall()
-    conn.close()
-    total = sum(range(4000))
-    assert got == sorted([(f"a{t}", 4000, 4000, float(total)) for t in range(4)]
-                         + [(f"b{t}", 4000, 4000, -float(total)) for t in range(4)])
-    assert not list((tmp_path / "spool").glob("*.seg"))
 
 
 def test_a_caller_far_ahead_commits_itself_and_the_journal_stays_bounded(tmp_path,

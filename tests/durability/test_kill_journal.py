@@ -28,7 +28,7 @@ import pytest
 import bridge
 from bridge import writer_pool
 from bridge.errors import BridgeWarning
-from bridge.spool import segment
+from bridge.spool import appender, segment
 from bridge.spool.reader import list_runs, spool_files
 
 CHILD = textwrap.dedent("""
@@ -52,7 +52,7 @@ CHILD = textwrap.dedent("""
 # bytes a kill in the middle of the copy would leave) and kills itself.
 TORN_CHILD = textwrap.dedent("""
     import os, signal, struct, sys, bridge
-    from bridge.spool import segment
+    from bridge.spool import appender, segment
     spool, n, flushed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     run = bridge.init(project="torn", dir=spool, sync="offline", durability="journal",
                       system_metrics=False)
@@ -274,17 +274,25 @@ def test_journal_reads_back_across_segments_and_scan_stops_at_a_bad_checksum(tmp
     assert found.torn == 1
 
 
-def test_threads_logging_at_once_across_rotations_each_call_once(tmp_path, monkeypatch):
-    """The appender takes no lock: concurrent callers and segment rotations lose nothing."""
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_threads_logging_at_once_across_rotations_each_call_once(tmp_path, monkeypatch, kind):
+    """The appender takes no lock: concurrent callers and segment rotations lose nothing,
+    through ``log_metric`` and through ``run.log``'s C call (or its Python twin)."""
     import threading
 
+    if kind == "python":
+        monkeypatch.setattr(appender, "_C", None)
+    elif not appender.FAST:
+        pytest.skip("the C appender is not built on this machine")
     monkeypatch.setattr(segment, "SEGMENT_BYTES", 1 << 15)
     run = bridge.init(project="threads", dir=tmp_path, sync="offline", durability="journal",
                       system_metrics=False)
+    assert (run._fast_log is not None) == (kind == "c")
 
     def worker(t: int) -> None:
         for i in range(5000):
             run.log_metric(f"t{t}", float(i), step=i)
+            run.log({f"r{t}": float(i)}, step=i)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
     for th in threads:
@@ -299,7 +307,7 @@ def test_threads_logging_at_once_across_rotations_each_call_once(tmp_path, monke
     got = conn.execute("SELECT key, count(*), count(DISTINCT step) FROM events "
                        "WHERE kind='metric' GROUP BY key ORDER BY key").fetchall()
     conn.close()
-    assert got == [(f"t{t}", 5000, 5000) for t in range(4)]
+    assert got == sorted([(f"{k}{t}", 5000, 5000) for t in range(4) for k in "rt"])
     assert not list((tmp_path / "spool").glob("*.seg"))
 
 
