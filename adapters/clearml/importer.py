@@ -92,6 +92,10 @@ class ClearmlImporter:
             except (ImportError_, OSError, ValueError, KeyError) as exc:
                 self._warn(f"{path.name} skipped: {exc}")
                 continue
+            if session.task_from is not None:
+                self._warn(f"{path.name}: {N.TASK_FILE} cut short (its process died writing "
+                           f"it); the task read from {session.task_from.name}, the events "
+                           "and files from the folder")
             # A folder and the zip the SDK made of it are one session: the folder wins.
             if session.task_id not in chosen or not session.is_zip:
                 chosen[session.task_id] = session

@@ -31,6 +31,9 @@ class Session:
     path: Path
     task: dict[str, Any]
     is_zip: bool
+    # The folder's task.json was cut short (its process died writing it at exit): the task
+    # was read from this zip the SDK made of the folder, the events and files from the folder.
+    task_from: Path | None = None
 
     @property
     def task_id(self) -> str:
@@ -93,18 +96,33 @@ class Session:
 
 
 def open_session(path: Path) -> Session:
-    """A session folder or zip with its ``task.json``; ValueError/OSError when it is not one."""
+    """A session folder or zip with its ``task.json``; ValueError/OSError when it is not one.
+
+    A folder whose ``task.json`` does not parse, beside the zip the SDK made of it, takes
+    the zip's (``Session.task_from``): a process killed at exit can leave the folder's cut
+    short, and the zip holds no ``metrics.jsonl``, so neither alone has the whole session."""
+    task_from = None
     if path.is_dir():
         real = resolve_source(path / N.TASK_FILE, [path])
-        task = json.loads(real.read_text(encoding="utf-8"))
+        try:
+            task = json.loads(real.read_text(encoding="utf-8"))
+        except ValueError:
+            twin = path.with_name(path.name + N.ZIP_SUFFIX)
+            if not _is_session_zip(twin):
+                raise
+            task, task_from = _zip_task(twin), twin
         is_zip = False
     else:
-        with zipfile.ZipFile(path) as zf:
-            task = json.loads(zf.read(N.TASK_FILE).decode("utf-8"))
+        task = _zip_task(path)
         is_zip = True
     if not isinstance(task, dict):
         raise ValueError(f"{N.TASK_FILE} is not a JSON object")
-    return Session(path, task, is_zip)
+    return Session(path, task, is_zip, task_from)
+
+
+def _zip_task(path: Path) -> Any:
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read(N.TASK_FILE).decode("utf-8"))
 
 
 def _is_session_zip(path: Path) -> bool:

@@ -259,6 +259,34 @@ def test_moved_session_and_missing_files_are_warnings(session: dict[str, Any],
     assert any("1 vector events" in w for w in imp.warnings)
 
 
+def test_a_folder_whose_task_json_was_cut_short_takes_the_zips(session: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    """A process killed as it rewrote ``task.json`` at exit leaves it cut short, and the zip
+    it made holds no ``metrics.jsonl``: the task comes from the zip, the events from the
+    folder, and the import is the whole folder's, said in a warning."""
+    offline = tmp_path / "offline"
+    moved = offline / session["folder"].name
+    shutil.copytree(session["folder"], moved)
+    with zipfile.ZipFile(session["zip"]) as src, \
+            zipfile.ZipFile(moved.with_name(moved.name + N.ZIP_SUFFIX), "w") as dst:
+        for info in src.infolist():
+            if info.filename != N.METRICS_FILE:
+                dst.writestr(info, src.read(info))
+    text = (moved / N.TASK_FILE).read_text()
+    (moved / N.TASK_FILE).write_text(text[:len(text) // 2])
+    run, events, imp = _read(offline)  # the folder and its zip: one run
+    whole_run, whole, _ = _read(session["folder"])
+    assert (run.source_id, run.name, run.status, run.start_ms, run.end_ms) == \
+        (whole_run.source_id, whole_run.name, whole_run.status, whole_run.start_ms,
+         whole_run.end_ms)
+    assert [(e.kind, e.key, e.step, e.ts_ms, e.value, e.payload) for e in events] == \
+        [(e.kind, e.key, e.step, e.ts_ms, e.value, e.payload) for e in whole]
+    assert len([e for e in events if e.kind == "metric"]) == 2 * ITERATIONS
+    assert [w for w in imp.warnings if "cut short" in w] == [
+        f"{moved.name}: {N.TASK_FILE} cut short (its process died writing it); the task read "
+        f"from {moved.name}{N.ZIP_SUFFIX}, the events and files from the folder"]
+
+
 def test_zip_member_escaping_the_session_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.zip"
     task = {"id": "offline-x", "name": "n", "project_name": "p", "offline_folder": "/nowhere",
@@ -344,9 +372,11 @@ def test_a_crashed_session_is_failed(tmp_path: Path) -> None:
     console = next(e.payload for e in events if e.kind == "text" and e.key == N.CONSOLE_KEY)
     assert "RuntimeError: boom at iteration 7" in console
     # A crashing process sometimes zips a file its own threads are still writing: the torn
-    # zip is skipped, visibly, and the session folder (the same task) is what is imported.
-    assert all(w.startswith(f"{run.source_id}.zip skipped") for w in imp.warnings), \
-        imp.warnings
+    # zip is skipped, visibly, and the session folder (the same task) is what is imported;
+    # or it leaves the folder's task.json cut short: the task comes from the zip, said so.
+    assert all(w.startswith(f"{run.source_id}.zip skipped")
+               or w.startswith(f"{run.source_id}: {N.TASK_FILE} cut short")
+               for w in imp.warnings), imp.warnings
 
 
 SDK_INFO = "2026-11-30 00:08:45,802 - clearml.Task - INFO - No repository found, storing script code instead"
