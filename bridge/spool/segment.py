@@ -232,7 +232,10 @@ class Journal:
             mm = spare[1]
         else:
             if spare is not None:  # too small for this record: a bigger one replaces it
-                spare[1].close()
+                try:
+                    spare[1].close()
+                except BufferError:  # still being prefaulted: unmapped once that returns
+                    pass
                 os.unlink(segment_path(self.db, spare[0]))
             mm = _create(segment_path(self.db, n), max(self.segment_bytes, HEADER + need))
             prefault(mm)  # no spare ready: cheaper here than a fault a page on each write
