@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import marshal
 import mmap
+import platform
+import re
 import sqlite3
 import struct
+import sys
 import time
 import zlib
 
@@ -204,3 +207,18 @@ def test_a_caller_far_ahead_commits_itself_and_the_journal_stays_bounded(tmp_pat
     assert run.flush(60)
     run.finish()
     writer_pool.close_all()
+
+
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_prefault_writes_nothing(tmp_path, monkeypatch, kind):
+    """A segment may be prefaulted while records go into it: its bytes stay as they are."""
+    if kind == "python":
+        monkeypatch.setattr(appender, "_prefault", None)
+    mm = segment._create(tmp_path / "s.seg", 1 << 20)
+    mm[100:104] = b"abcd"
+    before = mm[:]
+    release = tuple(int(x) for x in re.findall(r"\d+", platform.release())[:2])
+    linux_5_14 = sys.platform.startswith("linux") and release >= (5, 14)
+    assert appender.prefault(mm) is linux_5_14  # MADV_POPULATE_WRITE came with Linux 5.14
+    assert mm[:] == before
+    mm.close()
