@@ -18,7 +18,7 @@ import socket
 import sqlite3
 from pathlib import Path
 
-__all__ = ["hold", "lock_path", "release", "writer_alive"]
+__all__ = ["alive_by_meta", "hold", "lock_path", "release", "writer_alive"]
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
 
@@ -69,10 +69,11 @@ def writer_alive(db: Path) -> str | None:
         finally:
             os.close(fd)  # closing drops the probe's lock
         return None
-    return _alive_by_meta(db)
+    return alive_by_meta(db)
 
 
-def _alive_by_meta(db: Path) -> str | None:
+def alive_by_meta(db: Path) -> str | None:
+    """Why ``db``'s writer may still run, by the host and pid in its meta: None when gone."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,10 @@ from pathlib import Path
 from bridge.errors import BridgeWarning
 from bridge.spool import liveness, segment
 
-__all__ = ["Recovered", "recover_dir", "recover_file"]
+__all__ = ["LOCK_AFTER_DEATH_SECONDS", "Recovered", "recover_dir", "recover_file"]
+
+# How long a dead writer's lock may stay held by a child it was forking (see _lock).
+LOCK_AFTER_DEATH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,15 +87,24 @@ def _lock(db: Path) -> int | None | bool:
     if not side.exists():
         return None if liveness.writer_alive(db) is None else False
     fd = os.open(side, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return False
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+    # A writer killed while it forked a child (its system-info thread runs `git`) leaves the
+    # lock held by that child's copy of its descriptors until the child execs or dies, a
+    # moment after the writer is gone: when the writer's pid is gone, wait that moment out.
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if deadline is None and liveness.alive_by_meta(db) is None:
+                deadline = time.monotonic() + LOCK_AFTER_DEATH_SECONDS
+            if deadline is None or time.monotonic() >= deadline:
+                os.close(fd)
+                return False
+            time.sleep(0.01)
+        except OSError:
+            os.close(fd)
+            raise
 
 
 def _replay(db: Path) -> Recovered:

@@ -28,7 +28,7 @@ import pytest
 import bridge
 from bridge import writer_pool
 from bridge.errors import BridgeWarning
-from bridge.spool import appender, segment
+from bridge.spool import appender, liveness, segment
 from bridge.spool.reader import list_runs, spool_files
 
 CHILD = textwrap.dedent("""
@@ -52,7 +52,7 @@ CHILD = textwrap.dedent("""
 # bytes a kill in the middle of the copy would leave) and kills itself.
 TORN_CHILD = textwrap.dedent("""
     import os, signal, struct, sys, bridge
-    from bridge.spool import appender, segment
+    from bridge.spool import appender, liveness, segment
     spool, n, flushed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     run = bridge.init(project="torn", dir=spool, sync="offline", durability="journal",
                       system_metrics=False)
@@ -433,3 +433,40 @@ def _steps_of_file(path: Path) -> list[tuple[int, int]]:
                             "GROUP BY step ORDER BY step").fetchall()
     finally:
         conn.close()
+
+
+# Logs a few calls (never committed: an hour's flush interval), forks a child that keeps a
+# copy of every descriptor (the spool's lock among them) for a moment, and kills itself.
+FORKING_CHILD = textwrap.dedent("""
+    import ctypes, os, signal, sys, bridge
+    spool = sys.argv[1]
+    run = bridge.init(project="fork", dir=spool, sync="offline", flush_interval=3600,
+                      system_metrics=False)
+    for step in range(100):
+        run.log({"loss": step * 0.5}, step=step)
+    libc = ctypes.PyDLL(None)  # calls that keep the interpreter lock: the child has it
+    # The C library's fork, as subprocess forks: no Python at-fork handler runs, so the
+    # child keeps the writer's descriptors, as a subprocess does until it execs.
+    if libc.fork() == 0:
+        libc.sleep(1)
+        libc._exit(0)
+    print("RUN", run.id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_lock_kept_by_a_child_the_dead_writer_forked_is_waited_for(tmp_path):
+    """A writer killed while it forked (its system-info thread runs ``git``) leaves its lock
+    held by the child for a moment: the next open waits for it and recovers the journal,
+    instead of leaving the run unreplayed until some later open."""
+    spool = tmp_path / "spool"
+    out = tmp_path / "out.txt"  # a file, not a pipe: its end would wait for the fork too
+    with open(out, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", FORKING_CHILD, str(spool)],
+                                stdout=fh, stderr=subprocess.STDOUT)
+        assert proc.wait(60) == -signal.SIGKILL, out.read_text()
+    run_id = out.read_text().split()[1]
+    assert liveness.writer_alive(spool / "spool" / next(
+        p.name for p in (spool / "spool").glob("*.db"))), "the fork still holds the lock"
+    assert list((spool / "spool").glob("*.seg")), "the calls are in the journal only"
+    assert _steps(spool, run_id) == [(i, 1) for i in range(100)]
