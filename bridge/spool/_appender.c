@@ -299,15 +299,22 @@ room_for(Appender *self, Py_ssize_t n)
     return (unsigned char *)self->view.buf + self->pos;
 }
 
-/* The payload's head: the item tuple (0, run_id, step, ts_ms, ...) up to its 5th value. */
+/* The item tuple's start: a tuple of 5 and its first value, the metrics tag 0. */
 static unsigned char *
-enc_head(unsigned char *p, PyObject *const *args)
+enc_item_start(unsigned char *p)
 {
     *p = '(';
     put_u32(p + 1, 5);
     p[5] = 'i';
     put_u32(p + 6, 0);
-    p += 10;
+    return p + 10;
+}
+
+/* The payload's head: the item tuple (0, run_id, step, ts_ms, ...) up to its 5th value. */
+static unsigned char *
+enc_head(unsigned char *p, PyObject *const *args)
+{
+    p = enc_item_start(p);
     for (int k = 0; k < 3; k++)
         p = enc(p, args[k]);
     return p;
@@ -401,13 +408,7 @@ Appender_log(Appender *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if ((base = room_for(self, size)) == NULL)
         Py_RETURN_FALSE;
-    p = base + 8;
-    *p = '(';
-    put_u32(p + 1, 5);
-    p[5] = 'i';
-    put_u32(p + 6, 0);
-    p = enc(enc(p + 10, args[0]), args[1]);
-    p = enc_ll(p, ts);
+    p = enc_ll(enc(enc(enc_item_start(base + 8), args[0]), args[1]), ts);
     *p = '[';
     put_u32(p + 1, (uint32_t)n);
     p += 5;

@@ -65,42 +65,34 @@ def _seal(mm: mmap.mmap) -> None:
         pass
 
 
-def _c_appender() -> Any:
+def _extension() -> Any:
+    """The C module, or None: not built here (no C compiler at install), or turned off."""
     if os.environ.get("BRIDGE_NO_EXTENSION", "").strip() not in ("", "0"):
         return None
     try:
-        from bridge.spool._appender import Appender
-    except ImportError:  # not built here (no C compiler at install): the Python twin
+        from bridge.spool import _appender
+    except ImportError:
         return None
-    return Appender
+    return _appender
 
 
-_C = _c_appender()
+_EXT = _extension()
+_C = _EXT.Appender if _EXT is not None else None
+_prefault: Callable[[mmap.mmap], bool] | None = _EXT.prefault if _EXT is not None else None
 FAST: bool = _C is not None  # the C appender is in use
-
-
-def _c_prefault() -> Callable[[mmap.mmap], bool] | None:
-    if _C is None:
-        return None
-    from bridge.spool._appender import prefault
-
-    return prefault
-
-
-_prefault = _c_prefault()
 
 
 def prefault(mm: mmap.mmap) -> bool:
     """Map every page of a new segment writable ahead of the caller (Linux's
     ``MADV_POPULATE_WRITE``): the first write to each 4 KB page otherwise takes a page fault
-    on the training loop's thread, ~60 ns a call of two metrics here (BENCHMARKS.md). Writes
-    nothing, so a segment already in use may be prefaulted. False where the kernel cannot."""
+    on the training loop's thread. Writes nothing, so a segment already in use may be
+    prefaulted. False where the kernel cannot."""
     if _prefault is not None:
         return bool(_prefault(mm))  # the interpreter lock released meanwhile
     if _MADV_POPULATE_WRITE is None:
         return False
     try:
-        mm.madvise(_MADV_POPULATE_WRITE)  # holds the lock: ~2 ms per 8 MB segment
+        mm.madvise(_MADV_POPULATE_WRITE)  # holds the interpreter lock meanwhile
     except (AttributeError, OSError, ValueError):  # an older kernel; a closed map
         return False
     return True
