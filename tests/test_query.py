@@ -48,3 +48,19 @@ def test_runs_frame_and_run_data(tmp_path):
     df = run.data(event="metric")
     assert list(df["key"]) == ["a"] and list(df["run"]) == [4]
     run.finish()
+
+
+def test_runs_started_in_one_millisecond_keep_their_creation_order(tmp_path, monkeypatch):
+    # A parent and its first child often start in the same millisecond; their ids are random,
+    # so ordering by id put the child first in about half the runs.
+    import sys
+
+    monkeypatch.setattr(sys.modules["bridge.run"], "_now", lambda: 1_700_000_000_000_000_000)
+    for name, run_id in (("parent", "f" * 32), ("child", "8" * 32), ("other", "0" * 32)):
+        with bridge.init(project="same-ms", dir=tmp_path, sync="offline", name=name,
+                         run_id=run_id) as run:
+            run.log({"x": 1.0})
+    runs = bridge.runs(project="same-ms", dir=tmp_path)
+    assert set(runs["start"]) == {runs["start"][0]}
+    assert list(runs["name"]) == ["parent", "child", "other"]
+    assert list(runs["run"]) == [1, 2, 3]

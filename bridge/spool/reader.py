@@ -138,13 +138,14 @@ def list_runs(spool_dir: Path, errors: list[FileInfo] | None = None,
     runs: dict[str, RunRecord] = {}
     latest_end: dict[str, int] = {}
     running_start: dict[str, int] = {}
+    first_seen: dict[str, int] = {}  # runs started in one millisecond keep their creation order
     for path in spool_files(spool_dir):
         try:
             with opener(path) as conn:
                 info = _file_info(conn, path)
                 rows = conn.execute(
                     "SELECT run_id, project, name, notes, group_name, backends, start_ms, end_ms,"
-                    " status, error, warnings, dropped FROM runs"
+                    " status, error, warnings, dropped FROM runs ORDER BY rowid"
                 ).fetchall()
         except (SpoolError, sqlite3.Error) as exc:
             if errors is not None:
@@ -155,6 +156,7 @@ def list_runs(spool_dir: Path, errors: list[FileInfo] | None = None,
              dropped) in rows:
             rec = runs.get(run_id)
             if rec is None:
+                first_seen[run_id] = len(first_seen)
                 rec = runs[run_id] = RunRecord(
                     run_id=run_id, project=project, name=name, notes=notes, group=group,
                     backends=json.loads(backends or "[]"), start_ms=start, end_ms=None,
@@ -181,12 +183,12 @@ def list_runs(spool_dir: Path, errors: list[FileInfo] | None = None,
         # A segment that started after the last finish (a resumed job) is still running.
         if run_id in running_start and running_start[run_id] > latest_end.get(run_id, -1):
             rec.status, rec.end_ms = "RUNNING", None
-    ordered = sorted(runs.values(), key=lambda r: (r.project, r.start_ms, r.run_id))
+    ordered = sorted(runs.values(), key=lambda r: (r.project, r.start_ms, first_seen[r.run_id]))
     counters: dict[str, int] = {}
     for rec in ordered:
         counters[rec.project] = counters.get(rec.project, 0) + 1
         rec.number = counters[rec.project]
-    return sorted(ordered, key=lambda r: (r.start_ms, r.run_id))
+    return sorted(ordered, key=lambda r: (r.start_ms, first_seen[r.run_id]))
 
 
 def find_run(spool_dir: Path, run_id: str) -> RunRecord | None:
