@@ -12,6 +12,7 @@ The same readers serve ``bridge verify``: reading a destination back is importin
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import uuid
@@ -26,6 +27,7 @@ __all__ = [
     "Importer",
     "MetricPoints",
     "POINTS_BATCH",
+    "SqlPoints",
     "ImportError_",
     "SourceRun",
     "artifact_event",
@@ -114,6 +116,42 @@ class MetricPoints:
             yield ImportEvent("metric", key, ts_ms, step, value)
 
 
+class SqlPoints:
+    """One key's metric points of one run as the rows of a query on a SQLite file (an MLflow
+    sqlite store's ``metrics`` table): what an importer of such a file hands the sink through
+    its ``stream(run)``, so that SQLite copies the rows into the spool itself, without a
+    Python object a point.
+
+    ``select`` reads the file under the schema name :attr:`SCHEMA` (``source.metrics``) and
+    gives, in order, the columns ``step`` (an integer or NULL), ``ts_ms`` (an integer, ms)
+    and ``value`` (a REAL; NULL for NaN, infinities as they are); ``params`` are its
+    parameters. The spool holds what :class:`MetricPoints` of the same values would write
+    (:meth:`events` reads the same rows in Python: the sink's other way in)."""
+
+    SCHEMA = "source"
+    __slots__ = ("db", "key", "select", "params")
+
+    def __init__(self, db: Path, key: str, select: str, params: tuple = ()) -> None:
+        self.db, self.key, self.select, self.params = Path(db), key, select, tuple(params)
+
+    def events(self) -> Iterator[ImportEvent]:
+        """The points as metric events, in order."""
+        import sqlite3
+
+        from bridge.spool.schema import read_only_uri
+
+        conn = sqlite3.connect(":memory:", uri=True)
+        try:
+            conn.execute(f"ATTACH DATABASE ? AS {self.SCHEMA}", (read_only_uri(self.db),))
+            cur = conn.execute(f"SELECT step, ts_ms, value FROM ({self.select})", self.params)
+            key, nan = self.key, math.nan
+            while rows := cur.fetchmany(1000):
+                for step, ts_ms, value in rows:
+                    yield ImportEvent("metric", key, ts_ms, step, nan if value is None else value)
+        finally:
+            conn.close()
+
+
 # An importer hands its points over at the latest once it holds this many flat values
 # (5,000 points): the sink's memory stays bounded as with one event a point.
 POINTS_BATCH = 4 * 5000
@@ -127,10 +165,10 @@ def take_points(flat: list[Any]) -> MetricPoints:
     return out
 
 
-def expand(stream: Iterable[ImportEvent | MetricPoints]) -> Iterator[ImportEvent]:
+def expand(stream: Iterable[ImportEvent | MetricPoints | SqlPoints]) -> Iterator[ImportEvent]:
     """An importer's ``stream(run)`` as plain events: its ``events(run)``."""
     for item in stream:
-        if type(item) is MetricPoints:
+        if type(item) is MetricPoints or type(item) is SqlPoints:
             yield from item.events()
         else:
             yield item

@@ -22,14 +22,10 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import math
-import operator
 import os
-import sqlite3
 import tempfile
 import urllib.parse
 import urllib.request
-from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -40,8 +36,8 @@ from bridge.adapters.mlflow.sdk_env import ScopedClient, scoped_env
 from bridge.adapters.importing import (
     ImportError_,
     ImportEvent,
-    MetricPoints,
     SourceRun,
+    SqlPoints,
     artifact_event,
     expand,
     resolve_source,
@@ -187,9 +183,9 @@ class MlflowImporter:
         tables: ``media_import``) and artifacts."""
         return expand(self.stream(run))
 
-    def stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
-        """:meth:`events`, the points of a ``sqlite:///`` store as :class:`MetricPoints`
-        straight from the ``metrics`` table's rows (no Python work a point)."""
+    def stream(self, run: SourceRun) -> Iterator[ImportEvent | SqlPoints]:
+        """:meth:`events`, the points of a ``sqlite:///`` store as :class:`SqlPoints` of
+        the ``metrics`` table (SQLite copies them: no Python work a point)."""
         mrun = run.handle if run.handle is not None else self.client.get_run(run.source_id)
         at = int(run.start_ms)
         for key, value in sorted(mrun.data.params.items()):
@@ -206,7 +202,7 @@ class MlflowImporter:
         db = self._sqlite_file() if keys else None
         for key in keys:
             if db is not None:  # the bulk of a run: straight from the table, no extra layer
-                yield from _sqlite_points(db, run.source_id, key, self.page_size)
+                yield SqlPoints(db, key, _POINTS_SELECT, (run.source_id, key))
             else:
                 yield from self._metric_points(run.source_id, key)
         if self.artifacts:
@@ -342,30 +338,11 @@ def _logged_events(path: Path) -> Iterator[ImportEvent]:
                               payload=rec.get("payload"))
 
 
-_POINT = operator.itemgetter(0, 1, 2, 3)  # a row's key, step, timestamp, value
-_IS_NAN = operator.itemgetter(4)
-
-
-def _sqlite_points(db: Path, run_id: str, key: str, page: int) -> Iterator[MetricPoints]:
-    """One key's points from MLflow's ``metrics`` table, read-only, in the order and with the
-    values MLflow's own ``get_metric_history`` gives (``is_nan`` rows are NaN), a page of
-    rows at a time: each row is already ``key, step, ts_ms, value`` (cast by SQLite)."""
-    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        cur = conn.execute(
-            f"SELECT key, CAST(step AS INTEGER), CAST(timestamp AS INTEGER), "
-            f"CAST(value AS REAL), is_nan FROM {names.METRICS_TABLE} "
-            "WHERE run_uuid=? AND key=? ORDER BY timestamp, step, value", (run_id, key))
-        while True:
-            rows = cur.fetchmany(page)
-            if not rows:
-                return
-            if any(map(_IS_NAN, rows)):
-                flat: list[Any] = []
-                for k, step, ts, value, is_nan in rows:
-                    flat.extend((k, step, ts, math.nan if is_nan else value))
-                yield MetricPoints(flat)
-            else:
-                yield MetricPoints(list(chain.from_iterable(map(_POINT, rows))))
-    finally:
-        conn.close()
+# One key's points in MLflow's ``metrics`` table, in the order and with the values MLflow's
+# own ``get_metric_history`` gives (``is_nan`` rows are NaN): columns as SqlPoints reads them.
+# The ORDER BY names the table's columns (m.value), not the output's (NaN's NULL).
+_POINTS_SELECT = (
+    "SELECT CAST(m.step AS INTEGER) AS step, CAST(m.timestamp AS INTEGER) AS ts_ms, "
+    "CASE WHEN m.is_nan THEN NULL ELSE CAST(m.value AS REAL) END AS value "
+    f"FROM {SqlPoints.SCHEMA}.{names.METRICS_TABLE} AS m WHERE m.run_uuid = ? AND m.key = ? "
+    "ORDER BY m.timestamp, m.step, m.value")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from bridge.adapters.importing import Importer, MetricPoints, SourceRun
+from bridge.adapters.importing import Importer, MetricPoints, SourceRun, SqlPoints
 from bridge.spool.events import Kind
 from bridge.spool.imported import POINT_COLUMNS, ImportedRunWriter
 
@@ -103,6 +103,19 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
                         points[key] = seen + n
                 if len(buffered) >= full:
                     flush()
+                if progress is not None and out.written > reported:
+                    reported = out.written
+                    progress(run, reported)
+                continue
+            if type(ev) is SqlPoints:  # a key's points in a SQLite file: SQLite copies them
+                n = out.copy_points(run_id, ev.key, ev.db, ev.select, ev.SCHEMA, ev.params)
+                if n:
+                    seen = get(ev.key)
+                    if seen is None:
+                        points[ev.key] = n
+                        counts.setdefault(metric_kind, 0)
+                    else:
+                        points[ev.key] = seen + n
                 if progress is not None and out.written > reported:
                     reported = out.written
                     progress(run, reported)

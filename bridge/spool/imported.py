@@ -10,9 +10,11 @@ Speed (an import of millions of points is bound by this writer): rows go in with
 multi-row ``INSERT`` per :data:`ROWS_PER_INSERT` rows rather than one statement step per row;
 finite metric points, the bulk of a run, with one per :data:`POINTS_PER_INSERT` points that
 binds only their key, step, time and value (:meth:`ImportedRunWriter.points_of`); and the
-indexes of ``events`` are created once at :meth:`~ImportedRunWriter.commit`, after the bulk
-insert, rather than kept up to date row by row. The file is invisible until then, so nothing
-reads it without its indexes. The rows, their order and their ``seq`` are the same.
+``(run_id, seq)`` index of ``events`` is kept as rows go in: every row of a file is of one
+run and comes with the next ``seq``, so each entry lands at the index's right edge (measured
+cheaper than building the index after the rows). Points already in a SQLite file (an MLflow
+store) are copied by SQLite itself, ``INSERT … SELECT`` from the file attached read-only
+(:meth:`ImportedRunWriter.copy_points`): no Python object a point.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from bridge.spool.events import (
     metric_row,
 )
 from bridge.spool.media import resolve_files
-from bridge.spool.schema import create_schema
+from bridge.spool.schema import create_schema, read_only_uri
 
 __all__ = ["ImportedRunWriter", "POINT_COLUMNS", "POINTS_PER_INSERT", "ROWS_PER_INSERT", "RUN_STATUSES"]
 
@@ -53,6 +55,14 @@ assert [c for c in EVENT_COLUMNS if c not in _POINT_SQL] == list(POINT_COLUMNS)
 POINTS_PER_INSERT = (999 - 1) // len(POINT_COLUMNS)
 _ONE_POINT = "(" + ", ".join(_POINT_SQL.get(c, "?") for c in EVENT_COLUMNS) + ")"
 _INSERT_POINTS = _INTO + " VALUES " + ", ".join([_ONE_POINT] * POINTS_PER_INSERT)
+
+# copy_points(): the source's rows (step, ts_ms, value; NULL for NaN) as metric rows, a
+# non-finite value encoded as bridge.spool.events.encode_float encodes it.
+_COPY_POINTS = (
+    _INTO + " SELECT ?, '" + Kind.METRIC.value + "', ?, step, ts_ms, "
+    "CASE WHEN value IS NULL OR abs(value) = 9e999 THEN NULL ELSE value END, "
+    "CASE WHEN value IS NULL THEN 'NaN' WHEN value = 9e999 THEN 'Infinity' "
+    "WHEN value = -9e999 THEN '-Infinity' END FROM ({select})")
 
 
 class ImportedRunWriter:
@@ -74,7 +84,9 @@ class ImportedRunWriter:
         self.written = 0
         old = os.umask(0o077)
         try:
-            self._conn = sqlite3.connect(self.partial, isolation_level=None)
+            # A URI, so that copy_points() may attach its source read-only.
+            self._conn = sqlite3.connect(self.partial.resolve().as_uri(), uri=True,
+                                         isolation_level=None)
         finally:
             os.umask(old)
         self._conn.execute("PRAGMA journal_mode=DELETE")
@@ -84,12 +96,7 @@ class ImportedRunWriter:
                                    "created_ms": str(int(time.time() * 1000)),
                                    "journal": "delete", **meta})
         self._conn.execute("BEGIN")
-        # The indexes of events, dropped here and created again by commit().
-        self._indexes = self._conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
-            "AND sql IS NOT NULL ORDER BY name").fetchall()
-        for name, _sql in self._indexes:
-            self._conn.execute("DROP INDEX " + _quoted(name))
+        self._attached: Path | None = None  # the SQLite file copy_points() reads
 
     def __enter__(self) -> "ImportedRunWriter":
         return self
@@ -149,6 +156,27 @@ class ImportedRunWriter:
             self._points_run = run_id
         return self.points
 
+    def copy_points(self, run_id: str, key: str, db: Path, select: str, schema: str,
+                    params: tuple = ()) -> int:
+        """Copy one key's points, the rows of ``select`` on the SQLite file ``db`` attached
+        read-only as ``schema`` (columns ``step``, ``ts_ms``, ``value``: see
+        :class:`bridge.adapters.importing.SqlPoints`), after the rows buffered so far; the
+        number of points copied."""
+        self.flush_rows()
+        if self._attached != db:
+            # SQLite attaches and detaches only outside a transaction; the file is still
+            # .partial, so committing here shows nothing to anyone.
+            self._conn.execute("COMMIT")
+            if self._attached is not None:
+                self._conn.execute(f"DETACH DATABASE {schema}")
+            self._conn.execute(f"ATTACH DATABASE ? AS {schema}", (read_only_uri(db),))
+            self._attached = db
+            self._conn.execute("BEGIN")
+        n = self._conn.execute(_COPY_POINTS.format(select=select),
+                               (run_id, key, *params)).rowcount
+        self.written += n
+        return n
+
     def _add(self, row: tuple) -> None:
         if self.points:
             self._insert_points()
@@ -191,8 +219,6 @@ class ImportedRunWriter:
     def commit(self) -> Path:
         """Make the run visible: commit, fsync, 0600, rename to the target."""
         self.flush_rows()
-        for _name, sql in self._indexes:
-            self._conn.execute(sql)
         self._conn.execute("COMMIT")
         self._conn.close()
         with open(self.partial, "rb+") as fh:
@@ -207,7 +233,3 @@ class ImportedRunWriter:
         finally:
             self.partial.unlink(missing_ok=True)
 
-
-def _quoted(name: str) -> str:
-    """An SQL identifier, quoted (an index name read from sqlite_master)."""
-    return '"' + name.replace('"', '""') + '"'

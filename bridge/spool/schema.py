@@ -15,7 +15,8 @@ from pathlib import Path
 
 from bridge.errors import SchemaVersionError, SpoolError
 
-__all__ = ["SCHEMA_VERSION", "connect", "create_schema", "check_version", "is_network_fs"]
+__all__ = ["SCHEMA_VERSION", "connect", "create_schema", "check_version", "is_network_fs",
+           "read_only_uri"]
 
 # 2: media events (kind "media", bridge.spool.media). A bridge that knows schema 1 refuses
 # such a file with an upgrade message instead of dead-lettering every media event.
@@ -177,3 +178,8 @@ def check_version(conn: sqlite3.Connection, where: str) -> int:
             f"({SCHEMA_VERSION}); upgrade tracking-bridge to read it"
         )
     return version
+
+
+def read_only_uri(db: Path) -> str:
+    """A SQLite URI that opens ``db`` read-only (an import's source is never written to)."""
+    return f"{Path(db).resolve().as_uri()}?mode=ro"

@@ -1,10 +1,12 @@
-"""The import sink's two ways in: one ``ImportEvent`` a point, or runs of points as
-``MetricPoints`` (an importer's optional ``stream(run)``). Both must write the same spool,
-row for row, whatever the points hold (non-finite values, steps of None) and wherever other
-events fall between them."""
+"""The import sink's ways in: one ``ImportEvent`` a point, runs of points as
+``MetricPoints``, or a key's points as the rows of a query on a SQLite file (``SqlPoints``,
+which SQLite copies itself), the last two through an importer's optional ``stream(run)``.
+All must write the same spool, row for row, whatever the points hold (non-finite values,
+steps of None) and wherever other events fall between them."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from same_spool import assert_same_spool, spool_rows
 
-from bridge.adapters.importing import ImportEvent, MetricPoints, SourceRun, expand
+from bridge.adapters.importing import ImportEvent, MetricPoints, SourceRun, SqlPoints, expand
 from bridge.importers.sink import import_runs
 
 _VALUE = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(0.5))
@@ -72,3 +74,67 @@ def test_a_point_batch_keeps_its_place_between_events(tmp_path: Path) -> None:
         ("metric", "loss", 0), ("metric", "loss", 1), ("param", "lr", None),
         ("metric", "acc", None), ("metric", "acc", 2)]
     assert done.points == {"loss": 2, "acc": 2} and done.counts["metric"] == 4
+
+
+class _SqlSource(_Source):
+    """``parts`` with each batch's points written to a SQLite table and handed over as
+    ``SqlPoints`` of one key each (``by_sql``) or as ``MetricPoints`` of the same values."""
+
+    def __init__(self, parts: list[tuple[str, Any]], db: Path, by_sql: bool) -> None:
+        super().__init__(parts, with_stream=True)
+        self.db, self.by_sql = db, by_sql
+
+    def _stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints | SqlPoints]:
+        for i, (what, part) in enumerate(self.parts):
+            if what != "points":
+                yield ImportEvent("param", part, 2_000, payload={"v": part})
+                continue
+            for key in sorted({p[0] for p in part}):
+                mine = [p for p in part if p[0] == key]
+                if self.by_sql:
+                    yield SqlPoints(self.db, key, "SELECT step, ts AS ts_ms, value FROM "
+                                    "source.pts WHERE part = ? AND key = ? ORDER BY i", (i, key))
+                else:
+                    yield MetricPoints([x for point in mine for x in point])
+
+
+def _table(parts: list[tuple[str, Any]], db: Path) -> None:
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE pts (i INTEGER PRIMARY KEY, part INTEGER, key TEXT, "
+                  "step INTEGER, ts INTEGER, value REAL)")
+        c.executemany("INSERT INTO pts (part, key, step, ts, value) VALUES (?, ?, ?, ?, ?)",
+                      [(i, *p) for i, (what, part) in enumerate(parts) if what == "points"
+                       for p in part])  # NaN goes in as NULL
+
+
+@settings(max_examples=40, deadline=None)
+@given(parts=st.lists(_PART, max_size=8))
+def test_sql_points_write_what_metric_points_write(parts: list, tmp_path_factory: Any) -> None:
+    tmp = tmp_path_factory.mktemp("q")
+    _table(parts, tmp / "source.db")
+    by_sql = import_runs(_SqlSource(parts, tmp / "source.db", True), tmp / "by-sql")
+    by_list = import_runs(_SqlSource(parts, tmp / "source.db", False), tmp / "by-list")
+    assert _rows(tmp / "by-sql") == _rows(tmp / "by-list")
+    assert [(r.points, r.counts) for r in by_sql] == [(r.points, r.counts) for r in by_list]
+    # and through its events (expand), one event a point
+    assert_same_spool(lambda: _SqlSource(parts, tmp / "source.db", True), tmp / "events")
+
+
+def test_sql_points_are_copied_from_the_file_read_only(tmp_path: Path) -> None:
+    parts = [("points", [("loss", 0, 10, 1.0), ("loss", None, 11, float("-inf"))]),
+             ("param", "lr"), ("points", [("acc", 2, 12, float("nan"))])]
+    _table(parts, tmp_path / "source.db")
+    (tmp_path / "source.db").chmod(0o400)
+    before = (tmp_path / "source.db").read_bytes()
+    (done,) = import_runs(_SqlSource(parts, tmp_path / "source.db", True), tmp_path / "spool")
+    assert (tmp_path / "source.db").read_bytes() == before
+    rows = [r[1:] for r in _rows(tmp_path / "spool") if r[1] in ("metric", "param")]
+    assert rows == [("metric", "loss", 0, 10, 1.0, None),
+                    ("metric", "loss", None, 11, None, "-Infinity"),
+                    ("param", "lr", None, 2_000, None, '{"v": "lr"}'),
+                    ("metric", "acc", 2, 12, None, "NaN")]
+    assert done.points == {"loss": 2, "acc": 1} and done.counts["metric"] == 3
+    with sqlite3.connect(done.path) as c:  # the spool's index, kept as the rows went in
+        assert c.execute("SELECT sql FROM sqlite_master WHERE name = 'events_run_seq'"
+                         ).fetchone()[0] == "CREATE INDEX events_run_seq ON events (run_id, seq)"
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
