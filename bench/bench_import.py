@@ -37,7 +37,8 @@ Then, alternating, each in a fresh child process (best of ``--repeat``):
   MLflow server ``MlflowClient(url)``'s REST store paging ``get_metric_history`` of each key
   of the run (see ``_c_mlflow_server``: what an export script of one's own would do), the Comet
   ``messages.json`` with ``json``, neptune-scale's operations with ``sqlite3`` + neptune_api's
-  protobuf, trackio's ``metrics`` rows with ``sqlite3`` + ``json``;
+  protobuf, trackio's ``metrics`` rows with ``sqlite3`` + ``orjson`` (as trackio's own
+  ``SQLiteStorage`` decodes them);
 - ``bridge import``: ``make_importer(source, location)`` + ``import_runs(importer, spool)``
   (``make_importer("mlflow", url)`` for the server)
   into a fresh spool: wall time, points/s, and the RSS growth of the importing process
@@ -446,13 +447,16 @@ def _c_neptune_scale(loc: str, options: dict) -> int:
 
 
 def _c_trackio(loc: str, options: dict) -> int:
+    """trackio's rows as trackio's own ``SQLiteStorage`` decodes them: ``orjson.loads``."""
     import sqlite3
+
+    import orjson
 
     n = 0
     for f in sorted(Path(loc).glob("*.db")):
         with sqlite3.connect(f"file:{f}?mode=ro", uri=True) as c:
             for step, ts, metrics in c.execute("SELECT step, timestamp, metrics FROM metrics"):
-                for key, v in json.loads(metrics).items():
+                for key, v in orjson.loads(metrics).items():
                     if isinstance(v, (int, float)):
                         n += 1
     return n
@@ -469,7 +473,7 @@ SOURCES: dict[str, tuple[Callable[..., dict], Callable[[str, dict], int], str]] 
                       "`MlflowClient(url)` REST `get_metric_history`, paged"),
     "neptune-scale": (_w_neptune_scale, _c_neptune_scale,
                       "`sqlite3` + neptune_api protobuf `UpdateRunSnapshot`"),
-    "trackio": (_w_trackio, _c_trackio, "`sqlite3` + `json.loads` of `metrics` rows"),
+    "trackio": (_w_trackio, _c_trackio, "`sqlite3` + `orjson.loads` of `metrics` rows"),
 }
 
 
@@ -484,7 +488,7 @@ PRELOAD: dict[str, tuple[str, ...]] = {
     "mlflow": ("sqlite3", "mlflow", "mlflow.store.tracking.sqlalchemy_store"),
     "mlflow-server": ("mlflow", "mlflow.store.tracking.rest_store", "requests"),
     "neptune-scale": ("sqlite3", "neptune_api.proto.neptune_pb.ingest.v1.common_pb2"),
-    "trackio": ("sqlite3",),
+    "trackio": ("sqlite3", "orjson"),
 }
 
 

@@ -150,17 +150,23 @@ def iso_from_ms(ms: int) -> str:
     return (_EPOCH + timedelta(milliseconds=int(ms))).isoformat(timespec="microseconds")
 
 
+_MS = timedelta(milliseconds=1)
+
+
 def ms_from_iso(value: Any) -> int | None:
     """Milliseconds since the epoch of a trackio ISO timestamp (floor), None if unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    try:  # one call a metrics row: the common case first
+        dt = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        if not isinstance(value, str) or "Z" not in value:
+            return None
+        try:  # a "Z" suffix, which fromisoformat reads only from Python 3.11 on
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return (dt - _EPOCH) // timedelta(milliseconds=1)
+    return (dt - _EPOCH) // _MS
 
 
 # --- directories and processes ------------------------------------------------------------------

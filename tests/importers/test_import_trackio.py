@@ -41,6 +41,7 @@ trackio.log({"sample": trackio.Image(img, caption="a cat"),
              "preds": trackio.Table(columns=["id", "label"], data=[[1, "cat"], [2, "dog"]]),
              "diverged": float("nan")}, step=5)
 trackio.log({"later": 3.0})
+trackio.log({"warmup": 0.25, "phase": "warm"}, step=6)  # a number, then a string
 trackio.log_system({"cpu/utilization": 42.0, "memory/percent": 61.5})
 import pathlib
 model = pathlib.Path("model"); (model / "sub").mkdir(parents=True)
@@ -104,7 +105,7 @@ def test_native_runs_import_point_by_point(native: tuple[Path, dict], tmp_path: 
                   and v == v)
     got = sorted((e.key, e.step, e.ts_ms, e.value) for e in events
                  if e.kind == "metric" and not e.key.startswith("system/") and e.value == e.value)
-    assert got == want and len(got) == 11
+    assert got == want and len(got) == 12
     nan = [e for e in events if e.kind == "metric" and e.key == "diverged"]
     assert len(nan) == 1 and nan[0].value != nan[0].value and nan[0].step == 5
 
@@ -142,6 +143,7 @@ def test_native_runs_import_point_by_point(native: tuple[Path, dict], tmp_path: 
     assert item["caption"] == "a cat" and item["mime"] == "image/png"
     assert media["weights"].payload["data"] == {"edges": [0.0, 1.0, 2.0, 3.0], "counts": [1, 2, 3]}
     assert media["report"].payload["data"] == {"text": "# hello"}
+    assert (media["phase"].step, media["phase"].payload["data"]) == (6, {"text": "warm"})
     assert media["preds"].payload["data"] == {"columns": ["id", "label"],
                                               "rows": [[1, "cat"], [2, "dog"]]}
 
