@@ -23,9 +23,11 @@ import importlib
 import json
 import logging
 import os
+import sqlite3
 import tempfile
 import urllib.parse
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -33,6 +35,7 @@ from bridge.adapters.mlflow import names
 from bridge.adapters.mlflow.media_import import media_events
 from bridge.adapters.mlflow.names import GROUP_TAG, MLFLOW_PARENT_TAG, NOTE_TAG, RUN_NAME_TAG
 from bridge.adapters.mlflow.sdk_env import ScopedClient, scoped_env
+from bridge.spool.schema import read_only_uri
 from bridge.adapters.importing import (
     ImportError_,
     ImportEvent,
@@ -118,6 +121,7 @@ class MlflowImporter:
         if page_size <= 0:
             raise ImportError_("mlflow: page_size must be a positive number of points")
         self.page_size = int(page_size)
+        self._selects: dict[Path, str] = {}  # _points_select() of each store file
         self.artifacts = bool(artifacts)
         store = _local_path(self.uri) if self.uri.startswith("file:") else None
         self.roots: list[Path] = ([store] if store else []) + [Path(r) for r in trusted_roots]
@@ -200,9 +204,10 @@ class MlflowImporter:
                 yield ImportEvent("tag", key, at, payload=value)
         keys = sorted(mrun.data.metrics)
         db = self._sqlite_file() if keys else None
+        select = self._points_select(db) if db is not None else ""
         for key in keys:
             if db is not None:  # the bulk of a run: straight from the table, no extra layer
-                yield SqlPoints(db, key, _POINTS_SELECT, (run.source_id, key))
+                yield SqlPoints(db, key, select, (run.source_id, key))
             else:
                 yield from self._metric_points(run.source_id, key)
         if self.artifacts:
@@ -220,6 +225,26 @@ class MlflowImporter:
             return None
         path = Path(self.uri[len("sqlite:///"):])
         return path if path.is_file() else None
+
+    def _points_select(self, db: Path) -> str:
+        """:data:`_POINTS_SELECT` for ``db``: in a store of several runs, through its index
+        on ``(run_uuid, key)`` where it has one (MLflow's ``index_metrics_run_uuid_key_step``).
+        SQLite's planner, with no statistics, picks the primary key's ``key`` prefix, which
+        reads that key's points of every run in the store for each run imported; in a store
+        of one run that is the faster way (its order needs no sort)."""
+        if db not in self._selects:
+            index = None
+            with closing(sqlite3.connect(read_only_uri(db), uri=True)) as conn:
+                runs = conn.execute(f"SELECT count(*) FROM {names.RUNS_TABLE}").fetchone()[0]
+                indexes = conn.execute(f"PRAGMA index_list({names.METRICS_TABLE})").fetchall()
+                for row in indexes if runs > 1 else []:
+                    cols = [c[2] for c in conn.execute(f"PRAGMA index_info({_quoted(row[1])})")]
+                    if cols[:2] == ["run_uuid", "key"]:
+                        index = row[1]
+                        break
+            self._selects[db] = _POINTS_SELECT.format(
+                indexed=f" INDEXED BY {_quoted(index)}" if index else "")
+        return self._selects[db]
 
     def _history(self, run_id: str, key: str) -> Iterator[Any]:
         """One key's points, a page at a time where the store paginates (all three do)."""
@@ -341,8 +366,14 @@ def _logged_events(path: Path) -> Iterator[ImportEvent]:
 # One key's points in MLflow's ``metrics`` table, in the order and with the values MLflow's
 # own ``get_metric_history`` gives (``is_nan`` rows are NaN): columns as SqlPoints reads them.
 # The ORDER BY names the table's columns (m.value), not the output's (NaN's NULL).
+# {indexed}: see MlflowImporter._points_select.
 _POINTS_SELECT = (
     "SELECT CAST(m.step AS INTEGER) AS step, CAST(m.timestamp AS INTEGER) AS ts_ms, "
     "CASE WHEN m.is_nan THEN NULL ELSE CAST(m.value AS REAL) END AS value "
-    f"FROM {SqlPoints.SCHEMA}.{names.METRICS_TABLE} AS m WHERE m.run_uuid = ? AND m.key = ? "
-    "ORDER BY m.timestamp, m.step, m.value")
+    f"FROM {SqlPoints.SCHEMA}.{names.METRICS_TABLE} AS m{{indexed}} "
+    "WHERE m.run_uuid = ? AND m.key = ? ORDER BY m.timestamp, m.step, m.value")
+
+
+def _quoted(name: str) -> str:
+    """An SQL identifier, quoted (an index name read from the store)."""
+    return '"' + name.replace('"', '""') + '"'

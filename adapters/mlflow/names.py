@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "ARTIFACT_FOLDER", "BRIDGE_PARENT_TAG", "EMBEDDED_ARTIFACTS", "EMBEDDED_DB", "EVENTS_FILE",
-    "METRICS_TABLE",
+    "METRICS_TABLE", "RUNS_TABLE",
     "GROUP_TAG", "IMAGES_FOLDER", "IMPORT_STATUS", "LOGGED_ARTIFACTS_TAG", "LOGGED_IMAGES_TAG",
     "MEDIA_FOLDER", "MEDIA_MARKER", "MLFLOW_PARENT_TAG", "NOTE_TAG", "PARENT_TAGS",
     "StepImage", "TABLES_FOLDER", "TABLE_IMAGES_FOLDER", "TABLE_MEDIA_FOLDER",
@@ -61,6 +61,7 @@ IMPORT_STATUS: Mapping[str, str] = {
 # -- the embedded store -----------------------------------------------------------------
 EMBEDDED_DB = "mlflow.db"
 METRICS_TABLE = "metrics"  # a database store's metric points (key, value, timestamp, step, is_nan)
+RUNS_TABLE = "runs"  # a database store's runs (run_uuid, ...)
 EMBEDDED_ARTIFACTS = "mlartifacts"
 
 

@@ -347,6 +347,63 @@ def test_sqlite_store_streams_the_spool_events_would(corpora, tmp_path: Path) ->
     assert sum(sum(r.points.values()) for r in by_stream) > 0
 
 
+ONE_RUN = """
+import math, sys
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+client = MlflowClient(sys.argv[1])
+run = client.create_run(client.create_experiment("one"), run_name="alone")
+rid = run.info.run_id
+# ties on (timestamp, step) told apart by value, NaN and infinities among them
+points = [Metric("loss", v, 1_700_000_000_000 + t, s) for t, s, v in [
+    (5, 1, 0.5), (5, 1, -1.0), (5, 1, float("nan")), (0, 0, 2.0), (9, 3, float("inf")),
+    (9, 2, float("-inf")), (7, 7, 1e300)]]
+client.log_batch(rid, metrics=points)
+client.log_batch(rid, metrics=[Metric("acc", i / 10, 1_700_000_000_000 + i, i) for i in range(50)])
+client.set_terminated(rid)
+print("@@" + rid)
+"""
+
+
+def _mlflow_history(uri: str, run_id: str, key: str) -> list[tuple]:
+    from mlflow import MlflowClient
+
+    return [(m.step, m.timestamp, "nan" if math.isnan(m.value) else m.value)
+            for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+def test_a_one_run_sqlite_store_keeps_mlflow_s_order_and_values(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'one.db'}"
+    proc = subprocess.run([sys.executable, "-c", ONE_RUN, uri], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.strip().splitlines()[-1][2:]
+    importer = MlflowImporter(uri)
+    assert "INDEXED BY" not in importer._points_select(tmp_path / "one.db")  # one run
+    (done,) = import_runs(importer, tmp_path / "spool")
+    assert done.points == {"acc": 50, "loss": 7}
+    for key in ("loss", "acc"):
+        got = [(e.step, e.ts_ms, "nan" if e.value != e.value else e.value)
+               for e in iter_events(find_run(tmp_path / "spool", run_id).files, run_id)
+               if e.kind == "metric" and e.key == key]
+        assert got == _mlflow_history(uri, run_id, key), key
+
+
+def test_a_store_of_several_runs_is_read_run_by_run(corpora, tmp_path: Path) -> None:
+    """Through the store's (run_uuid, key) index: the primary key's would read every run's
+    points of a key for each run."""
+    import sqlite3
+
+    db = Path(corpora["stores"]["sqlite"].removeprefix("sqlite:///"))
+    select = MlflowImporter(corpora["stores"]["sqlite"])._points_select(db)
+    assert 'INDEXED BY "index_metrics_run_uuid_key_step"' in select
+    with sqlite3.connect(":memory:") as conn:
+        conn.execute("ATTACH DATABASE ? AS source", (str(db),))
+        plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + select,
+                                                          ("x", "loss")))
+    assert "run_uuid=? AND key=?" in plan, plan
+
+
 def test_file_store(corpora, tmp_path: Path) -> None:
     import_runs(MlflowImporter(corpora["stores"]["file"]), tmp_path / "spool-uri")
     check_corpus(tmp_path / "spool-uri", corpora["file"])
