@@ -665,7 +665,7 @@ def _sink(points: int, spool: str) -> dict:
 
 def _writer_alone(steps: int, spool: Path) -> dict:
     """The spool writer alone on points made beforehand (a flat list): its ``INSERT``s, then
-    its commit (the ``(run_id, seq)`` index built, fsync, rename)."""
+    its commit (fsync, rename; the ``(run_id, seq)`` index is kept as the rows go in)."""
     from bridge.spool.imported import ImportedRunWriter
 
     flat: list[Any] = []
@@ -788,15 +788,15 @@ def render(m: dict, res: dict[str, dict], points: int, repeat: int,
         if "stream_wall_s" in sink:
             n = sink["stream_points"]
             lines += ["", f"The same run handed over as `MetricPoints` (an importer's "
-                      f"`stream(run)`, as the trackio, neptune-scale, W&B and MLflow "
-                      f"importers do), {n:,} points: {fmt_rate(n / sink['stream_wall_s'])}/s "
+                      f"`stream(run)`, as the trackio, neptune-scale and W&B "
+                      f"importers do; MLflow's sqlite store hands `SqlPoints`, which SQLite copies), {n:,} points: {fmt_rate(n / sink['stream_wall_s'])}/s "
                       f"({sink['stream_wall_s']:.2f} s)."]
         if "writer_insert_s" in sink:
             n, ins, com = (sink["writer_points"], sink["writer_insert_s"],
                            sink["writer_commit_s"])
             lines += ["", f"The spool writer alone on {n:,} points made beforehand: its "
-                      f"`INSERT`s {ins:.2f} s ({fmt_rate(n / ins)}/s), its commit (the "
-                      f"`(run_id, seq)` index, fsync, rename) {com:.2f} s; "
+                      f"`INSERT`s (the `(run_id, seq)` index kept as they go) {ins:.2f} s "
+                      f"({fmt_rate(n / ins)}/s), its commit (fsync, rename) {com:.2f} s; "
                       f"{fmt_rate(n / (ins + com))}/s together."]
     lines += [""] + targets + [""]
     return "\n".join(lines)

@@ -76,6 +76,17 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
         full = chunk * len(POINT_COLUMNS)
         metric_kind = Kind.METRIC.value
         stream = getattr(importer, "stream", None)
+
+        def count(key: str, n: int) -> None:
+            """``n`` more points of ``key`` (a new key keeps its place, and the first metric
+            its place among the kinds)."""
+            seen = get(key)
+            if seen is None:
+                points[key] = n
+                counts.setdefault(metric_kind, 0)
+            else:
+                points[key] = seen + n
+
         for ev in stream(run) if callable(stream) else importer.events(run):
             if type(ev) is MetricPoints:  # a run of points as one flat list: no call a point
                 flat = ev.flat
@@ -95,12 +106,7 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
                         else:
                             out.metric(run_id, key, step, ts_ms, value)
                 for key, n in Counter(flat[0::4]).items():
-                    seen = get(key)
-                    if seen is None:
-                        points[key] = n
-                        counts.setdefault(metric_kind, 0)
-                    else:
-                        points[key] = seen + n
+                    count(key, n)
                 if len(buffered) >= full:
                     flush()
                 if progress is not None and out.written > reported:
@@ -110,12 +116,7 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             if type(ev) is SqlPoints:  # a key's points in a SQLite file: SQLite copies them
                 n = out.copy_points(run_id, ev.key, ev.db, ev.select, ev.SCHEMA, ev.params)
                 if n:
-                    seen = get(ev.key)
-                    if seen is None:
-                        points[ev.key] = n
-                        counts.setdefault(metric_kind, 0)
-                    else:
-                        points[ev.key] = seen + n
+                    count(ev.key, n)
                 if progress is not None and out.written > reported:
                     reported = out.written
                     progress(run, reported)

@@ -96,7 +96,7 @@ class ImportedRunWriter:
                                    "created_ms": str(int(time.time() * 1000)),
                                    "journal": "delete", **meta})
         self._conn.execute("BEGIN")
-        self._attached: Path | None = None  # the SQLite file copy_points() reads
+        self._attached: tuple[Path, str] | None = None  # copy_points(): the file, its schema
 
     def __enter__(self) -> "ImportedRunWriter":
         return self
@@ -163,14 +163,18 @@ class ImportedRunWriter:
         :class:`bridge.adapters.importing.SqlPoints`), after the rows buffered so far; the
         number of points copied."""
         self.flush_rows()
-        if self._attached != db:
+        if self._attached != (db, schema):
+            if not schema.isidentifier():  # spliced into the SQL: a name, never a value
+                raise ValueError(f"not a schema name: {schema!r}")
+            attach = f"ATTACH DATABASE ? AS {schema}"
+            detach = f"DETACH DATABASE {self._attached[1]}" if self._attached else None
             # SQLite attaches and detaches only outside a transaction; the file is still
             # .partial, so committing here shows nothing to anyone.
             self._conn.execute("COMMIT")
-            if self._attached is not None:
-                self._conn.execute(f"DETACH DATABASE {schema}")
-            self._conn.execute(f"ATTACH DATABASE ? AS {schema}", (read_only_uri(db),))
-            self._attached = db
+            if detach is not None:
+                self._conn.execute(detach)
+            self._conn.execute(attach, (read_only_uri(db),))
+            self._attached = (db, schema)
             self._conn.execute("BEGIN")
         n = self._conn.execute(_COPY_POINTS.format(select=select),
                                (run_id, key, *params)).rowcount
