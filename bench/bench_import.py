@@ -20,6 +20,10 @@ written by the vendor's own writer in a child process, batched where its API all
   default set, as it nearly doubles the run (1,000,000 points: the writer reaches its budget
   near 985,000 at ~6,500 points/s, each read takes ~1 min at ~15-18k points/s; about 7 min
   in all, 40 s with ``--quick``): run it with ``--only mlflow-server``;
+- ``mlflow-runs``: the same points in a SQLite store as :data:`MANY_RUNS` (100) runs of
+  N/100 points, logged one after another (what a store of an org's history looks like, where
+  each run is found among the others); the ceiling reads the whole ``metrics`` table. Not in
+  the default set (its writer takes as long as ``mlflow``'s): ``--only mlflow-runs``;
 - ``neptune-scale``: ``run_operations.sqlite3``, ``neptune_scale.Run(mode="offline")``;
 - ``trackio``: a project, trackio's ``SQLiteStorage.bulk_log`` with ``TRACKIO_DIR`` in a
   temp dir.
@@ -230,30 +234,43 @@ def _w_mlflow_server(d: str, steps: int, budget: float, url: str) -> dict:
     return _mlflow_write(d, url, steps, budget)
 
 
-def _mlflow_write(d: str, uri: str, steps: int, budget: float) -> dict:
+# mlflow-runs: the corpus's points split evenly over this many runs, logged one after another
+MANY_RUNS = 100
+
+
+def _w_mlflow_runs(d: str, steps: int, budget: float) -> dict:
+    return _mlflow_write(d, f"sqlite:///{Path(d) / 'mlflow.db'}", steps, budget, MANY_RUNS)
+
+
+def _mlflow_write(d: str, uri: str, steps: int, budget: float, runs: int = 1) -> dict:
+    """``steps`` steps of the 4 keys, as ``runs`` runs of ``steps // runs`` steps each."""
     quiet_vendor_env(Path(d))
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     client = MlflowClient(uri)
     exp = client.create_experiment("bench")
-    run = client.create_run(exp, run_name="bench-import", start_time=T0_MS)
-    rid = run.info.run_id
+    per_run = steps // runs
     b = _Budget(budget, every=250)
-    batch: list[Any] = []
     done = 0
-    for i in range(steps):
-        if b.spent(i):
-            break
-        ts = _ms(i)
-        batch.extend(Metric(k, _value(i, j), ts, i) for j, k in enumerate(KEYS))
-        done += 1
-        if len(batch) >= 1000:  # MLflow's limit of metrics per log_batch
+    for r in range(runs):
+        name = "bench-import" if runs == 1 else f"bench-import-{r}"
+        rid = client.create_run(exp, run_name=name, start_time=T0_MS).info.run_id
+        batch: list[Any] = []
+        for i in range(per_run):
+            if b.spent(done):
+                break
+            ts = _ms(i)
+            batch.extend(Metric(k, _value(i, j), ts, i) for j, k in enumerate(KEYS))
+            done += 1
+            if len(batch) >= 1000:  # MLflow's limit of metrics per log_batch
+                client.log_batch(rid, metrics=batch)
+                batch = []
+        if batch:
             client.log_batch(rid, metrics=batch)
-            batch = []
-    if batch:
-        client.log_batch(rid, metrics=batch)
-    client.set_terminated(rid, end_time=_ms(done))
+        client.set_terminated(rid, end_time=_ms(per_run))
+        if b.spent(done):
+            break
     return {"location": uri, "options": {"experiments": ["bench"]}, "points": done * len(KEYS)}
 
 
@@ -469,6 +486,7 @@ SOURCES: dict[str, tuple[Callable[..., dict], Callable[[str, dict], int], str]] 
     "tensorboard": (_w_tensorboard, _c_tensorboard, "tensorboard `LegacyEventFileLoader`"),
     "comet": (_w_comet, _c_comet, "`zipfile` + `json.loads` of `messages.json`"),
     "mlflow": (_w_mlflow, _c_mlflow, "`sqlite3` `SELECT … FROM metrics`"),
+    "mlflow-runs": (_w_mlflow_runs, _c_mlflow, "`sqlite3` `SELECT … FROM metrics`"),
     "mlflow-server": (_w_mlflow_server, _c_mlflow_server,
                       "`MlflowClient(url)` REST `get_metric_history`, paged"),
     "neptune-scale": (_w_neptune_scale, _c_neptune_scale,
@@ -486,6 +504,7 @@ PRELOAD: dict[str, tuple[str, ...]] = {
                     "tensorboard.compat.proto.event_pb2"),
     "comet": ("zipfile",),
     "mlflow": ("sqlite3", "mlflow", "mlflow.store.tracking.sqlalchemy_store"),
+    "mlflow-runs": ("sqlite3", "mlflow", "mlflow.store.tracking.sqlalchemy_store"),
     "mlflow-server": ("mlflow", "mlflow.store.tracking.rest_store", "requests"),
     "neptune-scale": ("sqlite3", "neptune_api.proto.neptune_pb.ingest.v1.common_pb2"),
     "trackio": ("sqlite3", "orjson"),
@@ -517,14 +536,14 @@ def _served_mlflow(d: Path) -> Iterator[tuple[str, ...]]:
 
 
 # source -> bridge's importer of it, where the two names differ
-IMPORTER = {"mlflow-server": "mlflow"}
+IMPORTER = {"mlflow-server": "mlflow", "mlflow-runs": "mlflow"}
 
 # source -> the service its writer, ceiling and import share; its address is the writer's
 # last argument and the corpus's location.
 SERVED: dict[str, Callable[[Path], ContextManager[tuple[str, ...]]]] = {
     "mlflow-server": _served_mlflow,
 }
-OPT_IN = ("mlflow-server",)  # measured only when named with --only (see the docstring)
+OPT_IN = ("mlflow-server", "mlflow-runs")  # measured only when named with --only (docstring)
 
 
 def _preload(source: str) -> None:

@@ -89,7 +89,9 @@ class ImportedRunWriter:
                                          isolation_level=None)
         finally:
             os.umask(old)
-        self._conn.execute("PRAGMA journal_mode=DELETE")
+        # No journal file: the rename in commit() is the commit point, and a failed import
+        # leaves a .partial the next import deletes (MEMORY still rolls a statement back).
+        self._conn.execute("PRAGMA journal_mode=MEMORY")
         self._conn.execute("PRAGMA synchronous=OFF")  # the rename in commit() is the commit point
         create_schema(self._conn, {"file_id": target.stem, "host": os.uname().nodename,
                                    "pid": str(os.getpid()),
