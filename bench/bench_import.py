@@ -759,9 +759,12 @@ def measure_source(tmp: Path, source: str, points: int, repeat: int, budget: flo
 def render(m: dict, res: dict[str, dict], points: int, repeat: int,
            sink: dict | None = None) -> str:
     lines = header("Import throughput beside each source's raw read", m)
-    lines += [f"One run of {points:,} metric points a source (4 keys × {points // 4:,} steps), "
-              "written by the vendor's own writer; ceiling and `bridge import` alternate, each "
-              f"in a fresh process, best of {repeat}. Points/s counts metric points.", "",
+    many = (f" (`mlflow-runs`: the same points as {MANY_RUNS} runs of "
+            f"{points // 4 // MANY_RUNS:,} steps in one store)" if "mlflow-runs" in res else "")
+    lines += [f"One run of {points:,} metric points a source (4 keys × {points // 4:,} steps)"
+              f"{many}, written by the vendor's own writer; ceiling and `bridge import` "
+              f"alternate, each in a fresh process, best of {repeat}. Points/s counts metric "
+              "points.", "",
               "| source | corpus (writer time) | ceiling: read with | ceiling | "
               "`bridge import` | ratio | import RSS growth |",
               "|---|---|---|---|---|---|---|"]
