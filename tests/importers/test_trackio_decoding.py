@@ -103,3 +103,11 @@ def test_an_unreadable_timestamp_is_none() -> None:
         assert N.ms_from_iso(bad) is None
     assert not math.isnan(N.ms_from_iso("2024-01-01T00:00:00.999999Z") or math.nan)
     assert N.ms_from_iso("2024-01-01T00:00:00.999999Z") % 1000 == 999  # floor, not rounded
+
+
+def test_without_orjson_rows_are_read_with_json(monkeypatch) -> None:
+    monkeypatch.setattr(trackio_importer, "_orjson_loads", None)
+    row = trackio_importer._numbers_row(b'{"loss": 0.5, "big": 123456789012345678901234567890, '
+                                        b'"bad": NaN}')
+    assert list(row) == ["loss", "big", "bad"] and row["big"] == 123456789012345678901234567890
+    assert math.isnan(row["bad"])
