@@ -123,8 +123,11 @@ class SqlPoints:
     Python object a point.
 
     ``select`` reads the file under the schema name :attr:`SCHEMA` (``source.metrics``) and
-    gives, in order, the columns ``step`` (an integer or NULL), ``ts_ms`` (an integer, ms)
-    and ``value`` (a REAL; NULL for NaN, infinities as they are); ``params`` are its
+    gives the columns ``step`` (an integer or NULL), ``ts_ms`` (an integer, ms) and ``value``
+    (a REAL; NULL for NaN, infinities as they are), in its ORDER BY's order: the writer
+    selects from it as the one subquery of an ``INSERT … SELECT`` with no ORDER BY of its
+    own, where SQLite keeps the subquery's (an outer ORDER BY costs a sort, ~10 % of an MLflow
+    import; ``tests/importers/test_sink_points.py`` checks the order); ``params`` are its
     parameters. The spool holds what :class:`MetricPoints` of the same values would write
     (:meth:`events` reads the same rows in Python: the sink's other way in)."""
 

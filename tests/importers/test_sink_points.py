@@ -138,3 +138,20 @@ def test_sql_points_are_copied_from_the_file_read_only(tmp_path: Path) -> None:
         assert c.execute("SELECT sql FROM sqlite_master WHERE name = 'events_run_seq'"
                          ).fetchone()[0] == "CREATE INDEX events_run_seq ON events (run_id, seq)"
         assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_sql_points_are_written_in_their_order_not_the_files(tmp_path: Path) -> None:
+    """The select's ORDER BY gives the rows their seq: SQLite keeps the ORDER BY of the one
+    subquery of a query that has none of its own (the writer's INSERT … SELECT)."""
+    with sqlite3.connect(tmp_path / "source.db") as c:
+        c.execute("CREATE TABLE pts (step INTEGER, ts INTEGER, value REAL)")
+        c.executemany("INSERT INTO pts VALUES (?, ?, ?)", [(s, 100 - s, s / 2) for s in range(9)])
+
+    class Reversed(_Source):
+        def _stream(self, run: SourceRun) -> Iterator[SqlPoints]:
+            yield SqlPoints(tmp_path / "source.db", "loss",
+                            "SELECT step, ts AS ts_ms, value FROM source.pts ORDER BY ts", ())
+
+    import_runs(Reversed([], with_stream=True), tmp_path / "spool")
+    steps = [r[3] for r in _rows(tmp_path / "spool") if r[1] == "metric"]
+    assert steps == list(range(8, -1, -1))
