@@ -312,6 +312,10 @@ class MlflowAdapter(BaseAdapter):
             self._mlflow = require("mlflow", "mlflow")
             self._exc_type = require("mlflow.exceptions", "mlflow").MlflowException
             self._entities = require("mlflow.entities", "mlflow")
+            if self.embedded:
+                from bridge.adapters.mlflow.embedded import create_whole
+
+                create_whole(names.embedded_db(self.spool_dir), self._mlflow)
             self.client = self._mlflow.MlflowClient(tracking_uri=tracking_uri)
             if http:
                 from bridge.adapters.mlflow.sdk_env import ScopedClient
