@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 from bridge.agent.state import (DeadLetter, StateStore, dead_letter_query, holder_alive,
                                 now_ms)
 from bridge.errors import ConfigError, SpoolError
-from bridge.spool.schema import check_version, connect
+from bridge.spool.schema import check_version, connect, read_only_uri
 
 __all__ = ["DEFAULT_STATE", "ReshardReport", "Shard", "ShardLayoutError", "StateView",
            "check_layout", "current_count", "owner_file", "parse_shard", "reshard",
@@ -132,7 +132,7 @@ def state_files(spool_dir: Path) -> list[tuple[int, int, Path]]:
 
 def _open_ro(path: Path) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
+        conn = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False,
                                timeout=30.0)
         conn.execute("PRAGMA busy_timeout=30000")
     except sqlite3.Error as exc:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from bridge.adapters.base import require
 from bridge.adapters.neptune import scale_names as S
 from bridge.errors import ImportSourceError
+from bridge.spool.schema import read_only_uri
 
 __all__ = ["Assign", "Append", "AppendSpan", "OpsFile", "OperationError", "RunInfo", "TagChange",
            "Upload", "describe_operations", "find_ops_files", "operation_errors", "read_appends",
@@ -106,7 +107,7 @@ def _proto() -> Any:
 def _connect(path: Path) -> sqlite3.Connection:
     """Read-only: the file may be a WAL database whose writer died; never change it."""
     try:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return sqlite3.connect(read_only_uri(path), uri=True)
     except sqlite3.Error as exc:
         raise ImportSourceError(f"cannot open {path}: {exc}") from exc
 

@@ -26,6 +26,7 @@ from bridge.adapters.base import (AdapterError, BaseAdapter, Event, ExportResult
 from bridge.adapters.trackio import names as N
 from bridge.adapters.trackio.media import MediaOut, Refused, media_values
 from bridge.adapters.trackio.store import StoreFailed, call_store
+from bridge.spool.schema import read_only_uri
 
 __all__ = ["TrackioAdapter"]
 
@@ -89,7 +90,7 @@ class TrackioAdapter(BaseAdapter):
         if not db.is_file():
             raise RemoteRunLost(f"trackio: {db} no longer exists")
         try:
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+            conn = sqlite3.connect(read_only_uri(db), uri=True, timeout=30)
             try:
                 found = conn.execute(f"SELECT 1 FROM {N.CONFIGS} WHERE run_id = ? LIMIT 1",
                                      (run.run_id,)).fetchone()

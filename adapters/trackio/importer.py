@@ -26,6 +26,7 @@ from bridge.adapters.trackio import names as N
 from bridge.adapters.trackio.media import item_facts
 from bridge.spool.events import Kind
 from bridge.spool.media import media_payload
+from bridge.spool.schema import read_only_uri
 
 __all__ = ["TrackioImporter"]
 
@@ -119,7 +120,7 @@ class TrackioImporter:
 
     @staticmethod
     def _connect(db: Path) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        return sqlite3.connect(read_only_uri(db), uri=True, timeout=30)
 
     # -- listing ---------------------------------------------------------------------------------
 

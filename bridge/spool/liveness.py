@@ -18,6 +18,8 @@ import socket
 import sqlite3
 from pathlib import Path
 
+from bridge.spool.schema import read_only_uri
+
 __all__ = ["alive_by_meta", "hold", "lock_path", "release", "writer_alive"]
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
@@ -75,7 +77,7 @@ def writer_alive(db: Path) -> str | None:
 def alive_by_meta(db: Path) -> str | None:
     """Why ``db``'s writer may still run, by the host and pid in its meta: None when gone."""
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        conn = sqlite3.connect(read_only_uri(db), uri=True)
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         finally:

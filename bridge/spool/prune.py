@@ -30,7 +30,7 @@ from bridge.spool.blobs import blob_path
 from bridge.spool.liveness import lock_path, writer_alive
 from bridge.spool.segment import segments_of
 from bridge.spool.reader import spool_files
-from bridge.spool.schema import connect, is_network_fs
+from bridge.spool.schema import connect, is_network_fs, read_only_uri
 
 __all__ = ["BLOB_GRACE_S", "FileRuns", "RemovalReport", "blob_refs", "file_bytes",
            "remove_runs", "scan_files"]
@@ -80,7 +80,7 @@ def scan_files(spool_dir: Path) -> list[FileRuns]:
     for path in spool_files(spool_dir):
         fr = FileRuns(path=path, bytes=file_bytes(path), live=writer_alive(path))
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+            conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=30.0)
             try:
                 conn.execute("BEGIN")
                 fr.events = dict(conn.execute(

@@ -19,7 +19,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 from bridge.errors import SpoolError
 from bridge.spool.events import SELECT_EVENTS, Event, Kind, decode_row
-from bridge.spool.schema import check_version
+from bridge.spool.schema import check_version, read_only_uri
 
 __all__ = [
     "FileInfo",
@@ -78,7 +78,7 @@ def spool_files(spool_dir: Path) -> list[Path]:
 def open_file(path: Path) -> sqlite3.Connection:
     """Open a writer file for reading (never writes; checks the schema version)."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
+        conn = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False,
                                timeout=30.0)
         conn.execute("PRAGMA busy_timeout=30000")
     except sqlite3.Error as exc:

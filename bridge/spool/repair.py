@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import SpoolError
-from bridge.spool.schema import SCHEMA_VERSION, check_version, create_schema
+from bridge.spool.schema import SCHEMA_VERSION, check_version, create_schema, read_only_uri
 
 __all__ = ["FileCheck", "SalvageReport", "check_file", "salvage"]
 
@@ -43,7 +43,7 @@ class SalvageReport:
 def check_file(path: Path) -> FileCheck:
     """A spool file is sound when SQLite's quick_check passes and bridge knows its schema."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
         try:
             result = conn.execute("PRAGMA quick_check").fetchall()
             if result != [("ok",)]:
@@ -86,7 +86,7 @@ def salvage(path: Path, spool_dir: Path) -> SalvageReport:
     target = path.with_name(f"{path.stem}-repaired-{stamp}.db")
     report = SalvageReport(path, None, None)
     try:
-        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        src = sqlite3.connect(read_only_uri(path), uri=True)
     except sqlite3.Error as exc:
         report.error = f"cannot open: {exc}"
         return report

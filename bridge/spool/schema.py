@@ -181,5 +181,7 @@ def check_version(conn: sqlite3.Connection, where: str) -> int:
 
 
 def read_only_uri(db: Path) -> str:
-    """A SQLite URI that opens ``db`` read-only (an import's source is never written to)."""
+    """A SQLite URI that opens ``db`` read-only (a spool file being read, an import's source:
+    never written to). The path is percent-encoded: a ``?``, ``#`` or ``%`` in it names the
+    file, not a URI parameter that SQLite would otherwise cut it at."""
     return f"{Path(db).resolve().as_uri()}?mode=ro"

@@ -330,3 +330,18 @@ def test_stream_writes_the_spool_events_would(written: Path, tmp_path: Path) -> 
 
     by_stream, _ = assert_same_spool(lambda: NeptuneScaleImporter(written), tmp_path)
     assert sum(sum(r.points.values()) for r in by_stream) > 0
+
+
+def test_files_under_an_odd_path_import_the_same(written: Path, tmp_path: Path) -> None:
+    """A ``?``, ``#`` or ``%`` in a file's path names the file (opened read-only by URI)."""
+    import shutil
+
+    odd = tmp_path / "odd?mode=rw#1%25"
+    shutil.copytree(written / ".neptune", odd / ".neptune")
+    points = []
+    for where in (written, odd):
+        imp = NeptuneScaleImporter(where)
+        points.append(sorted((run.source_id, e.key, e.step, repr(e.value))
+                             for run, events in _runs(imp).values()
+                             for e in events if e.kind == "metric"))
+    assert points[0] and points[0] == points[1]

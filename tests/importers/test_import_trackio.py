@@ -173,3 +173,19 @@ def test_stream_writes_the_spool_events_would(native: tuple[Path, dict], tmp_pat
     root, _ = native
     by_stream, _ = assert_same_spool(lambda: make_importer("trackio", str(root)), tmp_path)
     assert sum(sum(r.points.values()) for r in by_stream) >= 11
+
+
+def test_a_store_under_an_odd_path_imports_the_same(native: tuple[Path, dict],
+                                                    tmp_path: Path) -> None:
+    """A ``?``, ``#`` or ``%`` in the store's path names the file (opened read-only by URI)."""
+    import shutil
+
+    root, _ = native
+    odd = tmp_path / "odd?mode=rw#1%25" / "trackio"
+    shutil.copytree(root, odd)
+    points = []
+    for where, spool in ((root, tmp_path / "a"), (odd, tmp_path / "b")):
+        done = _import(where, spool)
+        points.append(sorted((r.name, e.key, e.step, repr(e.value)) for r in done
+                             for e in _events(spool, r.run_id) if e.kind == "metric"))
+    assert points[0] and points[0] == points[1]
