@@ -89,7 +89,7 @@ class _Desc:
     first_ms: int = 0
     last_ms: int = 0
     previews: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: dict[str, None] = field(default_factory=dict)  # in order, each said once
 
 
 @dataclass
@@ -165,7 +165,7 @@ class NeptuneScaleImporter:
                     if ts > desc.last_ms:
                         desc.last_ms = ts
                 elif isinstance(item, str):
-                    desc.problems.append(f"{f.path.parent.name}: {item}")
+                    desc.problems.setdefault(f"{f.path.parent.name}: {item}")
                 elif isinstance(item, RunInfo):
                     desc.info = item
                 elif isinstance(item, Assign):
@@ -250,9 +250,12 @@ class NeptuneScaleImporter:
         decode_step = N.decode_step
         flat: list[Any] = []  # points since the last event, handed over as a copy
         point = flat.extend
+        problems = desc.problems
         for f in desc.files:
             uploads = upload_requests(f.path)
-            for at, ts_ms, items in read_appends(f.path):
+            where = f.path.parent.name
+            for at, ts_ms, items in read_appends(
+                    f.path, problem=lambda m, where=where: problems.setdefault(f"{where}: {m}")):
                 step = decode_step(float(at), mult) if at is not None else None
                 for key, kind, value in items:
                     if kind == "float":  # a metric point: the bulk of a run
@@ -280,7 +283,7 @@ class NeptuneScaleImporter:
                            f"{err.details}")
         if flat:
             yield take_points(flat)
-        for problem in desc.problems:
+        for problem in problems:
             self._warn(f"run {run.source_id}: {problem}")
         if desc.previews:
             self._warn(f"run {run.source_id}: {desc.previews} preview points (values a later "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
+from functools import lru_cache
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -67,8 +68,8 @@ class Append:
 
 class AppendSpan(NamedTuple):
     """The appends of one operation as a run's description needs them: ``count`` series
-    points (of a kind bridge imports) at one step and time, previews or not (a tuple: one
-    an operation, cheaper to make than a frozen dataclass)."""
+    points at one step and time, previews or not (a tuple: one an operation, cheaper to
+    make than a frozen dataclass)."""
 
     step: Decimal | int | None  # an int when whole
     ts_ms: int
@@ -240,43 +241,96 @@ def _rows(path: Path, chunk: int) -> Iterator[tuple[int, int, int, bytes]]:
 def read_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | str]:
     """The file's operations in sequence order, decoded; a ``str`` is a warning (an
     operation bridge cannot decode, named by its sequence id)."""
-    return _operations(path, chunk, _decode_update)  # type: ignore[return-value]
+    update = _proto().UpdateRunSnapshot.FromString
+    return _operations(path, chunk, lambda blob, queued: _decode_update(update(blob), queued))
 
 
-def _operations(path: Path, chunk: int, update: Callable[[Any, int], Iterator[Any]]
+def _operations(path: Path, chunk: int, update: Callable[[bytes, int], Iterator[Any]]
                 ) -> Iterator[Any]:
-    """Each operation of the file decoded, its snapshot updates by ``update``."""
+    """Each operation of the file decoded, its snapshot updates (blob, queued ms) by
+    ``update``."""
     pb = _proto()
     for seq, queued, kind, blob in _rows(path, chunk):
         try:
             if kind == S.OP_CREATE_RUN:
                 yield _decode_run(pb.Run.FromString(blob))
             elif kind == S.OP_UPDATE_SNAPSHOT:
-                yield from update(pb.UpdateRunSnapshot.FromString(blob), int(queued))
+                yield from update(blob, int(queued))
             else:
                 yield f"operation {seq}: unknown operation type {kind}; not imported"
         except Exception as exc:  # a damaged blob: protobuf's DecodeError and kin
-            yield f"operation {seq}: cannot be decoded ({exc}); not imported"
+            yield _undecodable(seq, exc)
+
+
+def _undecodable(seq: int, exc: Exception) -> str:
+    return f"operation {seq}: cannot be decoded ({exc}); not imported"
 
 
 # Value oneofs an append may hold (``_value``'s float, int, string, histogram, file).
 _APPEND_VALUES = frozenset({"float64", "int64", "string", "histogram", "file_ref"})
 
 
-def _describe_update(op: Any, queued_ms: int) -> Iterator[Decoded | AppendSpan | str]:
-    """:func:`_decode_update` with the appends summed up, not decoded: what a run's
-    description takes from them is their count, step, time and preview flag."""
+# UpdateRunSnapshot as a run's description reads it (see _outline_class).
+_OUTLINE_FILE = "bridge/neptune_scale_outline.proto"
+_OUTLINE = "bridge.neptune_scale.UpdateRunSnapshotOutline"
+_OUTLINE_DECODED = ("step", "timestamp", "preview")
+_OUTLINE_ENTRIES = ("assign", "modify_sets", "append")
+
+
+@lru_cache(maxsize=1)
+def _outline_class() -> Any:
+    """neptune_api's ``UpdateRunSnapshot`` with its maps left as undecoded entries: the
+    same field numbers, ``step``, ``timestamp`` and ``preview`` decoded, ``assign``,
+    ``modify_sets`` and ``append`` as ``repeated bytes`` (a map's wire form is a repeated
+    message: one undecoded entry each). Parsing it makes no ``Value`` a series point, which
+    was most of the description's cost; its count of ``append`` is the operation's series.
+    Derived from the client's own descriptor at run time, so it follows its field numbers."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    pool = descriptor_pool.Default()
+    try:
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(_OUTLINE))
+    except KeyError:
+        pass
+    full = _proto().UpdateRunSnapshot.DESCRIPTOR
+    field_proto = descriptor_pb2.FieldDescriptorProto
+    outline = descriptor_pb2.DescriptorProto(name=_OUTLINE.rsplit(".", 1)[1])
+    deps = {full.file.name}
+    for f in full.fields:
+        if f.name in _OUTLINE_DECODED:
+            outline.field.add(name=f.name, number=f.number, type=f.type,
+                              label=field_proto.LABEL_OPTIONAL,
+                              type_name="." + f.message_type.full_name)
+            deps.add(f.message_type.file.name)
+        elif f.name in _OUTLINE_ENTRIES:
+            outline.field.add(name=f.name, number=f.number, type=field_proto.TYPE_BYTES,
+                              label=field_proto.LABEL_REPEATED)
+    missing = set(_OUTLINE_DECODED + _OUTLINE_ENTRIES) - {f.name for f in outline.field}
+    if missing:
+        raise ImportSourceError(f"neptune_api's UpdateRunSnapshot has no {sorted(missing)}: "
+                                "a client this importer does not know")
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name=_OUTLINE_FILE, package=_OUTLINE.rsplit(".", 1)[0], syntax="proto3",
+        dependency=sorted(deps))
+    file_proto.message_type.add().CopyFrom(outline)
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(_OUTLINE))
+
+
+def _describe_update(blob: bytes, queued_ms: int) -> Iterator[Decoded | AppendSpan]:
+    """:func:`_decode_update` with the appends counted, not decoded (an outline of the
+    operation: see :func:`_outline_class`): what a run's description takes from them is
+    their count, step, time and preview flag. Assigns and tag changes, seldom there, are
+    decoded in full."""
+    try:
+        op = _outline_class().FromString(blob)
+    except Exception:  # noqa: BLE001 - said as the client's own message fails to parse
+        _proto().UpdateRunSnapshot.FromString(blob)
+        raise
     ts = ms_of(op.timestamp) if op.HasField("timestamp") else queued_ms
-    yield from _assigns_and_tags(op, ts)
-    appends = op.append
-    if not appends:
-        return
-    count = 0
-    for key in appends:
-        if appends[key].WhichOneof("value") in _APPEND_VALUES:
-            count += 1
-        else:
-            yield f"series {key!r}: a value of an unsupported type; not imported"
+    if op.assign or op.modify_sets:
+        yield from _assigns_and_tags(_proto().UpdateRunSnapshot.FromString(blob), ts)
+    count = len(op.append)
     if count:
         yield AppendSpan(_step(op.step) if op.HasField("step") else None, ts, count,
                          op.HasField("preview") and bool(op.preview.is_preview))
@@ -290,27 +344,32 @@ def _step(step: Any) -> Decimal | int:
 
 def describe_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | AppendSpan | str]:
     """:func:`read_operations` as a run's description needs it: what it yields, except that
-    each operation's appends are one :class:`AppendSpan` (after that operation's warnings)
-    instead of an :class:`Append` per series: the values are read by :func:`read_appends`."""
+    each operation's appends are one :class:`AppendSpan` instead of an :class:`Append` per
+    series, and a series of a type bridge cannot import is not warned about here: the
+    values are read, and warned about, by :func:`read_appends`."""
     return _operations(path, chunk, _describe_update)
 
 
 AppendOp = tuple[Decimal | int | None, int, list[tuple[str, str, Any]]]
 
 
-def read_appends(path: Path, chunk: int = 1000) -> Iterator[AppendOp]:
+def read_appends(path: Path, chunk: int = 1000,
+                 problem: Callable[[str], None] | None = None) -> Iterator[AppendOp]:
     """The appends :func:`read_operations` yields that are not previews, an operation at a
     time: ``(step, ts_ms, [(key, kind, value), ...])``, values as in :class:`Append`
-    (an ``int`` as a ``float``), a whole step as an ``int``. Operations it warns about are
-    skipped here."""
+    (an ``int`` as a ``float``), a whole step as an ``int``. What cannot be imported (an
+    operation that cannot be decoded, a series value of a type bridge does not import) is
+    skipped and said to ``problem``, as :func:`read_operations` words it."""
     pb = _proto()
     parse = pb.UpdateRunSnapshot.FromString
-    for _seq, queued, kind, blob in _rows(path, chunk):
+    for seq, queued, kind, blob in _rows(path, chunk):
         if kind != S.OP_UPDATE_SNAPSHOT:
             continue
         try:
             op = parse(blob)
-        except Exception:  # noqa: BLE001 - read_operations warns about it
+        except Exception as exc:  # noqa: BLE001 - a damaged blob: protobuf's DecodeError
+            if problem is not None:
+                problem(_undecodable(seq, exc))
             continue
         if not op.append or (op.HasField("preview") and op.preview.is_preview):
             continue
@@ -330,6 +389,8 @@ def read_appends(path: Path, chunk: int = 1000) -> Iterator[AppendOp]:
                 decoded = _value(value)
                 if decoded is not None:
                     add((key, decoded[0], decoded[1]))
+            elif problem is not None:
+                problem(f"series {key!r}: a value of an unsupported type; not imported")
         yield step, ts, items
 
 

@@ -345,3 +345,48 @@ def test_files_under_an_odd_path_import_the_same(written: Path, tmp_path: Path) 
                              for run, events in _runs(imp).values()
                              for e in events if e.kind == "metric"))
     assert points[0] and points[0] == points[1]
+
+
+def _append_op(seq: int, step: int, append: dict[str, Any]) -> tuple:
+    from neptune_api.proto.neptune_pb.ingest.v1 import common_pb2 as pb
+
+    op = pb.UpdateRunSnapshot()
+    op.step.whole = step
+    op.timestamp.seconds = 1_800_000_000 + step
+    for key, value in append.items():
+        op.append[key].CopyFrom(value)
+    return (seq, 1_800_000_000_000, S.OP_UPDATE_SNAPSHOT, op.SerializeToString())
+
+
+def test_unsupported_series_and_damaged_operations_are_warned_once(written: Path,
+                                                                   tmp_path: Path) -> None:
+    """Operations added to a file the real client wrote: two with a bool series beside a
+    float one, one damaged. The floats are imported; each problem is one warning."""
+    import shutil
+
+    from neptune_api.proto.neptune_pb.ingest.v1 import common_pb2 as pb
+
+    (src,) = [p for p in (written / ".neptune").rglob(S.OPS_FILE) if "parent-1" in p.parent.name]
+    dst = tmp_path / ".neptune" / src.parent.name / S.OPS_FILE
+    dst.parent.mkdir(parents=True)
+    shutil.copy(src, dst)
+    with sqlite3.connect(dst) as conn:
+        top = conn.execute(f"SELECT max({S.COL_SEQ}) FROM {S.T_OPERATIONS}").fetchone()[0]
+        rows = [_append_op(top + 1, 1000, {"late": pb.Value(float64=1.5),
+                                           "flag": pb.Value(bool=True)}),
+                _append_op(top + 2, 1001, {"late": pb.Value(float64=2.5),
+                                           "flag": pb.Value(bool=False)}),
+                (top + 3, 1_800_000_000_000, S.OP_UPDATE_SNAPSHOT, b"\x0a\xff\xff")]
+        conn.executemany(f"INSERT INTO {S.T_OPERATIONS} ({S.COL_SEQ}, {S.COL_OP_TS}, "
+                         f"{S.COL_OP_TYPE}, {S.COL_OPERATION}, operation_size_bytes) "
+                         "VALUES (?, ?, ?, ?, ?)", [(*r, len(r[3])) for r in rows])
+    conn.close()
+    imp = NeptuneScaleImporter(tmp_path)
+    (run,) = list(imp.runs())
+    mult = int(run.extra_tags.get("bridge.step_multiplier", 1))
+    late = [(e.step, e.value) for e in imp.events(run) if e.kind == "metric" and e.key == "late"]
+    assert late == [(1000 * mult, 1.5), (1001 * mult, 2.5)]
+    unsupported = [w for w in imp.warnings if "'flag'" in w]
+    damaged = [w for w in imp.warnings if f"operation {top + 3}: cannot be decoded" in w]
+    assert len(unsupported) == 1 and "unsupported type" in unsupported[0], imp.warnings
+    assert len(damaged) == 1, imp.warnings
