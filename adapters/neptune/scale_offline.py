@@ -147,7 +147,7 @@ def step_of(step: Any) -> Decimal:
 
 def ms_of(ts: Any) -> int:
     """A protobuf ``Timestamp`` as epoch ms (rounded: the client stores float seconds)."""
-    return int(round(int(ts.seconds) * 1000 + int(ts.nanos) / 1_000_000))
+    return round(ts.seconds * 1000 + ts.nanos / 1_000_000)  # round(float): an int
 
 
 def _value(v: Any) -> tuple[str, Any] | None:
