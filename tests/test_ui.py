@@ -86,3 +86,27 @@ def test_ui_serves_the_spool_itself_through_the_plugin(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_ui_without_a_store_says_so_and_creates_none(tmp_path, monkeypatch):
+    """No store, or an empty file where it goes: `bridge ui` says how to make one instead of
+    letting `mlflow ui` create it outside bridge's whole-or-nothing creation."""
+    from typer.testing import CliRunner
+
+    from bridge.adapters.mlflow.names import embedded_db
+    from bridge.cli import ui
+    from bridge.cli.main import app
+
+    def no_server(cmd, **kw):
+        raise AssertionError(f"mlflow ui started on a missing store: {cmd}")
+
+    monkeypatch.setattr(ui.subprocess, "call", no_server)
+
+    spool = tmp_path / "spool"
+    db = embedded_db(spool)
+    for make in (lambda: None, lambda: (db.parent.mkdir(parents=True), db.touch())):
+        make()
+        out = CliRunner().invoke(app, ["ui", "--dir", str(spool), "--port", str(free_port())])
+        assert out.exit_code == 2, out.output
+        assert "no embedded MLflow store" in out.output
+        assert not db.exists() or db.stat().st_size == 0

@@ -43,6 +43,7 @@ from bridge.adapters.base import (
     require,
 )
 from bridge.adapters.mlflow import media, names
+from bridge.adapters.mlflow.embedded import create_whole
 from bridge.adapters.mlflow.names import (
     GROUP_TAG,
     MLFLOW_PARENT_TAG,
@@ -313,8 +314,6 @@ class MlflowAdapter(BaseAdapter):
             self._exc_type = require("mlflow.exceptions", "mlflow").MlflowException
             self._entities = require("mlflow.entities", "mlflow")
             if self.embedded:
-                from bridge.adapters.mlflow.embedded import create_whole
-
                 create_whole(names.embedded_db(self.spool_dir), self._mlflow)
             self.client = self._mlflow.MlflowClient(tracking_uri=tracking_uri)
             if http:

@@ -17,7 +17,7 @@ from typing import Any
 
 from bridge.adapters.mlflow.names import sqlite_uri
 
-__all__ = ["create_whole"]
+__all__ = ["create_whole", "store_exists"]
 
 _CREATING = ".creating"  # <db>.creating: MLflow's creation in progress (or killed)
 
@@ -25,12 +25,12 @@ _CREATING = ".creating"  # <db>.creating: MLflow's creation in progress (or kill
 def create_whole(db: Path, mlflow: Any) -> None:
     """Make sure MLflow's store at ``db`` exists, complete (``mlflow``: the module). An
     empty file (a plain ``sqlite3.connect`` leaves one) is taken for no store."""
-    if _created(db):
+    if store_exists(db):
         return
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _created(db):  # another process created it meanwhile
+        if store_exists(db):  # another process created it meanwhile
             return
         tmp = db.with_name(db.name + _CREATING)
         for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
@@ -39,7 +39,8 @@ def create_whole(db: Path, mlflow: Any) -> None:
         os.replace(tmp, db)
 
 
-def _created(db: Path) -> bool:
+def store_exists(db: Path) -> bool:
+    """Whether MLflow's store at ``db`` is there (an empty file is none)."""
     try:
         return db.stat().st_size > 0
     except FileNotFoundError:

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from bridge.adapters.mlflow.embedded import store_exists
 from bridge.adapters.mlflow.names import embedded_artifacts, embedded_db, sqlite_uri
 from bridge.cli.common import DirOption, err_console, resolve_dir
 
@@ -50,7 +51,7 @@ def ui_cmd(
         err_console.print(f"serving the spool {spool} at http://127.0.0.1:{port} "
                           "(Ctrl-C stops)")
         raise typer.Exit(subprocess.call(ui_command(spool, port, True), env=env))
-    if not embedded_db(spool).exists():
+    if not store_exists(embedded_db(spool)):  # else `mlflow ui` would create it, unguarded
         err_console.print(f"no embedded MLflow store in {spool} yet: run `bridge demo` or "
                           "`bridge sync --backend mlflow` first")
         raise typer.Exit(2)
