@@ -250,7 +250,7 @@ class NeptuneScaleImporter:
         decode_step = N.decode_step
         flat: list[Any] = []  # points since the last event, handed over as a copy
         point = flat.extend
-        problems = desc.problems
+        problems = dict(desc.problems)  # and what reading the values finds, each once
         for f in desc.files:
             uploads = upload_requests(f.path)
             where = f.path.parent.name
