@@ -36,7 +36,7 @@ from bridge.spool.events import (
     metric_row,
 )
 from bridge.spool.media import resolve_files
-from bridge.spool.schema import create_schema, read_only_uri
+from bridge.spool.schema import empty_spool_file, read_only_uri, record_meta
 
 __all__ = ["ImportedRunWriter", "POINT_COLUMNS", "POINTS_PER_INSERT", "ROWS_PER_INSERT", "RUN_STATUSES"]
 
@@ -84,6 +84,8 @@ class ImportedRunWriter:
         self.written = 0
         old = os.umask(0o077)
         try:
+            with open(self.partial, "xb") as fh:  # begun with the tables: no DDL a run
+                fh.write(empty_spool_file())
             # A URI, so that copy_points() may attach its source read-only.
             self._conn = sqlite3.connect(self.partial.resolve().as_uri(), uri=True,
                                          isolation_level=None)
@@ -93,7 +95,7 @@ class ImportedRunWriter:
         # leaves a .partial the next import deletes (MEMORY still rolls a statement back).
         self._conn.execute("PRAGMA journal_mode=MEMORY")
         self._conn.execute("PRAGMA synchronous=OFF")  # the rename in commit() is the commit point
-        create_schema(self._conn, {"file_id": target.stem, "host": os.uname().nodename,
+        record_meta(self._conn, {"file_id": target.stem, "host": os.uname().nodename,
                                    "pid": str(os.getpid()),
                                    "created_ms": str(int(time.time() * 1000)),
                                    "journal": "delete", **meta})

@@ -155,3 +155,25 @@ def test_sql_points_are_written_in_their_order_not_the_files(tmp_path: Path) -> 
     import_runs(Reversed([], with_stream=True), tmp_path / "spool")
     steps = [r[3] for r in _rows(tmp_path / "spool") if r[1] == "metric"]
     assert steps == list(range(8, -1, -1))
+
+
+def test_an_imported_file_begun_from_the_empty_file_is_a_spool_file(tmp_path: Path) -> None:
+    """Each run's file begins as the bytes of an empty spool file: the same tables and
+    indexes as a file the DDL makes, its own facts in meta, private, sound."""
+    import os
+
+    from bridge.spool.schema import SCHEMA_VERSION, create_schema
+
+    parts = [("points", [("loss", 0, 10, 1.0)]), ("param", "lr")]
+    (done,) = import_runs(_Source(parts, True), tmp_path / "spool")
+    made = sqlite3.connect(tmp_path / "made.db")
+    create_schema(made, {"file_id": "x"})
+    schema = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+    with sqlite3.connect(done.path) as c:
+        assert c.execute(schema).fetchall() == made.execute(schema).fetchall()
+        meta = dict(c.execute("SELECT key, value FROM meta"))
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    made.close()
+    assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["file_id"] == done.path.stem
+    assert meta["import_source"] == done.source
+    assert os.stat(done.path).st_mode & 0o777 == 0o600
