@@ -14,7 +14,9 @@ binds only their key, step, time and value (:meth:`ImportedRunWriter.points_of`)
 run and comes with the next ``seq``, so each entry lands at the index's right edge (measured
 cheaper than building the index after the rows). Points already in a SQLite file (an MLflow
 store) are copied by SQLite itself, ``INSERT … SELECT`` from the file attached read-only
-(:meth:`ImportedRunWriter.copy_points`): no Python object a point.
+(:meth:`ImportedRunWriter.copy_points`): no Python object a point. Each run's file begins
+as the bytes of an empty spool file made once a process (:func:`bridge.spool.schema.
+empty_spool_file`), not by running the DDL: an import of many small runs pays that per run.
 """
 
 from __future__ import annotations
