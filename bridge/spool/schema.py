@@ -167,12 +167,16 @@ def empty_spool_file() -> bytes:
     """The bytes of a spool file holding the tables and no row, made once a process: a file
     begun with them needs only :func:`record_meta` (the import writer begins a file a run,
     and running the DDL was ~1 ms of each)."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        conn.executescript(_DDL)
-        return conn.serialize()
-    finally:
-        conn.close()
+    import tempfile  # made on a disk file: Connection.serialize() needs Python 3.11
+
+    with tempfile.TemporaryDirectory(prefix="bridge-empty-") as tmp:
+        path = Path(tmp) / "empty.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.executescript(_DDL)
+        finally:
+            conn.close()
+        return path.read_bytes()
 
 
 def record_meta(conn: sqlite3.Connection, meta: dict[str, str]) -> None:
