@@ -6,13 +6,14 @@ the ``with`` block) removes the partial file. Rows are inserted in chunks, so me
 bounded whatever the run's size. Events are encoded with :mod:`bridge.spool.events`, as the
 live writer encodes them.
 
-Speed (an import of millions of points is bound by this writer): rows go in with one
-multi-row ``INSERT`` per :data:`ROWS_PER_INSERT` rows rather than one statement step per row;
-finite metric points, the bulk of a run, with one per :data:`POINTS_PER_INSERT` points that
-binds only their key, step, time and value (:meth:`ImportedRunWriter.points_of`); and the
-``(run_id, seq)`` index of ``events`` is kept as rows go in: every row of a file is of one
-run and comes with the next ``seq``, so each entry lands at the index's right edge (measured
-cheaper than building the index after the rows). Points already in a SQLite file (an MLflow
+Speed (an import of millions of points is bound by this writer): finite metric points, the
+bulk of a run, go in packed, up to :data:`~bridge.spool.points.BLOCK` to a row
+(:mod:`bridge.spool.points`; the file's meta says ``packed = 1``, and the reader expands
+them), handed over without a Python call a point (:meth:`ImportedRunWriter.points_of`);
+other rows with one multi-row ``INSERT`` per :data:`ROWS_PER_INSERT` rows rather than one
+statement step per row; and the ``(run_id, seq)`` index of ``events`` is kept as rows go in:
+every row of a file is of one run and comes with a higher ``seq``, so each entry lands at the
+index's right edge (measured cheaper than building the index after the rows). Points already in a SQLite file (an MLflow
 store) are copied by SQLite itself, ``INSERT … SELECT`` from the file attached read-only
 (:meth:`ImportedRunWriter.copy_points`): no Python object a point. Each run's file begins
 as the bytes of an empty spool file made once a process (:func:`bridge.spool.schema.
@@ -38,6 +39,7 @@ from bridge.spool.events import (
     metric_row,
 )
 from bridge.spool.media import resolve_files
+from bridge.spool.points import BLOCK, PACKED_META, POINTS, pack
 from bridge.spool.schema import empty_spool_file, read_only_uri, record_meta
 
 __all__ = ["ImportedRunWriter", "POINT_COLUMNS", "POINTS_PER_INSERT", "ROWS_PER_INSERT", "RUN_STATUSES"]
@@ -57,6 +59,10 @@ assert [c for c in EVENT_COLUMNS if c not in _POINT_SQL] == list(POINT_COLUMNS)
 POINTS_PER_INSERT = (999 - 1) // len(POINT_COLUMNS)
 _ONE_POINT = "(" + ", ".join(_POINT_SQL.get(c, "?") for c in EVENT_COLUMNS) + ")"
 _INSERT_POINTS = _INTO + " VALUES " + ", ".join([_ONE_POINT] * POINTS_PER_INSERT)
+
+# A packed row of points (bridge.spool.points), its seq given: its last point's.
+_INSERT_BLOCK = ("INSERT INTO events (seq, run_id, kind, key, step, ts_ms, value, payload) "
+                 f"VALUES (?, ?, '{POINTS}', NULL, ?, ?, ?, ?)")
 
 # copy_points(): the source's rows (step, ts_ms, value; NULL for NaN) as metric rows, a
 # non-finite value encoded as bridge.spool.events.encode_float encodes it.
@@ -100,7 +106,7 @@ class ImportedRunWriter:
         record_meta(self._conn, {"file_id": target.stem, "host": os.uname().nodename,
                                    "pid": str(os.getpid()),
                                    "created_ms": str(int(time.time() * 1000)),
-                                   "journal": "delete", **meta})
+                                   "journal": "delete", PACKED_META: "1", **meta})
         self._conn.execute("BEGIN")
         self._attached: tuple[Path, str] | None = None  # copy_points(): the file, its schema
 
@@ -195,7 +201,31 @@ class ImportedRunWriter:
             self.flush_rows()
 
     def _insert_points(self) -> None:
-        points, run_id, width = self.points, self._points_run, len(POINT_COLUMNS)
+        """The buffered points as packed rows of up to :data:`~bridge.spool.points.BLOCK`
+        points (:mod:`bridge.spool.points`); a block that cannot be packed goes in a row a
+        point."""
+        points, width = self.points, len(POINT_COLUMNS)
+        n = len(points) // width
+        step = BLOCK * width
+        for i in range(0, n * width, step):
+            part = points[i:i + step]
+            count = len(part) // width
+            block = pack(part[0::4], part[1::4], part[2::4], part[3::4])
+            if block is None:
+                self._insert_point_rows(part)
+                continue
+            steps = part[1::4]
+            if None in steps:
+                steps = [s for s in steps if s is not None]
+            # The row's seq is its last point's: the rows before it end at self.written.
+            self._conn.execute(_INSERT_BLOCK, (self.written + count, self._points_run,
+                                               max(steps) if steps else None, part[2],
+                                               count, block))
+            self.written += count
+        points.clear()
+
+    def _insert_point_rows(self, points: list[Any]) -> None:
+        run_id, width = self._points_run, len(POINT_COLUMNS)
         n = len(points) // width
         execute, k = self._conn.execute, POINTS_PER_INSERT
         whole = n - n % k
@@ -208,7 +238,6 @@ class ImportedRunWriter:
                                                   for key, step, ts, value
                                                   in zip(rest, rest, rest, rest)])
         self.written += n
-        points.clear()
 
     def flush_rows(self) -> int:
         """Insert the buffered rows, in order (still inside the file's one transaction)."""

@@ -28,6 +28,7 @@ from typing import Iterable
 
 from bridge.spool.blobs import blob_path
 from bridge.spool.liveness import lock_path, writer_alive
+from bridge.spool.points import PACKED_META, POINTS, SPAN
 from bridge.spool.segment import segments_of
 from bridge.spool.reader import spool_files
 from bridge.spool.schema import connect, is_network_fs, read_only_uri
@@ -74,6 +75,12 @@ class FileRuns:
         return set(self.events) | self.run_rows
 
 
+_COUNTS = "SELECT run_id, count(*) FROM events GROUP BY run_id"
+_PACKED_COUNTS = f"SELECT run_id, sum({SPAN}) FROM events GROUP BY run_id"
+_REFERENCES = (f"SELECT run_id, payload FROM events WHERE kind NOT IN ('metric', '{POINTS}') "
+               "AND payload LIKE '%sha256%'")
+
+
 def scan_files(spool_dir: Path) -> list[FileRuns]:
     """One read of every writer file: events per run, blob references per run."""
     out = []
@@ -83,12 +90,12 @@ def scan_files(spool_dir: Path) -> list[FileRuns]:
             conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=30.0)
             try:
                 conn.execute("BEGIN")
-                fr.events = dict(conn.execute(
-                    "SELECT run_id, count(*) FROM events GROUP BY run_id").fetchall())
+                packed = conn.execute("SELECT 1 FROM meta WHERE key = ? AND value = '1'",
+                                      (PACKED_META,)).fetchone() is not None
+                fr.events = dict(conn.execute(  # a packed points row counts its points
+                    _PACKED_COUNTS if packed else _COUNTS).fetchall())
                 fr.run_rows = {r[0] for r in conn.execute("SELECT run_id FROM runs")}
-                for run_id, payload in conn.execute(
-                        "SELECT run_id, payload FROM events WHERE kind != 'metric' "
-                        "AND payload LIKE '%sha256%'"):
+                for run_id, payload in conn.execute(_REFERENCES):
                     shas = blob_refs(payload)
                     if shas:
                         fr.refs.setdefault(run_id, set()).update(shas)

@@ -19,6 +19,8 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 from bridge.errors import SpoolError
 from bridge.spool.events import SELECT_EVENTS, Event, Kind, decode_row
+from bridge.spool.points import BLOCK, PACKED_META, POINTS, expand_row
+from bridge.spool.points import count_after as _packed_count_after
 from bridge.spool.schema import check_version, read_only_uri
 
 __all__ = [
@@ -46,6 +48,7 @@ class FileInfo:
     node: str
     host: str
     error: str | None = None
+    packed: bool = False  # may hold packed point rows (bridge.spool.points): an import's
 
 
 @dataclass
@@ -125,7 +128,7 @@ class KeptConnections:
 def _file_info(conn: sqlite3.Connection, path: Path) -> FileInfo:
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     return FileInfo(path=path, file_id=meta.get("file_id", path.stem), node=meta.get("node", ""),
-                    host=meta.get("host", ""))
+                    host=meta.get("host", ""), packed=meta.get(PACKED_META) == "1")
 
 
 def list_runs(spool_dir: Path, errors: list[FileInfo] | None = None,
@@ -202,15 +205,17 @@ def _file_stream(path: Path, info: FileInfo, run_id: str, after: int, chunk: int
                  upto: int | None, opener: Opener = _open_once) -> Iterator[tuple]:
     if not path.exists():  # removed by `bridge prune` since the run was listed
         return
+    if info.packed:  # a row may hold BLOCK points: fewer rows a read keep memory bounded
+        chunk = max(4, chunk // BLOCK)
     with opener(path) as conn:
         last = after
         while True:
-            if upto is not None:
+            if upto is not None and not info.packed:
                 rows = conn.execute(
                     SELECT_EVENTS + " WHERE run_id=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
                     (run_id, last, upto, chunk),
                 ).fetchall()
-            else:
+            else:  # a packed row may straddle upto: its points past it are left out below
                 rows = conn.execute(
                     SELECT_EVENTS + " WHERE run_id=? AND seq>? ORDER BY seq LIMIT ?",
                     (run_id, last, chunk),
@@ -218,10 +223,16 @@ def _file_stream(path: Path, info: FileInfo, run_id: str, after: int, chunk: int
             if not rows:
                 return
             for row in rows:
+                if row[2] == POINTS and info.packed:
+                    for ev in expand_row(row, info.file_id, info.node, after, upto):
+                        yield (ev.ts_ms, ev.file_id, ev.seq, ev)
+                    continue
+                if upto is not None and row[0] > upto:
+                    return
                 ev = decode_row(row, info.file_id, info.node)
                 yield (ev.ts_ms, ev.file_id, ev.seq, ev)
             last = rows[-1][0]
-            if len(rows) < chunk:
+            if len(rows) < chunk or (upto is not None and last >= upto):
                 return
 
 
@@ -272,11 +283,13 @@ def count_after(files: list[FileInfo], run_id: str, after: Mapping[str, int]) ->
             continue
         conn = open_file(f.path)
         try:
-            row = conn.execute("SELECT count(*) FROM events WHERE run_id=? AND seq>?",
-                               (run_id, after.get(f.file_id, 0))).fetchone()
+            if f.packed:
+                total += _packed_count_after(conn, run_id, after.get(f.file_id, 0))
+            else:
+                total += conn.execute("SELECT count(*) FROM events WHERE run_id=? AND seq>?",
+                                      (run_id, after.get(f.file_id, 0))).fetchone()[0]
         finally:
             conn.close()
-        total += row[0]
     return total
 
 
@@ -287,7 +300,8 @@ def max_step(files: list[FileInfo], run_id: str) -> int:
         conn = open_file(f.path)
         try:
             row = conn.execute(
-                "SELECT max(step) FROM events WHERE run_id=? AND kind=?", (run_id, Kind.METRIC.value)
+                "SELECT max(step) FROM events WHERE run_id=? AND kind IN (?, ?)",
+                (run_id, Kind.METRIC.value, POINTS)  # a points row's step is its largest
             ).fetchone()
         finally:
             conn.close()
@@ -301,14 +315,32 @@ def select_events(f: FileInfo, run_id: str, kinds: list | None = None,
     """The run's events in one file, in seq order, optionally only these kinds/keys/steps."""
     sql = SELECT_EVENTS + " WHERE run_id=?"
     args: list[Any] = [run_id]
+    kinds = None if kinds is None else [str(k) for k in kinds]
+    # A packed file's points rows hold metrics of any key and step: they are read when
+    # metrics are wanted, and their points filtered here.
+    packed = f.packed and (kinds is None or Kind.METRIC.value in kinds)
     for column, values in (("kind", kinds), ("key", keys), ("step", steps)):
         if values is not None:
-            sql += f" AND {column} IN ({','.join('?' * len(values))})"
-            args.extend(str(v) if column == "kind" else v for v in values)
+            test = f"{column} IN ({','.join('?' * len(values))})"
+            sql += f" AND ({test} OR kind = '{POINTS}')" if packed else f" AND {test}"
+            args.extend(values)
+    wanted_keys = None if keys is None else set(keys)
+    wanted_steps = None if steps is None else set(steps)
     conn = open_file(f.path)
     try:
-        for row in conn.execute(sql + " ORDER BY seq", args):
-            yield decode_row(row, f.file_id, f.node)
+        rows = conn.execute(sql + " ORDER BY seq", args)
+        while True:  # a few rows at a time: a points row holds up to BLOCK events
+            batch = rows.fetchmany(64 if packed else 1000)
+            if not batch:
+                return
+            for row in batch:
+                if packed and row[2] == POINTS:
+                    for ev in expand_row(row, f.file_id, f.node):
+                        if ((wanted_keys is None or ev.key in wanted_keys)
+                                and (wanted_steps is None or ev.step in wanted_steps)):
+                            yield ev
+                else:
+                    yield decode_row(row, f.file_id, f.node)
     finally:
         conn.close()
 
@@ -319,7 +351,16 @@ def events_by_seq(f: FileInfo, seqs: list[int]) -> list[Event]:
     try:
         out = []
         for seq in seqs:
-            row = conn.execute(SELECT_EVENTS + " WHERE seq=?", (seq,)).fetchone()
+            if f.packed:  # the row holding seq: the first that ends at or after it
+                row = conn.execute(SELECT_EVENTS + " WHERE seq>=? ORDER BY seq LIMIT 1",
+                                   (seq,)).fetchone()
+                if row is not None and row[2] == POINTS:
+                    out.extend(expand_row(row, f.file_id, f.node, seq - 1, seq))
+                    continue
+                if row is not None and row[0] != seq:
+                    row = None
+            else:
+                row = conn.execute(SELECT_EVENTS + " WHERE seq=?", (seq,)).fetchone()
             if row is not None:
                 out.append(decode_row(row, f.file_id, f.node))
         return out
@@ -345,6 +386,9 @@ def file_counts(f: FileInfo, run_id: str, cursors: list[int]) -> tuple[int, list
         hi = conn.execute("SELECT max(run_id) FROM events").fetchone()[0]
         if lo is None:
             return 0, [0 for _ in cursors]
+        if f.packed:  # a points row holds many events; they may straddle a cursor
+            total = _packed_count_after(conn, run_id, 0)
+            return total, [_packed_count_after(conn, run_id, max(c, 0)) for c in cursors]
         if lo == hi == run_id:
             total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         else:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import SpoolError
+from bridge.spool.points import POINTS
 from bridge.spool.schema import SCHEMA_VERSION, check_version, create_schema, read_only_uri
 
 __all__ = ["FileCheck", "SalvageReport", "check_file", "salvage"]
@@ -128,7 +129,8 @@ def salvage(path: Path, spool_dir: Path) -> SalvageReport:
                 if rows:
                     dst.executemany(f"INSERT INTO events ({_COLUMNS}) VALUES "
                                     "(?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                    report.events += len(rows)
+                    # A packed row (an import's file) holds its value's count of points.
+                    report.events += sum(int(r[6]) if r[2] == POINTS else 1 for r in rows)
             try:
                 blobs = src.execute("SELECT sha256, size FROM blobs").fetchall()
                 dst.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", blobs)

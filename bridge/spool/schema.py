@@ -21,7 +21,7 @@ __all__ = ["SCHEMA_VERSION", "connect", "create_schema", "check_version", "empty
 
 # 2: media events (kind "media", bridge.spool.media). A bridge that knows schema 1 refuses
 # such a file with an upgrade message instead of dead-lettering every media event.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: packed point rows in imported files (bridge.spool.points)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (

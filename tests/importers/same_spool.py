@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from bridge.importers.sink import import_runs
+from bridge.spool.events import encode_float
+from bridge.spool.points import POINTS, expand_row
 
 __all__ = ["EventsOnly", "assert_same_spool", "spool_rows"]
 
@@ -28,13 +30,21 @@ class EventsOnly:
 
 
 def spool_rows(spool: Path) -> dict[str, list[tuple]]:
-    """Every imported file's events rows (seq order) by file name, and its runs row."""
+    """Every imported file's runs row and its events (seq order) by file name, a packed
+    row of points (bridge.spool.points) as one row a point: where a block ends depends on
+    how the points were handed over, not on what was written."""
     out = {}
     for db in sorted((spool / "spool").glob("import-*.db")):
         with sqlite3.connect(db) as c:
-            out[db.name] = (c.execute("SELECT * FROM runs").fetchall()
-                            + c.execute("SELECT seq, kind, key, step, ts_ms, value, payload "
-                                        "FROM events ORDER BY seq").fetchall())
+            rows = c.execute("SELECT * FROM runs").fetchall()
+            for row in c.execute("SELECT seq, run_id, kind, key, step, ts_ms, value, payload "
+                                 "FROM events ORDER BY seq"):
+                if row[2] == POINTS:
+                    rows += [(e.seq, "metric", e.key, e.step, e.ts_ms, *encode_float(e.value))
+                             for e in expand_row(row, "", "")]
+                else:
+                    rows.append(row[:1] + row[2:])
+            out[db.name] = rows
     return out
 
 

@@ -1,0 +1,173 @@
+"""Packed point rows (``bridge.spool.points``): an import stores runs of points as rows of up
+to ``BLOCK`` points, and every reader still sees one metric event a point, with its own
+seq: cursors anywhere (inside a row too), counts, dead letters by seq, filtered selects, the
+highest step, a salvaged copy and prune's counts agree with the events one a row."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.adapters.importing import ImportEvent, MetricPoints, SourceRun
+from bridge.errors import SpoolError
+from bridge.importers.sink import import_runs
+from bridge.spool import points as P
+from bridge.spool.prune import scan_files
+from bridge.spool.reader import (
+    count_after,
+    events_by_seq,
+    file_counts,
+    iter_events,
+    list_runs,
+    max_seqs,
+    max_step,
+    select_events,
+)
+from bridge.spool.repair import salvage
+
+_KEY = st.text(min_size=0, max_size=8)
+_STEP = st.one_of(st.none(), st.integers(-(2**63) + 1, 2**63 - 1))
+_VALUE = st.floats(allow_nan=True, allow_infinity=True)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a)
+                      and math.isnan(b))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_KEY, _STEP, st.integers(-(2**63), 2**63 - 1), _VALUE),
+                max_size=50))
+def test_a_block_reads_back_what_was_packed(points: list) -> None:
+    cols = [list(c) for c in zip(*points)] or [[], [], [], []]
+    block = P.pack(*cols)
+    assert block is not None
+    got = P.unpack(block)
+    for want, have in zip(cols, got):
+        assert len(want) == len(have) and all(map(_same, want, have))
+
+
+def test_what_cannot_be_packed_is_refused_not_changed() -> None:
+    assert P.pack(["a"], [1.5], [0], [1.0]) is None  # a float step
+    assert P.pack(["a"], [1], [None], [1.0]) is None  # no time
+    assert P.pack(["a"], [P.NO_STEP], [0], [1.0]) is None  # would read back as no step
+    assert P.pack(["a"], [2**63], [0], [1.0]) is None  # past 64 bits
+    keys = [str(i) for i in range(65536)]
+    assert P.pack(keys, [0] * len(keys), [0] * len(keys), [0.0] * len(keys)) is None
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:-1], lambda b: b"XX" + b[2:],
+                                    lambda b: b[:12]])
+def test_a_damaged_block_is_an_error_that_says_so(damage: Any) -> None:
+    block = P.pack(["a", "b"], [1, None], [5, 6], [0.5, -1.0])
+    with pytest.raises(SpoolError, match="damaged points row"):
+        P.unpack(damage(block))
+
+
+class _Source:
+    """One run: a tag, BLOCK * 2 + 37 points over three keys (some without a step, some
+    non-finite, which go a row each), a param among them, and more points."""
+
+    name = "synthetic"
+
+    def runs(self) -> Iterator[SourceRun]:
+        yield SourceRun("synthetic", "r1", "proj", name="one", start_ms=1_000)
+
+    def stream(self, run: SourceRun) -> Iterator[Any]:
+        flat: list[Any] = []
+        for i in range(P.BLOCK * 2 + 37):
+            key = ("loss", "acc", "lr")[i % 3]
+            value = float("nan") if i == 700 else i / 7
+            flat += [key, None if i % 50 == 0 else i // 3, 10_000 + i, value]
+        yield MetricPoints(flat[: 4 * 1500])
+        yield ImportEvent("param", "opt", 2_000, payload="adam")
+        yield MetricPoints(flat[4 * 1500:])
+        yield ImportEvent("summary", "best", 3_000, payload=0.25)
+
+    def events(self, run: SourceRun) -> Iterator[Any]:
+        from bridge.adapters.importing import expand
+
+        return expand(self.stream(run))
+
+
+@pytest.fixture(scope="module")
+def spool(tmp_path_factory: Any) -> Path:
+    d = tmp_path_factory.mktemp("packed")
+    import_runs(_Source(), d)
+    return d
+
+
+def _all(spool: Path) -> tuple[Any, list]:
+    (rec,) = list_runs(spool)
+    return rec, list(iter_events(rec.files, rec.run_id))
+
+
+def test_the_file_holds_packed_rows_and_reads_as_one_event_a_point(spool: Path) -> None:
+    rec, events = _all(spool)
+    (f,) = rec.files
+    assert f.packed
+    with sqlite3.connect(f.path) as c:
+        kinds = dict(c.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+    assert kinds.get(P.POINTS, 0) >= 3  # the points went in as blocks, not a row each
+    metrics = [e for e in events if e.kind == "metric"]
+    assert len(metrics) == P.BLOCK * 2 + 37
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert math.isnan(metrics[700].value) and metrics[50].step is None
+    assert [(e.key, e.step, e.ts_ms) for e in metrics[:3]] == [
+        ("loss", None, 10_000), ("acc", 0, 10_001), ("lr", 0, 10_002)]
+    kinds_seen = [e.kind for e in events]
+    assert kinds_seen.index("param") > kinds_seen.index("metric")
+    assert events[-1].kind == "summary"
+
+
+def test_a_cursor_anywhere_reads_exactly_what_follows_it(spool: Path) -> None:
+    rec, events = _all(spool)
+    (f,) = rec.files
+    total = len(events)
+    assert file_counts(f, rec.run_id, [0])[0] == total
+    assert max_seqs(rec.files, rec.run_id) == {f.file_id: total}
+    for cursor in sorted({0, 1, 2, 3, 500, 1023, 1024, 1025, 1500, 1501, 1502, 2047,
+                          total - 1, total}):
+        after = list(iter_events(rec.files, rec.run_id, after={f.file_id: cursor}))
+        assert [e.uid for e in after] == [e.uid for e in events[cursor:]], cursor
+        assert count_after(rec.files, rec.run_id, {f.file_id: cursor}) == total - cursor
+        assert file_counts(f, rec.run_id, [cursor])[1] == [total - cursor]
+        upto = list(iter_events(rec.files, rec.run_id, after={f.file_id: 0},
+                                upto={f.file_id: cursor}, chunk=3))
+        assert [e.uid for e in upto] == [e.uid for e in events[:cursor]], cursor
+
+
+def test_dead_letters_by_seq_and_filtered_selects_find_single_points(spool: Path) -> None:
+    rec, events = _all(spool)
+    (f,) = rec.files
+    seqs = [1, 2, 700, 1024, 1025, 1501, len(events), len(events) + 5]
+    assert events_by_seq(f, seqs) == [events[s - 1] for s in seqs if s <= len(events)]
+    assert list(select_events(f, rec.run_id)) == events
+    want = [e for e in events if e.kind == "metric" and e.key == "acc" and e.step in (3, 400)]
+    assert list(select_events(f, rec.run_id, kinds=["metric"], keys=["acc"],
+                              steps=[3, 400])) == want and len(want) == 2
+    assert [e.kind for e in select_events(f, rec.run_id, kinds=["param"])] == ["param"]
+    assert max_step(rec.files, rec.run_id) == max(e.step for e in events
+                                                  if e.kind == "metric" and e.step is not None)
+
+
+def test_a_salvaged_copy_and_prune_count_points_not_rows(spool: Path, tmp_path: Path) -> None:
+    rec, events = _all(spool)
+    (f,) = rec.files
+    (fr,) = scan_files(spool)
+    assert fr.events == {rec.run_id: len(events)}
+    copy = tmp_path / "spool"
+    copy.mkdir()
+    src = copy / f.path.name
+    src.write_bytes(f.path.read_bytes())
+    report = salvage(src, tmp_path)
+    assert report.error is None and report.events == len(events)
+    (again,) = list_runs(tmp_path)
+    assert [(e.seq, e.kind, e.key, e.step) for e in iter_events(again.files, again.run_id)] == [
+        (e.seq, e.kind, e.key, e.step) for e in events]
