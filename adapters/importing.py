@@ -25,6 +25,7 @@ from bridge.errors import ImportSourceError
 __all__ = [
     "ImportEvent",
     "Importer",
+    "MetricColumns",
     "MetricPoints",
     "POINTS_BATCH",
     "SqlPoints",
@@ -116,6 +117,25 @@ class MetricPoints:
             yield ImportEvent("metric", key, ts_ms, step, value)
 
 
+class MetricColumns:
+    """Metric points of one run as four equal-length lists, ``keys``, ``steps``, ``ts_ms``,
+    ``values``, each as in :class:`MetricPoints`: what an importer whose source holds a row of
+    several keys at one step and time (trackio's ``metrics`` rows) hands the sink, since it
+    extends these lists a row at a time (``keys.extend(row)``, ``steps += [step] * n``)
+    instead of a point at a time. The sink takes them as it takes :class:`MetricPoints`."""
+
+    __slots__ = ("keys", "steps", "ts_ms", "values")
+
+    def __init__(self, keys: list[str], steps: list[int | None], ts_ms: list[int],
+                 values: list[float]) -> None:
+        self.keys, self.steps, self.ts_ms, self.values = keys, steps, ts_ms, values
+
+    def events(self) -> Iterator[ImportEvent]:
+        """The points as metric events, in order."""
+        for key, step, ts_ms, value in zip(self.keys, self.steps, self.ts_ms, self.values):
+            yield ImportEvent("metric", key, ts_ms, step, float(value))
+
+
 class SqlPoints:
     """One key's metric points of one run as the rows of a query on a SQLite file (an MLflow
     sqlite store's ``metrics`` table): what an importer of such a file hands the sink through
@@ -168,10 +188,11 @@ def take_points(flat: list[Any]) -> MetricPoints:
     return out
 
 
-def expand(stream: Iterable[ImportEvent | MetricPoints | SqlPoints]) -> Iterator[ImportEvent]:
+def expand(stream: Iterable[ImportEvent | MetricPoints | MetricColumns | SqlPoints]
+           ) -> Iterator[ImportEvent]:
     """An importer's ``stream(run)`` as plain events: its ``events(run)``."""
     for item in stream:
-        if type(item) is MetricPoints or type(item) is SqlPoints:
+        if type(item) is MetricPoints or type(item) is MetricColumns or type(item) is SqlPoints:
             yield from item.events()
         else:
             yield item

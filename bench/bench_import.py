@@ -696,9 +696,11 @@ def _writer_alone(steps: int, spool: Path) -> dict:
     out = ImportedRunWriter(spool, spool / "spool" / "writer.db", {"node": "bench"})
     out.run_row("0" * 32, "bench", None, None, None, "[]", T0_MS, None, "FINISHED")
     t0 = time.perf_counter()
-    buf = out.points_of("0" * 32)
+    columns = out.points_of("0" * 32)  # keys, steps, times, values
     for i in range(0, len(flat), 20_000):
-        buf.extend(flat[i:i + 20_000])
+        part = flat[i:i + 20_000]
+        for j, column in enumerate(columns):
+            column.extend(part[j::4])
         out.flush_rows()
     t1 = time.perf_counter()
     out.commit()

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 from bridge.adapters.importing import (POINTS_BATCH, ImportError_, ImportEvent, MediaFile,
-                                       MetricPoints, SourceRun, artifact_event, expand,
-                                       media_event, resolve_source, take_points)
+                                       MetricColumns, MetricPoints, SourceRun, artifact_event,
+                                       expand, media_event, resolve_source, take_points)
 from bridge.adapters.trackio import names as N
 from bridge.adapters.trackio.media import item_facts
 from bridge.spool.events import Kind
@@ -85,6 +85,17 @@ def _numbers_row(value: Any) -> Any:
         return _orjson_loads(value)
     except Exception:  # noqa: BLE001 - _row decides
         return None
+
+
+_PLAIN = frozenset({float, int})  # a metrics value the columns take as it is
+
+
+def _take(cols: tuple[list[Any], ...]) -> MetricColumns:
+    """The columns' points, handed over; the lists emptied for the next ones."""
+    out = MetricColumns(*(c[:] for c in cols))
+    for c in cols:
+        c.clear()
+    return out
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -190,40 +201,45 @@ class TrackioImporter:
         db, col, rid, cfg = run.handle
         yield from self._config(cfg, run.start_ms)
         flat: list[Any] = []  # points since the last event, handed over as a copy
+        # The bulk of a run, rows of plain numbers under plain keys, as columns (a row's keys
+        # and values extend them at once); handed over before any other point or event.
+        cols: tuple[list[Any], ...] = ([], [], [], [])
         with closing(self._connect(db)) as conn:
             if _columns(conn, N.METRICS):
                 lid = "log_id" if "log_id" in _columns(conn, N.METRICS) else "NULL"
-                row_json, ms_of, point = _numbers_row, N.ms_from_iso, flat.extend
-                parse_log_id = N.parse_log_id
+                row_json, ms_of, parse_log_id = _numbers_row, N.IsoMs(), N.parse_log_id
+                plain_keys: tuple[str, ...] = ()  # the last row's keys, known plain
+                keys, steps, times, values = cols
                 for step, ts, metrics, log_id in conn.execute(
                         f"SELECT step, timestamp, metrics, {lid} FROM {N.METRICS} "
                         f"WHERE {col} = ? ORDER BY id", (rid,)):
                     ours = parse_log_id(log_id) if log_id is not None else None
                     if ours is None or not ours[2]:  # a row at its step (see _row)
-                        # The bulk of a run: a row of plain numbers under plain keys, each
-                        # the point _row would give, without its generator; any other row
-                        # is undone here and goes through _row.
-                        values = row_json(metrics)
-                        if values.__class__ is dict:
-                            ms = ms_of(ts) or 0
-                            mark = len(flat)
-                            for stored, value in values.items():
-                                cls = value.__class__
-                                if (cls is float or cls is int) and stored[:2] != "__":
-                                    point((stored, step, ms, float(value)))
-                                else:
-                                    del flat[mark:]
-                                    break
-                            else:
-                                if len(flat) >= POINTS_BATCH:
-                                    yield take_points(flat)
+                        # Each value a plain number (not a bool, str, dict, ...), each key
+                        # plain (no "__" of trackio's own): the points _row would give.
+                        row = row_json(metrics)
+                        if row.__class__ is dict and _PLAIN.issuperset(map(type, row.values())):
+                            names = tuple(row)
+                            if names == plain_keys or not any(k[:2] == "__" for k in names):
+                                plain_keys = names
+                                n = len(names)
+                                keys += names
+                                values += row.values()
+                                steps += [step] * n
+                                times += [ms_of(ts) or 0] * n
+                                if len(keys) >= POINTS_BATCH // 4:
+                                    yield _take(cols)
                                 continue
+                    if keys:  # the points before this row go first: the order is kept
+                        yield _take(cols)
                     for ev in self._row(run, step, ts, metrics, log_id, flat):
-                        if flat:  # the points before it go first: the order is kept
+                        if flat:
                             yield take_points(flat)
                         yield ev
-                    if len(flat) >= POINTS_BATCH:
+                    if flat:
                         yield take_points(flat)
+                if keys:
+                    yield _take(cols)
             if _columns(conn, N.SYSTEM_METRICS):
                 for ts, metrics in conn.execute(
                         f"SELECT timestamp, metrics FROM {N.SYSTEM_METRICS} WHERE {col} = ? "

@@ -169,6 +169,32 @@ def ms_from_iso(value: Any) -> int | None:
     return (dt - _EPOCH) // _MS
 
 
+class IsoMs:
+    """:func:`ms_from_iso` for a run's timestamps in order, most in the same second as the one
+    before: trackio's own form (``2026-11-30T12:01:31.123456+00:00``) is read from its digits
+    once its second is known, the same milliseconds (floor) without a ``datetime`` a row."""
+
+    __slots__ = ("_second", "_base")
+
+    def __init__(self) -> None:
+        self._second: str | None = None
+        self._base = 0
+
+    def __call__(self, value: Any) -> int | None:
+        if value.__class__ is str and len(value) == 32 and value[19] == "." \
+                and value[26:] == "+00:00":
+            fraction = value[20:26]
+            if fraction.isascii() and fraction.isdigit():
+                second = value[:19]
+                if second != self._second:
+                    base = ms_from_iso(second + "+00:00")
+                    if base is None:
+                        return None
+                    self._second, self._base = second, base
+                return self._base + int(fraction[:3])
+        return ms_from_iso(value)
+
+
 # --- directories and processes ------------------------------------------------------------------
 
 def canonical_project(project: str) -> str:

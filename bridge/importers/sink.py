@@ -14,11 +14,12 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
-from bridge.adapters.importing import Importer, MetricPoints, SourceRun, SqlPoints
+from bridge.adapters.importing import (Importer, MetricColumns, MetricPoints, SourceRun,
+                                       SqlPoints)
 from bridge.spool.events import Kind
-from bridge.spool.imported import POINT_COLUMNS, ImportedRunWriter
+from bridge.spool.imported import ImportedRunWriter
 
 __all__ = ["ImportedRun", "import_file", "import_runs"]
 
@@ -71,9 +72,8 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
         # writer's methods. The run id is derived (a uuid5) once per run, not per point.
         run_id, points, counts = run.run_id, result.points, result.counts
         rows, flush = out.rows, out.flush_rows
-        buffered = out.points_of(run_id)
-        extend, get, isfinite = buffered.extend, points.get, math.isfinite
-        full = chunk * len(POINT_COLUMNS)
+        keys, steps, times, values = out.points_of(run_id)
+        get, isfinite = points.get, math.isfinite
         metric_kind = Kind.METRIC.value
         stream = getattr(importer, "stream", None)
 
@@ -87,28 +87,43 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             else:
                 points[key] = seen + n
 
+        def columns(k: list[Any], s: list[Any], t: list[Any], v: list[Any]) -> None:
+            """Points as four columns: extended in C when all are finite."""
+            if not k:
+                return
+            if all(map(isfinite, v)):
+                if rows:
+                    flush()
+                keys.extend(k)
+                steps.extend(s)
+                times.extend(t)
+                values.extend(v)
+            else:
+                for key, step, ts_ms, value in zip(k, s, t, v):
+                    if isfinite(value):
+                        if rows:
+                            flush()
+                        keys.append(key)
+                        steps.append(step)
+                        times.append(ts_ms)
+                        values.append(value)
+                    else:
+                        out.metric(run_id, key, step, ts_ms, value)
+            for key, n in Counter(k).items():
+                count(key, n)
+            if len(keys) >= chunk:
+                flush()
+
         for ev in stream(run) if callable(stream) else importer.events(run):
             if type(ev) is MetricPoints:  # a run of points as one flat list: no call a point
                 flat = ev.flat
-                if not flat:
-                    continue
-                if all(map(isfinite, flat[3::4])):
-                    if rows:
-                        flush()
-                    extend(flat)
-                else:
-                    it = iter(flat)
-                    for key, step, ts_ms, value in zip(it, it, it, it):
-                        if isfinite(value):
-                            if rows:
-                                flush()
-                            extend((key, step, ts_ms, value))
-                        else:
-                            out.metric(run_id, key, step, ts_ms, value)
-                for key, n in Counter(flat[0::4]).items():
-                    count(key, n)
-                if len(buffered) >= full:
-                    flush()
+                columns(flat[0::4], flat[1::4], flat[2::4], flat[3::4])
+                if progress is not None and out.written > reported:
+                    reported = out.written
+                    progress(run, reported)
+                continue
+            if type(ev) is MetricColumns:  # the same as four lists
+                columns(ev.keys, ev.steps, ev.ts_ms, ev.values)
                 if progress is not None and out.written > reported:
                     reported = out.written
                     progress(run, reported)
@@ -129,8 +144,11 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
                 if isfinite(value):
                     if rows:
                         flush()  # the rows before it go in first
-                    extend((key, ev.step, int(ev.ts_ms), value))
-                    if len(buffered) >= full:
+                    keys.append(key)
+                    steps.append(ev.step)
+                    times.append(int(ev.ts_ms))
+                    values.append(value)
+                    if len(keys) >= chunk:
                         flush()
                 else:
                     out.metric(run_id, key, ev.step, int(ev.ts_ms), value)

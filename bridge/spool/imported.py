@@ -83,11 +83,11 @@ class ImportedRunWriter:
         self.partial = target.with_name(target.name + ".partial")
         self.partial.unlink(missing_ok=True)
         self.chunk = chunk
-        # Buffered EVENT_COLUMNS rows, and buffered finite metric points of one run as a flat
-        # list of POINT_COLUMNS values (see points_of()); one of the two is empty at any time,
-        # so rows go in in the order they came.
+        # Buffered EVENT_COLUMNS rows, and buffered finite metric points of one run as four
+        # lists, one a POINT_COLUMNS column (see points_of()); rows or points are empty at any
+        # time, so rows go in in the order they came.
         self.rows: list[tuple] = []
-        self.points: list[Any] = []
+        self.points: tuple[list[Any], list[Any], list[Any], list[Any]] = ([], [], [], [])
         self._points_run: str | None = None
         self.written = 0
         old = os.umask(0o077)
@@ -157,12 +157,13 @@ class ImportedRunWriter:
                 stored[ref] = blobs.store_file(self.spool_dir, Path(content))
         self.event(run_id, Kind.MEDIA, key, step, ts_ms, resolve_files(payload, stored))
 
-    def points_of(self, run_id: str) -> list[Any]:
+    def points_of(self, run_id: str) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         """The buffer of finite metric points of ``run_id``, for a caller with many (the
-        import sink): it extends the list by ``(key, step, ts_ms, value)`` (an int step or
-        None, an int time, a finite float) after a :meth:`flush_rows` whenever :attr:`rows`
-        is not empty, and calls :meth:`flush_rows` once it holds ``chunk`` points. Those
-        rows are the ones :meth:`metric` would write."""
+        import sink): four lists, keys, steps, times and values, which it extends alike (a
+        str key, an int step or None, an int time, a finite float) after a
+        :meth:`flush_rows` whenever :attr:`rows` is not empty, and calls :meth:`flush_rows`
+        once they hold ``chunk`` points. Those points are the ones :meth:`metric` would
+        write."""
         if run_id != self._points_run:
             self.flush_rows()
             self._points_run = run_id
@@ -194,7 +195,7 @@ class ImportedRunWriter:
         return n
 
     def _add(self, row: tuple) -> None:
-        if self.points:
+        if self.points[0]:
             self._insert_points()
         self.rows.append(row)
         if len(self.rows) >= self.chunk:
@@ -204,44 +205,42 @@ class ImportedRunWriter:
         """The buffered points as packed rows of up to :data:`~bridge.spool.points.BLOCK`
         points (:mod:`bridge.spool.points`); a block that cannot be packed goes in a row a
         point."""
-        points, width = self.points, len(POINT_COLUMNS)
-        n = len(points) // width
-        step = BLOCK * width
-        for i in range(0, n * width, step):
-            part = points[i:i + step]
-            count = len(part) // width
-            block = pack(part[0::4], part[1::4], part[2::4], part[3::4])
+        keys, steps, times, values = self.points
+        for i in range(0, len(keys), BLOCK):
+            part = (keys[i:i + BLOCK], steps[i:i + BLOCK], times[i:i + BLOCK],
+                    values[i:i + BLOCK])
+            block = pack(*part)
             if block is None:
-                self._insert_point_rows(part)
+                self._insert_point_rows(*part)
                 continue
-            steps = part[1::4]
-            if None in steps:
-                steps = [s for s in steps if s is not None]
+            count, stepped = len(part[0]), part[1]
+            if None in stepped:
+                stepped = [s for s in stepped if s is not None]
             # The row's seq is its last point's: the rows before it end at self.written.
             self._conn.execute(_INSERT_BLOCK, (self.written + count, self._points_run,
-                                               max(steps) if steps else None, part[2],
+                                               max(stepped) if stepped else None, part[2][0],
                                                count, block))
             self.written += count
-        points.clear()
+        for column in self.points:
+            column.clear()
 
-    def _insert_point_rows(self, points: list[Any]) -> None:
-        run_id, width = self._points_run, len(POINT_COLUMNS)
-        n = len(points) // width
-        execute, k = self._conn.execute, POINTS_PER_INSERT
+    def _insert_point_rows(self, keys: list[Any], steps: list[Any], times: list[Any],
+                           values: list[Any]) -> None:
+        run_id, n = self._points_run, len(keys)
+        flat = [x for point in zip(keys, steps, times, values) for x in point]
+        execute, k, width = self._conn.execute, POINTS_PER_INSERT, len(POINT_COLUMNS)
         whole = n - n % k
         for i in range(0, whole * width, k * width):
-            execute(_INSERT_POINTS, [run_id, *points[i:i + k * width]])
-        if whole < n:
-            rest = iter(points[whole * width:])
-            kind = Kind.METRIC.value
-            self._conn.executemany(INSERT_EVENT, [(run_id, kind, key, step, ts, value, None)
-                                                  for key, step, ts, value
-                                                  in zip(rest, rest, rest, rest)])
+            execute(_INSERT_POINTS, [run_id, *flat[i:i + k * width]])
+        kind = Kind.METRIC.value
+        self._conn.executemany(INSERT_EVENT, [(run_id, kind, *point, None) for point
+                                              in zip(keys[whole:], steps[whole:],
+                                                     times[whole:], values[whole:])])
         self.written += n
 
     def flush_rows(self) -> int:
         """Insert the buffered rows, in order (still inside the file's one transaction)."""
-        if self.points:
+        if self.points[0]:
             self._insert_points()
         rows = self.rows
         if rows:

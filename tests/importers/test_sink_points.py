@@ -1,5 +1,5 @@
 """The import sink's ways in: one ``ImportEvent`` a point, runs of points as
-``MetricPoints``, or a key's points as the rows of a query on a SQLite file (``SqlPoints``,
+``MetricPoints`` (or four columns, ``MetricColumns``), or a key's points as the rows of a query on a SQLite file (``SqlPoints``,
 which SQLite copies itself), the last two through an importer's optional ``stream(run)``.
 All must write the same spool, row for row, whatever the points hold (non-finite values,
 steps of None) and wherever other events fall between them."""
@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from same_spool import assert_same_spool, spool_rows
 
-from bridge.adapters.importing import ImportEvent, MetricPoints, SourceRun, SqlPoints, expand
+from bridge.adapters.importing import (ImportEvent, MetricColumns, MetricPoints, SourceRun,
+                                       SqlPoints, expand)
 from bridge.importers.sink import import_runs
 
 _VALUE = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(0.5))
@@ -38,9 +39,12 @@ class _Source:
     def runs(self) -> Iterator[SourceRun]:
         yield SourceRun("synthetic", "run-1", "proj", name="one", start_ms=1_000)
 
-    def _stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
-        for what, part in self.parts:
-            if what == "points":
+    def _stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints | MetricColumns]:
+        for i, (what, part) in enumerate(self.parts):
+            if what == "points" and i % 2:  # as four columns (trackio's rows)
+                yield MetricColumns(*(list(c) for c in zip(*part))) if part else (
+                    MetricColumns([], [], [], []))
+            elif what == "points":
                 yield MetricPoints([x for point in part for x in point])
             else:
                 yield ImportEvent("param", part, 2_000, payload={"v": part})

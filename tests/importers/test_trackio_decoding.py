@@ -111,3 +111,25 @@ def test_without_orjson_rows_are_read_with_json(monkeypatch) -> None:
                                         b'"bad": NaN}')
     assert list(row) == ["loss", "big", "bad"] and row["big"] == 123456789012345678901234567890
     assert math.isnan(row["bad"])
+
+
+_STAMP = st.one_of(
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),
+                 timezones=st.just(timezone.utc)).map(datetime.isoformat),
+    st.text(alphabet="0123456789-T:.+Z ²x", min_size=19, max_size=34),
+    st.sampled_from(["2026-02-31T10:00:00.123456+00:00", "2026-11-30T12:01:61.000000+00:00",
+                     "2026-11-30T12:01:31.12345x+00:00", "2026-11-30T12:01:31.1_3456+00:00",
+                     "2026-11-30T12:01:31.²23456+00:00", "2026-11-30T12:01:31.123456+01:00"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_STAMP, max_size=20), st.data())
+def test_timestamps_read_in_order_are_the_milliseconds_each_gives_alone(stamps: list,
+                                                                         data: Any) -> None:
+    """N.IsoMs reads a second once for the rows within it: each timestamp, and the same one
+    with other digits after its second (the next rows), as ms_from_iso reads it alone."""
+    iso_ms = N.IsoMs()
+    for text in stamps:
+        tail = data.draw(st.text(alphabet="0123456789x", min_size=6, max_size=6))
+        for value in (text, text[:20] + tail + text[26:]):
+            assert iso_ms(value) == N.ms_from_iso(value), value
