@@ -5,6 +5,7 @@ highest step, a salvaged copy and prune's counts agree with the events one a row
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from pathlib import Path
@@ -53,6 +54,18 @@ def test_a_block_reads_back_what_was_packed(points: list) -> None:
         assert len(want) == len(have) and all(map(_same, want, have))
 
 
+@pytest.mark.parametrize("keys", [["a", "b", "c"] * 4, ["a", "b", "c"] * 3 + ["a"],
+                                  ["a", "b", "a", "c"] * 3, ["x"] * 12])
+def test_keys_that_repeat_in_one_order_need_no_index(keys: list) -> None:
+    n = len(keys)
+    block = P.pack(keys, list(range(n)), [7] * n, [0.5] * n)
+    cycle = len(set(keys)) * (n // len(set(keys))) == n and keys == list(
+        dict.fromkeys(keys)) * (n // len(set(keys)))
+    assert len(block) == 3 + 8 + 1 + len(json.dumps(list(dict.fromkeys(keys)))) + n * (
+        24 if cycle else 26)
+    assert P.unpack(block)[0] == keys
+
+
 def test_what_cannot_be_packed_is_refused_not_changed() -> None:
     assert P.pack(["a"], [1.5], [0], [1.0]) is None  # a float step
     assert P.pack(["a"], [1], [None], [1.0]) is None  # no time
@@ -63,7 +76,8 @@ def test_what_cannot_be_packed_is_refused_not_changed() -> None:
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[:-1], lambda b: b"XX" + b[2:],
-                                    lambda b: b[:12]])
+                                    lambda b: b[:12], lambda b: b + b"\0",
+                                    lambda b: b[:11] + b"z" + b[12:]])
 def test_a_damaged_block_is_an_error_that_says_so(damage: Any) -> None:
     block = P.pack(["a", "b"], [1, None], [5, 6], [0.5, -1.0])
     with pytest.raises(SpoolError, match="damaged points row"):

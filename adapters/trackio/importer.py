@@ -98,6 +98,15 @@ def _take(cols: tuple[list[Any], ...]) -> MetricColumns:
     return out
 
 
+def _in_order(columns: str, table: str, col: str) -> str:
+    """A run's rows of ``table`` in the order they were logged. ``WHERE col = ? ORDER BY id``
+    finds them through trackio's ``(run_id, …)`` index and then sorts them, whole rows, before
+    the first comes out (0.9 s of a 250,000-row run, and its rows in a temporary table); the
+    run's ids looked up first let SQLite walk the table in id order with no sort."""
+    return (f"SELECT {columns} FROM {table} WHERE id IN "
+            f"(SELECT id FROM {table} WHERE {col} = ?) ORDER BY id")
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -211,8 +220,7 @@ class TrackioImporter:
                 plain_keys: tuple[str, ...] = ()  # the last row's keys, known plain
                 keys, steps, times, values = cols
                 for step, ts, metrics, log_id in conn.execute(
-                        f"SELECT step, timestamp, metrics, {lid} FROM {N.METRICS} "
-                        f"WHERE {col} = ? ORDER BY id", (rid,)):
+                        _in_order(f"step, timestamp, metrics, {lid}", N.METRICS, col), (rid,)):
                     ours = parse_log_id(log_id) if log_id is not None else None
                     if ours is None or not ours[2]:  # a row at its step (see _row)
                         # Each value a plain number (not a bool, str, dict, ...), each key
@@ -242,8 +250,7 @@ class TrackioImporter:
                     yield _take(cols)
             if _columns(conn, N.SYSTEM_METRICS):
                 for ts, metrics in conn.execute(
-                        f"SELECT timestamp, metrics FROM {N.SYSTEM_METRICS} WHERE {col} = ? "
-                        "ORDER BY id", (rid,)):
+                        _in_order("timestamp, metrics", N.SYSTEM_METRICS, col), (rid,)):
                     values = _json(metrics)
                     ms = N.ms_from_iso(ts) or 0
                     for key, value in (values.items() if isinstance(values, dict) else ()):

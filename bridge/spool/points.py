@@ -14,9 +14,11 @@ A ``points`` row of ``n`` points:
 - ``value``: ``n``; ``step``: the largest step among them (NULL when none has one), so the
   highest step needs no decoding; ``ts_ms``: the first point's time; ``key``: NULL;
 - ``payload``: the block, a BLOB: ``b"BP1"``, then little-endian ``u32 n``, ``u32`` length
-  of the keys' JSON, the JSON list of distinct keys in first-seen order, ``n × u16`` key
-  index, ``n × i64`` step (:data:`NO_STEP`: none), ``n × i64`` ts_ms, ``n × f64`` value
-  (NaN and ±inf as themselves).
+  of the keys' JSON, a layout byte, the JSON list of distinct keys in first-seen order, for
+  layout ``i`` ``n × u16`` key index (layout ``c``: none, the points' keys are that list
+  repeated, as when every step logs the same keys in one order), ``n × i64`` step
+  (:data:`NO_STEP`: none), ``n × i64`` ts_ms, ``n × f64`` value (NaN and ±inf as
+  themselves).
 
 Only a file whose meta holds ``packed = 1`` (a file of the import writer) may hold such rows;
 the reader asks the span-aware questions of those files alone, so a live writer's file is
@@ -46,6 +48,7 @@ SPAN = f"CASE WHEN kind = '{POINTS}' THEN CAST(value AS INTEGER) ELSE 1 END"  # 
 
 _COUNT_AFTER = f"SELECT coalesce(sum({SPAN}), 0) FROM events WHERE run_id = ? AND seq > ?"
 _MAGIC = b"BP1"
+_INDEXED, _CYCLE = b"i", b"c"  # a key index a point follows, or none: the keys repeat
 _HEAD = struct.Struct("<II")
 _MAX_KEYS = 65535
 _SWAP = sys.byteorder != "little"
@@ -77,8 +80,13 @@ def pack(keys: list[str], steps: list[Any], ts_ms: list[Any],
         value_a = array("d", values)
     except (TypeError, OverflowError):
         return None
-    names = json.dumps(list(index), ensure_ascii=False).encode()
-    return b"".join((_MAGIC, _HEAD.pack(len(keys), len(names)), names,
+    distinct = list(index)
+    names = json.dumps(distinct, ensure_ascii=False).encode()
+    if distinct and len(keys) % len(distinct) == 0 \
+            and keys == distinct * (len(keys) // len(distinct)):
+        return b"".join((_MAGIC, _HEAD.pack(len(keys), len(names)), _CYCLE, names, _le(step_a),
+                         _le(ts_a), _le(value_a)))  # each step's keys in one order: no index
+    return b"".join((_MAGIC, _HEAD.pack(len(keys), len(names)), _INDEXED, names,
                      _le(array("H", map(index.__getitem__, keys))), _le(step_a), _le(ts_a),
                      _le(value_a)))
 
@@ -90,10 +98,15 @@ def unpack(block: bytes) -> tuple[list[str], list[int | None], list[int], list[f
             raise ValueError("no BP1 mark")
         n, size = _HEAD.unpack_from(block, 3)
         at = 3 + _HEAD.size
+        layout = block[at:at + 1]
+        if layout not in (_CYCLE, _INDEXED):
+            raise ValueError(f"unknown layout {layout!r}")
+        at += 1
         names = json.loads(block[at:at + size])
         at += size
-        cols = []
-        for code, width in (("H", 2), ("q", 8), ("q", 8), ("d", 8)):
+        cols = [] if layout == _INDEXED else [None]
+        widths = (("H", 2), ("q", 8), ("q", 8), ("d", 8))
+        for code, width in widths if layout == _INDEXED else widths[1:]:
             a = array(code)
             a.frombytes(block[at:at + n * width])
             if len(a) != n:
@@ -102,7 +115,14 @@ def unpack(block: bytes) -> tuple[list[str], list[int | None], list[int], list[f
                 a.byteswap()
             cols.append(a)
             at += n * width
-        keys = [names[i] for i in cols[0]]
+        if layout == _INDEXED:
+            keys = [names[i] for i in cols[0]]
+        else:
+            if n and (not names or n % len(names)):
+                raise ValueError("keys do not repeat")
+            keys = names * (n // len(names)) if names else []
+        if at != len(block):
+            raise ValueError("trailing bytes")
     except (ValueError, TypeError, IndexError, struct.error) as exc:
         raise SpoolError(f"damaged points row: {exc}") from exc
     steps = cols[1].tolist()
