@@ -139,15 +139,16 @@ class MetricColumns:
 class SqlPoints:
     """One key's metric points of one run as the rows of a query on a SQLite file (an MLflow
     sqlite store's ``metrics`` table): what an importer of such a file hands the sink through
-    its ``stream(run)``, so that SQLite copies the rows into the spool itself, without a
-    Python object a point.
+    its ``stream(run)``, so that the writer reads them from the file attached read-only, a
+    block's rows at a time, and packs them: a tuple a point, made in C, and no other Python
+    object.
 
     ``select`` reads the file under the schema name :attr:`SCHEMA` (``source.metrics``) and
     gives the columns ``step`` (an integer or NULL), ``ts_ms`` (an integer, ms) and ``value``
     (a REAL; NULL for NaN, infinities as they are), in its ORDER BY's order: the writer
-    selects from it as the one subquery of an ``INSERT … SELECT`` with no ORDER BY of its
-    own, where SQLite keeps the subquery's (an outer ORDER BY costs a sort, ~10 % of an MLflow
-    import; ``tests/importers/test_sink_points.py`` checks the order); ``params`` are its
+    selects from it as the one subquery of a ``SELECT`` with no ORDER BY of its own, where
+    SQLite keeps the subquery's (an outer ORDER BY costs a sort, ~10 % of an MLflow import;
+    ``tests/importers/test_sink_points.py`` checks the order); ``params`` are its
     parameters. The spool holds what :class:`MetricPoints` of the same values would write
     (:meth:`events` reads the same rows in Python: the sink's other way in)."""
 

@@ -813,7 +813,7 @@ def render(m: dict, res: dict[str, dict], points: int, repeat: int,
             n = sink["stream_points"]
             lines += ["", f"The same run handed over as `MetricPoints` (an importer's "
                       f"`stream(run)`, as the trackio, neptune-scale and W&B "
-                      f"importers do; MLflow's sqlite store hands `SqlPoints`, which SQLite copies), {n:,} points: {fmt_rate(n / sink['stream_wall_s'])}/s "
+                      f"importers do; MLflow's sqlite store hands `SqlPoints`, read from the store a block at a time), {n:,} points: {fmt_rate(n / sink['stream_wall_s'])}/s "
                       f"({sink['stream_wall_s']:.2f} s)."]
         if "writer_insert_s" in sink:
             n, ins, com = (sink["writer_points"], sink["writer_insert_s"],

@@ -189,7 +189,7 @@ class MlflowImporter:
 
     def stream(self, run: SourceRun) -> Iterator[ImportEvent | SqlPoints]:
         """:meth:`events`, the points of a ``sqlite:///`` store as :class:`SqlPoints` of
-        the ``metrics`` table (SQLite copies them: no Python work a point)."""
+        the ``metrics`` table (read a block at a time and packed: no Python work a point)."""
         mrun = run.handle if run.handle is not None else self.client.get_run(run.source_id)
         at = int(run.start_ms)
         for key, value in sorted(mrun.data.params.items()):

@@ -128,7 +128,7 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
                     reported = out.written
                     progress(run, reported)
                 continue
-            if type(ev) is SqlPoints:  # a key's points in a SQLite file: SQLite copies them
+            if type(ev) is SqlPoints:  # a key's points in a SQLite file: read there
                 n = out.copy_points(run_id, ev.key, ev.db, ev.select, ev.SCHEMA, ev.params)
                 if n:
                     count(ev.key, n)

@@ -13,15 +13,18 @@ them), handed over without a Python call a point (:meth:`ImportedRunWriter.point
 other rows with one multi-row ``INSERT`` per :data:`ROWS_PER_INSERT` rows rather than one
 statement step per row; and the ``(run_id, seq)`` index of ``events`` is kept as rows go in:
 every row of a file is of one run and comes with a higher ``seq``, so each entry lands at the
-index's right edge (measured cheaper than building the index after the rows). Points already in a SQLite file (an MLflow
-store) are copied by SQLite itself, ``INSERT … SELECT`` from the file attached read-only
-(:meth:`ImportedRunWriter.copy_points`): no Python object a point. Each run's file begins
-as the bytes of an empty spool file made once a process (:func:`bridge.spool.schema.
-empty_spool_file`), not by running the DDL: an import of many small runs pays that per run.
+index's right edge (measured cheaper than building the index after the rows). Points already
+in a SQLite file (an MLflow store) are read from it attached read-only, a block's rows at a
+time, and packed alike (:meth:`ImportedRunWriter.copy_points`): a tuple a point, made in C,
+and no other Python object (an ``INSERT … SELECT``, a row a point, cost more). Each run's
+file begins as the bytes of an empty spool file made once a process (:func:`bridge.spool.
+schema.empty_spool_file`), not by running the DDL: an import of many small runs pays that
+per run.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
@@ -64,13 +67,8 @@ _INSERT_POINTS = _INTO + " VALUES " + ", ".join([_ONE_POINT] * POINTS_PER_INSERT
 _INSERT_BLOCK = ("INSERT INTO events (seq, run_id, kind, key, step, ts_ms, value, payload) "
                  f"VALUES (?, ?, '{POINTS}', NULL, ?, ?, ?, ?)")
 
-# copy_points(): the source's rows (step, ts_ms, value; NULL for NaN) as metric rows, a
-# non-finite value encoded as bridge.spool.events.encode_float encodes it.
-_COPY_POINTS = (
-    _INTO + " SELECT ?, '" + Kind.METRIC.value + "', ?, step, ts_ms, "
-    "CASE WHEN value IS NULL OR abs(value) = 9e999 THEN NULL ELSE value END, "
-    "CASE WHEN value IS NULL THEN 'NaN' WHEN value = 9e999 THEN 'Infinity' "
-    "WHEN value = -9e999 THEN '-Infinity' END FROM ({select})")
+# copy_points(): the source's rows (step, ts_ms, value; NULL for NaN), BLOCK at a time.
+_READ_POINTS = "SELECT step, ts_ms, value FROM ({select})"
 
 
 class ImportedRunWriter:
@@ -175,8 +173,8 @@ class ImportedRunWriter:
                     params: tuple = ()) -> int:
         """Copy one key's points, the rows of ``select`` on the SQLite file ``db`` attached
         read-only as ``schema`` (columns ``step``, ``ts_ms``, ``value``: see
-        :class:`bridge.adapters.importing.SqlPoints`), after the rows buffered so far; the
-        number of points copied."""
+        :class:`bridge.adapters.importing.SqlPoints`), after the rows buffered so far, as
+        packed rows (NaN and ±inf included); the number of points copied."""
         self.flush_rows()
         if self._attached != (db, schema):
             if not schema.isidentifier():  # spliced into the SQL: a name, never a value
@@ -191,9 +189,27 @@ class ImportedRunWriter:
             self._conn.execute(attach, (read_only_uri(db),))
             self._attached = (db, schema)
             self._conn.execute("BEGIN")
-        n = self._conn.execute(_COPY_POINTS.format(select=select),
-                               (run_id, key, *params)).rowcount
-        self.written += n
+        # Read a block's rows at a time (made in C, one tuple a point) and packed as the
+        # sink's points are; the writes go to this file while the read goes on in the other.
+        rows_of = self._conn.execute(_READ_POINTS.format(select=select), params).fetchmany
+        keys, nan, n = [key] * BLOCK, math.nan, 0
+        while rows := rows_of(BLOCK):
+            count = len(rows)
+            steps, times, values = (list(column) for column in zip(*rows))
+            if None in values:  # NaN, which SQLite keeps as NULL
+                values = [nan if v is None else v for v in values]
+            block = pack(keys if count == BLOCK else keys[:count], steps, times, values)
+            if block is None:  # a row a point, as metric() writes it
+                self._conn.executemany(INSERT_EVENT, [
+                    metric_row(run_id, key, step, int(ts), float(value))
+                    for step, ts, value in zip(steps, times, values)])
+            else:
+                stepped = [s for s in steps if s is not None] if None in steps else steps
+                self._conn.execute(_INSERT_BLOCK, (self.written + count, run_id,
+                                                   max(stepped) if stepped else None,
+                                                   times[0], count, block))
+            self.written += count
+            n += count
         return n
 
     def _add(self, row: tuple) -> None:

@@ -2,7 +2,7 @@
 nothing twice, nothing missing.
 
 The child imports three runs of one source (points as ``MetricPoints``, events between
-them, and one key's points copied by SQLite from a file, as the MLflow sqlite importer
+them, and one key's points read from a SQLite file, as the MLflow sqlite importer
 hands them); the parent kills it at a random moment once a run's ``.partial`` file exists,
 then imports again in-process. Runs finished before the kill are skipped, the rest are
 written whole. Kill delays come from a seed printed on failure; set BRIDGE_TEST_KILLS for

@@ -1,6 +1,6 @@
 """The import sink's ways in: one ``ImportEvent`` a point, runs of points as
 ``MetricPoints`` (or four columns, ``MetricColumns``), or a key's points as the rows of a query on a SQLite file (``SqlPoints``,
-which SQLite copies itself), the last two through an importer's optional ``stream(run)``.
+which the writer reads from the file attached), the last two through an importer's optional ``stream(run)``.
 All must write the same spool, row for row, whatever the points hold (non-finite values,
 steps of None) and wherever other events fall between them."""
 
@@ -146,7 +146,7 @@ def test_sql_points_are_copied_from_the_file_read_only(tmp_path: Path) -> None:
 
 def test_sql_points_are_written_in_their_order_not_the_files(tmp_path: Path) -> None:
     """The select's ORDER BY gives the rows their seq: SQLite keeps the ORDER BY of the one
-    subquery of a query that has none of its own (the writer's INSERT … SELECT)."""
+    subquery of a query that has none of its own (the writer's SELECT from it)."""
     with sqlite3.connect(tmp_path / "source.db") as c:
         c.execute("CREATE TABLE pts (step INTEGER, ts INTEGER, value REAL)")
         c.executemany("INSERT INTO pts VALUES (?, ?, ?)", [(s, 100 - s, s / 2) for s in range(9)])
