@@ -185,3 +185,18 @@ def test_a_salvaged_copy_and_prune_count_points_not_rows(spool: Path, tmp_path: 
     (again,) = list_runs(tmp_path)
     assert [(e.seq, e.kind, e.key, e.step) for e in iter_events(again.files, again.run_id)] == [
         (e.seq, e.kind, e.key, e.step) for e in events]
+
+
+def test_local_queries_see_a_point_a_row(spool: Path) -> None:
+    """bridge.data() over an imported run: its DataFrame has a row a point, filters apply
+    to the points inside packed rows."""
+    from bridge.query import data
+
+    rec, events = _all(spool)
+    df = data(run=rec.run_id, event="metric", key="acc", dir=spool)
+    want = [e for e in events if e.kind == "metric" and e.key == "acc"]
+    assert len(df) == len(want) > P.BLOCK // 3
+    assert all(map(_same, list(df["value"]), [e.value for e in want]))
+    assert any(math.isnan(v) for v in df["value"])  # point 700, NaN, kept
+    assert data(run=rec.run_id, event="metric", step=[3], dir=spool)["key"].tolist() == [
+        e.key for e in events if e.kind == "metric" and e.step == 3]
