@@ -41,6 +41,8 @@ from bridge.spool.events import (
     encode_payload,
     metric_row,
 )
+from bridge.errors import ImportSourceError
+from bridge.spool.liveness import hold_exclusive, release_exclusive
 from bridge.spool.media import resolve_files
 from bridge.spool.points import BLOCK, PACKED_META, POINTS, pack
 from bridge.spool.schema import empty_spool_file, read_only_uri, record_meta
@@ -79,8 +81,21 @@ class ImportedRunWriter:
         self.spool_dir = Path(spool_dir)
         self.target = target
         self.partial = target.with_name(target.name + ".partial")
-        self.partial.unlink(missing_ok=True)
         self.chunk = chunk
+        try:  # one import of a run at a time: a second would delete the first's .partial
+            self._lock = hold_exclusive(target)
+        except BlockingIOError:
+            raise ImportSourceError(
+                f"{target.name} is being imported by another process; run the import again "
+                "once it has finished (its runs already written are skipped)") from None
+        try:
+            self._begin(target, meta)
+        except BaseException:
+            release_exclusive(target, self._lock)
+            raise
+
+    def _begin(self, target: Path, meta: dict[str, str]) -> None:
+        self.partial.unlink(missing_ok=True)  # a killed import's, redone
         # Buffered EVENT_COLUMNS rows, and buffered finite metric points of one run as four
         # lists, one a POINT_COLUMNS column (see points_of()); rows or points are empty at any
         # time, so rows go in in the order they came.
@@ -281,6 +296,7 @@ class ImportedRunWriter:
             os.fsync(fh.fileno())
         os.chmod(self.partial, 0o600)
         os.replace(self.partial, self.target)
+        release_exclusive(self.target, self._lock)
         return self.target
 
     def abort(self) -> None:
@@ -288,4 +304,5 @@ class ImportedRunWriter:
             self._conn.close()
         finally:
             self.partial.unlink(missing_ok=True)
+            release_exclusive(self.target, self._lock)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from bridge.spool.schema import read_only_uri
 
-__all__ = ["alive_by_meta", "hold", "lock_path", "release", "writer_alive"]
+__all__ = ["alive_by_meta", "hold", "hold_exclusive", "lock_path", "release",
+           "release_exclusive", "writer_alive"]
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
 
@@ -43,6 +44,44 @@ def hold(db: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def hold_exclusive(db: Path) -> int | None:
+    """Take ``db``'s sidecar lock alone, for a process that writes the file's run from
+    scratch (an import): the descriptor to give :func:`release_exclusive`, None where the
+    filesystem refuses locks. :class:`BlockingIOError` when another process holds it."""
+    side = lock_path(db)
+    for _ in range(3):
+        try:
+            fd = os.open(side, _FLAGS, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        except OSError:
+            os.close(fd)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(side).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed the file we locked (release_exclusive): again
+    raise BlockingIOError(f"{side} keeps changing hands")
+
+
+def release_exclusive(db: Path, fd: int | None) -> None:
+    """Remove the sidecar while still holding it, then let go: a process that opened it
+    meanwhile finds it gone and takes a new one (:func:`hold_exclusive`)."""
+    if fd is None:
+        return
+    try:
+        lock_path(db).unlink(missing_ok=True)
+    finally:
+        release(fd)
 
 
 def release(fd: int | None) -> None:

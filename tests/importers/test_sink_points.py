@@ -181,3 +181,31 @@ def test_an_imported_file_begun_from_the_empty_file_is_a_spool_file(tmp_path: Pa
     assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["file_id"] == done.path.stem
     assert meta["import_source"] == done.source
     assert os.stat(done.path).st_mode & 0o777 == 0o600
+
+
+def test_one_import_of_a_run_at_a_time(tmp_path: Path) -> None:
+    """A second writer of the same run is refused while the first holds its lock (it would
+    delete the first's .partial and publish its own half); the lock goes with the first,
+    and a killed import's .partial (no lock) is redone."""
+    import pytest
+
+    from bridge.errors import ImportSourceError
+    from bridge.spool.imported import ImportedRunWriter
+
+    (tmp_path / "spool").mkdir()
+    target = tmp_path / "spool" / "import-x-r1.db"
+    first = ImportedRunWriter(tmp_path, target, {"node": "import:x"})
+    first.run_row("r1", "p", None, None, None, "[]", 0, None, "FINISHED")
+    with pytest.raises(ImportSourceError, match="being imported by another process"):
+        ImportedRunWriter(tmp_path, target, {"node": "import:x"})
+    assert first.partial.exists()  # left alone by the refused one
+    first.commit()
+    assert target.exists() and not first.partial.exists()
+    assert not target.with_suffix(".lock").exists()
+    stale = target.with_name("import-x-r2.db.partial")
+    stale.write_bytes(b"half a run")  # what a SIGKILL leaves: no process holds it
+    again = ImportedRunWriter(tmp_path, target.with_name("import-x-r2.db"), {"node": "import:x"})
+    again.run_row("r2", "p", None, None, None, "[]", 0, None, "FINISHED")
+    assert again.commit().exists() and not stale.exists()
+    with sqlite3.connect(target.with_name("import-x-r2.db")) as c:
+        assert c.execute("SELECT run_id FROM runs").fetchall() == [("r2",)]
