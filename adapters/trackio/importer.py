@@ -100,9 +100,9 @@ def _take(cols: tuple[list[Any], ...]) -> MetricColumns:
 
 def _in_order(columns: str, table: str, col: str) -> str:
     """A run's rows of ``table`` in the order they were logged. ``WHERE col = ? ORDER BY id``
-    finds them through trackio's ``(run_id, …)`` index and then sorts them, whole rows, before
-    the first comes out (0.9 s of a 250,000-row run, and its rows in a temporary table); the
-    run's ids looked up first let SQLite walk the table in id order with no sort."""
+    finds them through trackio's ``(run_id, …)`` index and then sorts them, whole rows, in a
+    temporary table before the first comes out; the run's ids looked up first let SQLite
+    walk the table in id order with no sort."""
     return (f"SELECT {columns} FROM {table} WHERE id IN "
             f"(SELECT id FROM {table} WHERE {col} = ?) ORDER BY id")
 

@@ -115,15 +115,12 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
                 flush()
 
         for ev in stream(run) if callable(stream) else importer.events(run):
-            if type(ev) is MetricPoints:  # a run of points as one flat list: no call a point
-                flat = ev.flat
-                columns(flat[0::4], flat[1::4], flat[2::4], flat[3::4])
-                if progress is not None and out.written > reported:
-                    reported = out.written
-                    progress(run, reported)
-                continue
-            if type(ev) is MetricColumns:  # the same as four lists
-                columns(ev.keys, ev.steps, ev.ts_ms, ev.values)
+            if type(ev) is MetricPoints or type(ev) is MetricColumns:  # no call a point
+                if type(ev) is MetricPoints:  # one flat list
+                    flat = ev.flat
+                    columns(flat[0::4], flat[1::4], flat[2::4], flat[3::4])
+                else:
+                    columns(ev.keys, ev.steps, ev.ts_ms, ev.values)
                 if progress is not None and out.written > reported:
                     reported = out.written
                     progress(run, reported)

@@ -31,19 +31,31 @@ def lock_path(db: Path) -> Path:
     return Path(db).with_suffix(".lock")
 
 
-def hold(db: Path) -> int | None:
-    """Take the shared lock for a writer's lifetime; the descriptor to close at the end
-    (None where the filesystem refuses locks: the file then counts as alive by its pid)."""
+def _lock(side: Path, how: int) -> int | None:
+    """``side`` opened and locked ``how`` without waiting: the descriptor, None where the
+    filesystem refuses locks; :class:`BlockingIOError` when another process holds it."""
     try:
-        fd = os.open(lock_path(db), _FLAGS, 0o600)
+        fd = os.open(side, _FLAGS, 0o600)
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
     except OSError:
         os.close(fd)
         return None
     return fd
+
+
+def hold(db: Path) -> int | None:
+    """Take the shared lock for a writer's lifetime; the descriptor to close at the end
+    (None where the filesystem refuses locks: the file then counts as alive by its pid)."""
+    try:
+        return _lock(lock_path(db), fcntl.LOCK_SH)
+    except BlockingIOError:
+        return None
 
 
 def hold_exclusive(db: Path) -> int | None:
@@ -52,17 +64,8 @@ def hold_exclusive(db: Path) -> int | None:
     filesystem refuses locks. :class:`BlockingIOError` when another process holds it."""
     side = lock_path(db)
     for _ in range(3):
-        try:
-            fd = os.open(side, _FLAGS, 0o600)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise
-        except OSError:
-            os.close(fd)
+        fd = _lock(side, fcntl.LOCK_EX)
+        if fd is None:
             return None
         try:
             if os.fstat(fd).st_ino == os.stat(side).st_ino:
