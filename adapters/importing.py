@@ -27,6 +27,8 @@ __all__ = [
     "Importer",
     "MetricColumns",
     "MetricPoints",
+    "MetricRows",
+    "RowGatherer",
     "POINTS_BATCH",
     "SqlPoints",
     "ImportError_",
@@ -98,6 +100,11 @@ class ImportEvent:
                              payload=payload, files=files, artifact_type=artifact_type)
 
 
+# An importer hands its points over at the latest once it holds this many flat values
+# (5,000 points): the sink's memory stays bounded as with one event a point.
+POINTS_BATCH = 4 * 5000
+
+
 class MetricPoints:
     """Metric points of one run in one flat list, ``key, step, ts_ms, value`` repeated: what
     an importer with many points per source row hands the sink (through its optional
@@ -134,6 +141,87 @@ class MetricColumns:
         """The points as metric events, in order."""
         for key, step, ts_ms, value in zip(self.keys, self.steps, self.ts_ms, self.values):
             yield ImportEvent("metric", key, ts_ms, step, float(value))
+
+
+class MetricRows:
+    """Metric points of one run as rows, each a value of every key of ``names``, in that
+    order, at one step and time: ``steps`` and ``ts_ms`` one a row, ``values`` ``len(names)``
+    a row, row after row. The shape of a source that logs the same keys at every step
+    (trackio's ``metrics`` rows, neptune-scale's appends): the importer appends a row's step,
+    time and values, and the spool keeps a step and a time a row rather than a point. Each
+    item as in :class:`MetricPoints`."""
+
+    __slots__ = ("names", "steps", "ts_ms", "values")
+
+    def __init__(self, names: tuple[str, ...], steps: list[int | None], ts_ms: list[int],
+                 values: list[float]) -> None:
+        self.names, self.steps, self.ts_ms, self.values = names, steps, ts_ms, values
+
+    def columns(self) -> tuple[list[str], list[int | None], list[int], list[float]]:
+        """The points as :class:`MetricColumns`' four lists."""
+        names = self.names
+        return (list(names) * len(self.steps), [s for s in self.steps for _ in names],
+                [t for t in self.ts_ms for _ in names], list(self.values))
+
+    def events(self) -> Iterator[ImportEvent]:
+        """The points as metric events, in order."""
+        for key, step, ts_ms, value in zip(*self.columns()):
+            yield ImportEvent("metric", key, ts_ms, step, float(value))
+
+
+class RowGatherer:
+    """Gathers an importer's metric rows (:class:`MetricRows`) and hands them over in
+    batches, in order. The importer appends a row to :attr:`steps`, :attr:`ts_ms` and
+    :attr:`values` itself when its keys are :attr:`names` (the common case, no call a row),
+    calls :meth:`switch` first when they are not, and :meth:`take` once :attr:`values` holds
+    :attr:`BATCH` values and before anything else of the run. A short run of rows of the same keys (fewer than
+    :data:`MIN_ROWS`, as when each step alternates two sets of keys) goes over as points
+    (:class:`MetricColumns`) instead: a row shape a row would cost more than it saves."""
+
+    MIN_ROWS = 32
+    BATCH = POINTS_BATCH // 4  # points handed over at a time
+
+    __slots__ = ("names", "steps", "ts_ms", "values", "_cols")
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] | None = None
+        self.steps: list[int | None] = []
+        self.ts_ms: list[int] = []
+        self.values: list[float] = []
+        self._cols: tuple[list[Any], list[Any], list[Any], list[Any]] = ([], [], [], [])
+
+    def switch(self, names: tuple[str, ...]) -> Iterator[MetricRows | MetricColumns]:
+        """Rows of ``names`` follow: what the rows so far make up, handed over as far as
+        it must be."""
+        if len(self.steps) >= self.MIN_ROWS:
+            yield from self.take()
+        elif self.steps:
+            cols = MetricRows(self.names or (), self.steps, self.ts_ms, self.values).columns()
+            for mine, more in zip(self._cols, cols):
+                mine += more
+            self._clear()
+            if len(self._cols[0]) >= self.BATCH:
+                yield self._take_cols()
+        self.names = names
+
+    def take(self) -> Iterator[MetricRows | MetricColumns]:
+        """Everything gathered, in the order it came."""
+        if self._cols[0]:
+            yield self._take_cols()
+        if self.steps:
+            yield MetricRows(self.names or (), self.steps[:], self.ts_ms[:], self.values[:])
+            self._clear()
+
+    def _clear(self) -> None:
+        self.steps.clear()
+        self.ts_ms.clear()
+        self.values.clear()
+
+    def _take_cols(self) -> MetricColumns:
+        out = MetricColumns(*(c[:] for c in self._cols))
+        for c in self._cols:
+            c.clear()
+        return out
 
 
 class SqlPoints:
@@ -176,11 +264,6 @@ class SqlPoints:
             conn.close()
 
 
-# An importer hands its points over at the latest once it holds this many flat values
-# (5,000 points): the sink's memory stays bounded as with one event a point.
-POINTS_BATCH = 4 * 5000
-
-
 def take_points(flat: list[Any]) -> MetricPoints:
     """The points gathered in ``flat`` as :class:`MetricPoints`; ``flat`` is emptied for the
     next ones (a producer keeps appending to the same list)."""
@@ -189,11 +272,14 @@ def take_points(flat: list[Any]) -> MetricPoints:
     return out
 
 
-def expand(stream: Iterable[ImportEvent | MetricPoints | MetricColumns | SqlPoints]
+_BULK = (MetricPoints, MetricColumns, MetricRows, SqlPoints)  # what a stream may hand over
+
+
+def expand(stream: Iterable[ImportEvent | MetricPoints | MetricColumns | MetricRows | SqlPoints]
            ) -> Iterator[ImportEvent]:
     """An importer's ``stream(run)`` as plain events: its ``events(run)``."""
     for item in stream:
-        if type(item) is MetricPoints or type(item) is MetricColumns or type(item) is SqlPoints:
+        if type(item) in _BULK:
             yield from item.events()
         else:
             yield item

@@ -26,7 +26,7 @@ written by the vendor's own writer in a child process, batched where its API all
   the default set (its writer takes as long as ``mlflow``'s): ``--only mlflow-runs``;
 - ``neptune-scale``: ``run_operations.sqlite3``, ``neptune_scale.Run(mode="offline")``;
 - ``trackio``: a project, trackio's ``SQLiteStorage.bulk_log`` with ``TRACKIO_DIR`` in a
-  temp dir.
+  temp dir, a log id a row (a uuid, as ``trackio.log`` writes each row with).
 
 A writer that cannot produce N points within ``--write-budget`` seconds (default 150) stops
 at a step boundary and the source is measured on what it wrote; the table says so.
@@ -69,6 +69,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
 
@@ -316,11 +317,12 @@ def _w_trackio(d: str, steps: int, budget: float) -> dict:
         if b.spent(s0):
             break
         rng = range(s0, min(steps, s0 + chunk))
-        SQLiteStorage.bulk_log(
+        SQLiteStorage.bulk_log(  # a log id a row, as trackio's Run.log gives each
             "bench", "bench-import",
             [{k: _value(i, j) for j, k in enumerate(KEYS)} for i in rng],
             steps=list(rng), timestamps=[iso(_ms(i)) for i in rng],
-            config={"lr": 0.01} if s0 == 0 else None)
+            config={"lr": 0.01} if s0 == 0 else None,
+            log_ids=[uuid.uuid4().hex for _ in rng])
         done += len(rng)
     return {"location": str(Path(d) / "trackio"), "options": {}, "points": done * len(KEYS)}
 

@@ -226,13 +226,13 @@ def test_media_reaches_an_adapter_with_its_blobs(tmp_path):
     assert (_pixels(_bytes(tmp_path, img)) == 7).all()
 
 
-@pytest.mark.parametrize("older", ["1", "2"])
-def test_spool_schema_is_3_and_older_files_still_read(tmp_path, run, older):
+@pytest.mark.parametrize("older", ["1", "2", "3"])
+def test_spool_schema_is_4_and_older_files_still_read(tmp_path, run, older):
     run.log({"x": 1.0}, step=0)
     run.flush()
     path = list_runs(tmp_path)[0].files[0].path
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
         conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (older,))
     rec = list_runs(tmp_path)[0]
     assert [e.value for e in iter_events(rec.files, run.id) if e.kind == "metric"] == [1.0]

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.adapters.importing import ImportEvent, MetricPoints, SourceRun
+from bridge.adapters.importing import ImportEvent, MetricPoints, MetricRows, SourceRun
 from bridge.errors import SpoolError
 from bridge.importers.sink import import_runs
 from bridge.spool import points as P
@@ -75,6 +75,47 @@ def test_what_cannot_be_packed_is_refused_not_changed() -> None:
     assert P.pack(keys, [0] * len(keys), [0] * len(keys), [0.0] * len(keys)) is None
 
 
+_WIDTH = st.integers(1, 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), _WIDTH)
+def test_rows_read_back_as_their_points(data: Any, width: int) -> None:
+    """A block of rows (pack_rows) reads back as the points of each row: every key of the
+    row, in its order, at the row's step and time."""
+    names = tuple(data.draw(st.lists(_KEY, min_size=width, max_size=width)))
+    rows = data.draw(st.lists(st.tuples(_STEP, st.integers(-(2**63), 2**63 - 1),
+                                        st.lists(_VALUE, min_size=width, max_size=width)),
+                              max_size=30))
+    steps, times = [r[0] for r in rows], [r[1] for r in rows]
+    values = [v for r in rows for v in r[2]]
+    block = P.pack_rows(names, steps, times, values)
+    assert block is not None and len(block) == 12 + len(
+        json.dumps(list(names), ensure_ascii=False).encode()) + 16 * len(rows) + 8 * len(values)
+    keys, got_steps, got_times, got_values = P.unpack(block)
+    assert keys == list(names) * len(rows)
+    assert got_steps == [s for s in steps for _ in names]
+    assert got_times == [t for t in times for _ in names]
+    assert all(map(_same, got_values, values)) and len(got_values) == len(values)
+
+
+def test_rows_that_cannot_be_packed_are_refused() -> None:
+    assert P.pack_rows((), [1], [0], []) is None  # no keys
+    assert P.pack_rows(("a", "b"), [1], [0], [1.0]) is None  # a value short
+    assert P.pack_rows(("a",), [1.5], [0], [1.0]) is None  # a float step
+    assert P.pack_rows(("a",), [P.NO_STEP], [0], [1.0]) is None
+    assert P.pack_rows(("a",), [1, 2], [0], [1.0, 2.0]) is None  # a time short
+    assert P.pack_rows(("a",), [1], [0], ["x"]) is None  # not a number
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:-1], lambda b: b[:-8],
+                                    lambda b: b[:3] + (7).to_bytes(4, "little") + b[7:]])
+def test_damaged_rows_are_an_error_that_says_so(damage: Any) -> None:
+    block = P.pack_rows(("a", "b"), [1, None], [5, 6], [0.5, -1.0, 2.0, 3.0])
+    with pytest.raises(SpoolError, match="damaged points row"):
+        P.unpack(damage(block))
+
+
 @pytest.mark.parametrize("damage", [lambda b: b[:-1], lambda b: b"XX" + b[2:],
                                     lambda b: b[:12], lambda b: b + b"\0",
                                     lambda b: b[:11] + b"z" + b[12:]])
@@ -85,23 +126,36 @@ def test_a_damaged_block_is_an_error_that_says_so(damage: Any) -> None:
 
 
 class _Source:
-    """One run: a tag, BLOCK * 2 + 37 points over three keys (some without a step, some
-    non-finite, which go a row each), a param among them, and more points."""
+    """One run: a tag, BLOCK * 2 + 37 points over three keys, a row of the three a step and
+    time (some rows without a step; one NaN, which goes a row of its own), a param among
+    them, and more points. Handed over as MetricPoints, or as MetricRows of 100 rows (packed
+    a step and a time a row)."""
 
     name = "synthetic"
+    KEYS = ("loss", "acc", "lr")
+
+    def __init__(self, shape: str) -> None:
+        self.shape = shape
 
     def runs(self) -> Iterator[SourceRun]:
         yield SourceRun("synthetic", "r1", "proj", name="one", start_ms=1_000)
 
     def stream(self, run: SourceRun) -> Iterator[Any]:
-        flat: list[Any] = []
-        for i in range(P.BLOCK * 2 + 37):
-            key = ("loss", "acc", "lr")[i % 3]
-            value = float("nan") if i == 700 else i / 7
-            flat += [key, None if i % 50 == 0 else i // 3, 10_000 + i, value]
-        yield MetricPoints(flat[: 4 * 1500])
-        yield ImportEvent("param", "opt", 2_000, payload="adam")
-        yield MetricPoints(flat[4 * 1500:])
+        n = P.BLOCK * 2 + 37
+        steps = [None if r % 50 == 0 else r for r in range(n // 3)]
+        times = [10_000 + r for r in range(n // 3)]
+        values = [float("nan") if i == 700 else i / 7 for i in range(n)]
+        for lo, hi in ((0, 500), (500, n // 3)):  # rows; the param after 1,500 points
+            if self.shape == "rows":
+                for r in range(lo, hi, 100):
+                    top = min(hi, r + 100)
+                    yield MetricRows(self.KEYS, steps[r:top], times[r:top],
+                                     values[3 * r:3 * top])
+            else:
+                yield MetricPoints([x for r in range(lo, hi) for k, key in enumerate(self.KEYS)
+                                    for x in (key, steps[r], times[r], values[3 * r + k])])
+            if lo == 0:
+                yield ImportEvent("param", "opt", 2_000, payload="adam")
         yield ImportEvent("summary", "best", 3_000, payload=0.25)
 
     def events(self, run: SourceRun) -> Iterator[Any]:
@@ -110,10 +164,10 @@ class _Source:
         return expand(self.stream(run))
 
 
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: Any) -> Path:
+@pytest.fixture(scope="module", params=["points", "rows"])
+def spool(request: Any, tmp_path_factory: Any) -> Path:
     d = tmp_path_factory.mktemp("packed")
-    import_runs(_Source(), d)
+    import_runs(_Source(request.param), d)
     return d
 
 
@@ -122,19 +176,25 @@ def _all(spool: Path) -> tuple[Any, list]:
     return rec, list(iter_events(rec.files, rec.run_id))
 
 
-def test_the_file_holds_packed_rows_and_reads_as_one_event_a_point(spool: Path) -> None:
+def test_the_file_holds_packed_rows_and_reads_as_one_event_a_point(spool: Path,
+                                                                   request: Any) -> None:
     rec, events = _all(spool)
     (f,) = rec.files
     assert f.packed
     with sqlite3.connect(f.path) as c:
         kinds = dict(c.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+        layouts = {blob[11:12] for (blob,) in c.execute(
+            "SELECT payload FROM events WHERE kind = ?", (P.POINTS,))}
     assert kinds.get(P.POINTS, 0) >= 3  # the points went in as blocks, not a row each
+    # MetricRows are packed a step and a time a row (layout r); MetricPoints never are
+    assert (b"r" in layouts) == (request.node.callspec.params["spool"] == "rows"), layouts
     metrics = [e for e in events if e.kind == "metric"]
     assert len(metrics) == P.BLOCK * 2 + 37
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert math.isnan(metrics[700].value) and metrics[50].step is None
-    assert [(e.key, e.step, e.ts_ms) for e in metrics[:3]] == [
-        ("loss", None, 10_000), ("acc", 0, 10_001), ("lr", 0, 10_002)]
+    assert math.isnan(metrics[700].value) and metrics[150].step is None
+    assert [(e.key, e.step, e.ts_ms) for e in metrics[:6]] == [
+        ("loss", None, 10_000), ("acc", None, 10_000), ("lr", None, 10_000),
+        ("loss", 1, 10_001), ("acc", 1, 10_001), ("lr", 1, 10_001)]
     kinds_seen = [e.kind for e in events]
     assert kinds_seen.index("param") > kinds_seen.index("metric")
     assert events[-1].kind == "summary"
@@ -163,9 +223,9 @@ def test_dead_letters_by_seq_and_filtered_selects_find_single_points(spool: Path
     seqs = [1, 2, 700, 1024, 1025, 1501, len(events), len(events) + 5]
     assert events_by_seq(f, seqs) == [events[s - 1] for s in seqs if s <= len(events)]
     assert list(select_events(f, rec.run_id)) == events
-    want = [e for e in events if e.kind == "metric" and e.key == "acc" and e.step in (3, 400)]
+    want = [e for e in events if e.kind == "metric" and e.key == "acc" and e.step in (3, 401)]
     assert list(select_events(f, rec.run_id, kinds=["metric"], keys=["acc"],
-                              steps=[3, 400])) == want and len(want) == 2
+                              steps=[3, 401])) == want and len(want) == 2
     assert [e.kind for e in select_events(f, rec.run_id, kinds=["param"])] == ["param"]
     assert max_step(rec.files, rec.run_id) == max(e.step for e in events
                                                   if e.kind == "metric" and e.step is not None)

@@ -16,11 +16,12 @@ import json.scanner
 import logging
 import sqlite3
 from contextlib import closing
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 from bridge.adapters.importing import (POINTS_BATCH, ImportError_, ImportEvent, MediaFile,
-                                       MetricColumns, MetricPoints, SourceRun, artifact_event,
+                                       MetricPoints, RowGatherer, SourceRun, artifact_event,
                                        expand, media_event, resolve_source, take_points)
 from bridge.adapters.trackio import names as N
 from bridge.adapters.trackio.media import item_facts
@@ -87,15 +88,39 @@ def _numbers_row(value: Any) -> Any:
         return None
 
 
-_PLAIN = frozenset({float, int})  # a metrics value the columns take as it is
+_PLAIN = frozenset({float, int})  # a metrics value the rows take as it is
+_BATCH_ROWS = 256  # metrics rows read, and looked at, at a time
 
 
-def _take(cols: tuple[list[Any], ...]) -> MetricColumns:
-    """The columns' points, handed over; the lists emptied for the next ones."""
-    out = MetricColumns(*(c[:] for c in cols))
-    for c in cols:
-        c.clear()
-    return out
+def _plain_keys(names: tuple[str, ...]) -> bool:
+    """No key of trackio's own renaming (``__``): each is the key it was logged as."""
+    return not any(k[:2] == "__" for k in names)
+
+
+def _uniform(batch: list[tuple], ms_of: N.IsoMs
+             ) -> tuple[tuple[str, ...], list[Any], list[int], list[Any]] | None:
+    """A batch of metrics rows ``(step, timestamp, metrics, bridge log id)`` as rows of
+    points: the keys, the steps and times (one a row) and the values, row after row; None
+    unless every row holds plain numbers only, under the same keys in the same order, at its
+    step (no log id of bridge's). The looks are made in C (``map``, ``count``), not a row at a
+    time; the timestamps are read a row at a time."""
+    steps, stamps, texts, ours = zip(*batch)
+    if ours.count(None) != len(ours):
+        return None
+    try:
+        rows = list(map(_orjson_loads or _row_json, texts))
+        names = tuple(rows[0])
+        if list(map(tuple, rows)).count(names) != len(rows):
+            return None
+        values = list(chain.from_iterable(map(dict.values, rows)))
+    except Exception:  # noqa: BLE001 - a row orjson refuses, or not a dict: a row at a time
+        return None
+    if not _PLAIN.issuperset(map(type, values)):
+        return None
+    times = list(map(ms_of, stamps))
+    if None in times:
+        times = [t or 0 for t in times]
+    return names, list(steps), times, values
 
 
 def _in_order(columns: str, table: str, col: str) -> str:
@@ -105,6 +130,12 @@ def _in_order(columns: str, table: str, col: str) -> str:
     walk the table in id order with no sort."""
     return (f"SELECT {columns} FROM {table} WHERE id IN "
             f"(SELECT id FROM {table} WHERE {col} = ?) ORDER BY id")
+
+
+def _scanned(columns: str, table: str, col: str) -> str:
+    """:func:`_in_order` for a run that holds most of ``table``'s rows: the whole table
+    walked in id order, the run's rows kept, cheaper than looking each row up by its id."""
+    return f"SELECT {columns} FROM {table} NOT INDEXED WHERE {col} = ? ORDER BY id"
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -164,11 +195,15 @@ class TrackioImporter:
             if not cols:
                 continue
             col = "run_id" if "run_id" in cols else "run_name"
-            for rid, name, first, last in conn.execute(
-                    f"SELECT {col}, run_name, MIN(timestamp), MAX(timestamp) FROM {table} "
-                    f"GROUP BY {col}, run_name"):
+            groups = conn.execute(
+                f"SELECT {col}, run_name, MIN(timestamp), MAX(timestamp), COUNT(*) FROM {table} "
+                f"GROUP BY {col}, run_name").fetchall()
+            total = sum(g[4] for g in groups)
+            for rid, name, first, last, count in groups:
                 r = seen.setdefault(rid, {"col": col, "name": name, "first": first, "last": last,
-                                          "config": {}})
+                                          "config": {}, "most": False})
+                if table == N.METRICS:  # the run holds most of the metrics rows
+                    r["most"] = r.get("most") or 2 * count >= total
                 r["first"] = min((t for t in (r["first"], first) if t), default=None)
                 r["last"] = max((t for t in (r["last"], last) if t), default=None)
         cols = _columns(conn, N.CONFIGS)
@@ -176,7 +211,8 @@ class TrackioImporter:
             col = "run_id" if "run_id" in cols else "run_name"
             for rid, name, config in conn.execute(
                     f"SELECT {col}, run_name, config FROM {N.CONFIGS}"):
-                r = seen.setdefault(rid, {"col": col, "name": name, "first": None, "last": None})
+                r = seen.setdefault(rid, {"col": col, "name": name, "first": None, "last": None,
+                                          "most": False})
                 cfg = _json(config)
                 r["config"] = cfg if isinstance(cfg, dict) else {}
         out = []
@@ -195,7 +231,7 @@ class TrackioImporter:
                 group=cfg.get(N.CFG_GROUP) if isinstance(cfg.get(N.CFG_GROUP), str) else None,
                 start_ms=start, end_ms=end,
                 status=status if status in N.FINAL_STATUSES else "FINISHED",
-                handle=(db, r["col"], rid, cfg), extra_tags=tags))
+                handle=(db, r["col"], rid, cfg, r["most"]), extra_tags=tags))
         out.sort(key=lambda s: (s.start_ms, s.source_id))
         return out
 
@@ -204,50 +240,16 @@ class TrackioImporter:
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
         return expand(self.stream(run))
 
-    def stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
-        """The run's events, its metric points gathered as :class:`MetricPoints` (several
-        points a trackio row; the sink writes them without a call a point)."""
-        db, col, rid, cfg = run.handle
+    def stream(self, run: SourceRun) -> Iterator[Any]:
+        """The run's events, its metric points gathered as :class:`MetricRows` (a trackio
+        row of plain numbers) or :class:`MetricPoints` (the sink writes them without a call a
+        point)."""
+        db, col, rid, cfg, most = run.handle
         yield from self._config(cfg, run.start_ms)
         flat: list[Any] = []  # points since the last event, handed over as a copy
-        # The bulk of a run, rows of plain numbers under plain keys, as columns (a row's keys
-        # and values extend them at once); handed over before any other point or event.
-        cols: tuple[list[Any], ...] = ([], [], [], [])
         with closing(self._connect(db)) as conn:
             if _columns(conn, N.METRICS):
-                lid = "log_id" if "log_id" in _columns(conn, N.METRICS) else "NULL"
-                row_json, ms_of, parse_log_id = _numbers_row, N.IsoMs(), N.parse_log_id
-                plain_keys: tuple[str, ...] = ()  # the last row's keys, known plain
-                keys, steps, times, values = cols
-                for step, ts, metrics, log_id in conn.execute(
-                        _in_order(f"step, timestamp, metrics, {lid}", N.METRICS, col), (rid,)):
-                    ours = parse_log_id(log_id) if log_id is not None else None
-                    if ours is None or not ours[2]:  # a row at its step (see _row)
-                        # Each value a plain number (not a bool, str, dict, ...), each key
-                        # plain (no "__" of trackio's own): the points _row would give.
-                        row = row_json(metrics)
-                        if row.__class__ is dict and _PLAIN.issuperset(map(type, row.values())):
-                            names = tuple(row)
-                            if names == plain_keys or not any(k[:2] == "__" for k in names):
-                                plain_keys = names
-                                n = len(names)
-                                keys += names
-                                values += row.values()
-                                steps += [step] * n
-                                times += [ms_of(ts) or 0] * n
-                                if len(keys) >= POINTS_BATCH // 4:
-                                    yield _take(cols)
-                                continue
-                    if keys:  # the points before this row go first: the order is kept
-                        yield _take(cols)
-                    for ev in self._row(run, step, ts, metrics, log_id, flat):
-                        if flat:
-                            yield take_points(flat)
-                        yield ev
-                    if flat:
-                        yield take_points(flat)
-                if keys:
-                    yield _take(cols)
+                yield from self._metrics(run, conn, col, rid, most, flat)
             if _columns(conn, N.SYSTEM_METRICS):
                 for ts, metrics in conn.execute(
                         _in_order("timestamp, metrics", N.SYSTEM_METRICS, col), (rid,)):
@@ -272,6 +274,65 @@ class TrackioImporter:
                         payload = {"text": text, "level": level}
                     yield ImportEvent(Kind.EVENT.value, title, N.ms_from_iso(ts) or 0,
                                       step=step, payload=payload)
+
+    def _metrics(self, run: SourceRun, conn: sqlite3.Connection, col: str, rid: Any,
+                 most: bool, flat: list[Any]) -> Iterator[Any]:
+        """The run's metrics rows. The bulk of a run, rows of plain numbers under the same
+        plain keys, as rows of points (:class:`RowGatherer`), a batch of rows at a time with
+        no Python work a row but its timestamp (:func:`_uniform`); a batch that is not all
+        such rows, a row at a time; anything else before the points after it."""
+        lid = "log_id" if "log_id" in _columns(conn, N.METRICS) else "NULL"
+        # Only bridge's own log ids matter (a row without a step, see _row): trackio's are
+        # read as NULL, so that a batch of them needs no look at each.
+        ours = f"CASE WHEN substr({lid}, 1, {len(N.LOG_ID_PREFIX)}) = ? THEN {lid} END"
+        select = _scanned if most else _in_order
+        cur = conn.execute(select(f"step, timestamp, metrics, {ours}", N.METRICS, col),
+                           (N.LOG_ID_PREFIX, rid))
+        rows, ms_of = RowGatherer(), N.IsoMs()
+        while batch := cur.fetchmany(_BATCH_ROWS):
+            found = _uniform(batch, ms_of)
+            if found is not None:
+                names, steps, times, values = found
+                if names != rows.names:
+                    if not _plain_keys(names):
+                        found = None
+                    else:
+                        yield from rows.switch(names)
+            if found is not None:
+                rows.steps += steps
+                rows.ts_ms += times
+                rows.values += values
+                if len(rows.values) >= rows.BATCH:
+                    yield from rows.take()
+                continue
+            for step, ts, metrics, log_id in batch:
+                yield from self._metrics_row(run, rows, ms_of, step, ts, metrics, log_id, flat)
+        yield from rows.take()
+
+    def _metrics_row(self, run: SourceRun, rows: RowGatherer, ms_of: N.IsoMs, step: Any,
+                     ts: Any, metrics: Any, log_id: Any, flat: list[Any]) -> Iterator[Any]:
+        """One metrics row: its points, or what it holds besides, after the points before."""
+        ours = N.parse_log_id(log_id) if log_id is not None else None
+        if ours is None or not ours[2]:  # a row at its step (see _row)
+            row = _numbers_row(metrics)
+            if row.__class__ is dict and _PLAIN.issuperset(map(type, row.values())):
+                names = tuple(row)
+                if names == rows.names or _plain_keys(names):
+                    if names != rows.names:
+                        yield from rows.switch(names)
+                    rows.steps.append(step)
+                    rows.ts_ms.append(ms_of(ts) or 0)
+                    rows.values += row.values()
+                    if len(rows.values) >= rows.BATCH:
+                        yield from rows.take()
+                    return
+        yield from rows.take()  # the points before this row go first
+        for ev in self._row(run, step, ts, metrics, log_id, flat):
+            if flat:
+                yield take_points(flat)
+            yield ev
+        if flat:
+            yield take_points(flat)
 
     def _artifacts(self, run: SourceRun, conn: sqlite3.Connection, db: Path, col: str,
                    rid: Any) -> Iterator[ImportEvent]:

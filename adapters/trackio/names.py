@@ -174,24 +174,27 @@ class IsoMs:
     before: trackio's own form (``2026-11-30T12:01:31.123456+00:00``) is read from its digits
     once its second is known, the same milliseconds (floor) without a ``datetime`` a row."""
 
-    __slots__ = ("_second", "_base")
+    __slots__ = ("_head", "_base")
 
     def __init__(self) -> None:
-        self._second: str | None = None
-        self._base = 0
+        self._head: str | None = None  # "YYYY-MM-DDTHH:MM:SS." of the second last read
+        self._base = 0  # its milliseconds
 
     def __call__(self, value: Any) -> int | None:
+        if value.__class__ is str and value[:20] == self._head and value[26:] == "+00:00" \
+                and value.isascii() and value[20:26].isdigit():
+            return self._base + int(value[20:23])  # the head matched: 32 characters
+        return self._read(value)
+
+    def _read(self, value: Any) -> int | None:
+        """A timestamp of another second, or of another form."""
         if value.__class__ is str and len(value) == 32 and value[19] == "." \
-                and value[26:] == "+00:00":
-            fraction = value[20:26]
-            if fraction.isascii() and fraction.isdigit():
-                second = value[:19]
-                if second != self._second:
-                    base = ms_from_iso(second + "+00:00")
-                    if base is None:
-                        return None
-                    self._second, self._base = second, base
-                return self._base + int(fraction[:3])
+                and value[26:] == "+00:00" and value.isascii() and value[20:26].isdigit():
+            base = ms_from_iso(value[:19] + "+00:00")
+            if base is None:
+                return None
+            self._head, self._base = value[:20], base
+            return base + int(value[20:23])
         return ms_from_iso(value)
 
 

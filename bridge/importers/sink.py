@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from bridge.adapters.importing import (Importer, MetricColumns, MetricPoints, SourceRun,
-                                       SqlPoints)
+from bridge.adapters.importing import (Importer, MetricColumns, MetricPoints, MetricRows,
+                                       SourceRun, SqlPoints)
 from bridge.spool.events import Kind
 from bridge.spool.imported import ImportedRunWriter
 
@@ -25,6 +25,7 @@ __all__ = ["ImportedRun", "import_file", "import_runs"]
 
 
 ProgressFn = Callable[[SourceRun, int], None]
+_POINTS = (MetricPoints, MetricColumns, MetricRows)  # an importer's points in bulk
 
 
 @dataclass
@@ -38,6 +39,18 @@ class ImportedRun:
     skipped: bool = False  # imported by an earlier call
     counts: dict[str, int] = field(default_factory=dict)  # events per kind
     points: dict[str, int] = field(default_factory=dict)  # metric points per key
+
+
+def _finite(values: list[Any]) -> bool:
+    """Whether every value is a finite number. Their sum, in C, is finite only if each is
+    (a NaN or an infinity makes it NaN or infinite); a sum that overflows, or a value that is
+    not a float, is settled a value at a time."""
+    try:
+        if math.isfinite(sum(values)):
+            return True
+    except (TypeError, OverflowError):
+        pass
+    return all(map(math.isfinite, values))
 
 
 def import_file(spool_dir: Path, run: SourceRun) -> Path:
@@ -91,8 +104,8 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             """Points as four columns: extended in C when all are finite."""
             if not k:
                 return
-            if all(map(isfinite, v)):
-                if rows:
+            if _finite(v):
+                if rows or out.holds_points:
                     flush()
                 keys.extend(k)
                 steps.extend(s)
@@ -101,7 +114,7 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
             else:
                 for key, step, ts_ms, value in zip(k, s, t, v):
                     if isfinite(value):
-                        if rows:
+                        if rows or out.holds_points:
                             flush()
                         keys.append(key)
                         steps.append(step)
@@ -115,8 +128,15 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
                 flush()
 
         for ev in stream(run) if callable(stream) else importer.events(run):
-            if type(ev) is MetricPoints or type(ev) is MetricColumns:  # no call a point
-                if type(ev) is MetricPoints:  # one flat list
+            if type(ev) in _POINTS:  # no call a point
+                if type(ev) is MetricRows:
+                    if ev.steps and _finite(ev.values):  # packed a step and a time a row
+                        out.row_points(run_id, ev.names, ev.steps, ev.ts_ms, ev.values)
+                        for key in ev.names:
+                            count(key, len(ev.steps))
+                    else:
+                        columns(*ev.columns())
+                elif type(ev) is MetricPoints:  # one flat list
                     flat = ev.flat
                     columns(flat[0::4], flat[1::4], flat[2::4], flat[3::4])
                 else:

@@ -44,7 +44,7 @@ from bridge.spool.events import (
 from bridge.errors import ImportSourceError
 from bridge.spool.liveness import hold_exclusive, release_exclusive
 from bridge.spool.media import resolve_files
-from bridge.spool.points import BLOCK, PACKED_META, POINTS, pack
+from bridge.spool.points import BLOCK, PACKED_META, POINTS, pack, pack_rows, rows_a_block
 from bridge.spool.schema import empty_spool_file, read_only_uri, record_meta
 
 __all__ = ["ImportedRunWriter", "POINT_COLUMNS", "POINTS_PER_INSERT", "ROWS_PER_INSERT", "RUN_STATUSES"]
@@ -102,6 +102,10 @@ class ImportedRunWriter:
         self.rows: list[tuple] = []
         self.points: tuple[list[Any], list[Any], list[Any], list[Any]] = ([], [], [], [])
         self._points_run: str | None = None
+        # Buffered rows of points (see row_points()): whose and of which keys, then the
+        # steps, times and values; less than a block's rows between calls.
+        self._rows_of: tuple[str, tuple[str, ...]] | None = None
+        self._row_cols: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
         self.written = 0
         old = os.umask(0o077)
         try:
@@ -176,7 +180,8 @@ class ImportedRunWriter:
         """The buffer of finite metric points of ``run_id``, for a caller with many (the
         import sink): four lists, keys, steps, times and values, which it extends alike (a
         str key, an int step or None, an int time, a finite float) after a
-        :meth:`flush_rows` whenever :attr:`rows` is not empty, and calls :meth:`flush_rows`
+        :meth:`flush_rows` whenever :attr:`rows` is not empty or :attr:`holds_points`, and
+        calls :meth:`flush_rows`
         once they hold ``chunk`` points. Those points are the ones :meth:`metric` would
         write."""
         if run_id != self._points_run:
@@ -222,8 +227,53 @@ class ImportedRunWriter:
             n += count
         return n
 
+    @property
+    def holds_points(self) -> bool:
+        """Whether rows of points (:meth:`row_points`) wait: :meth:`flush_rows` before
+        extending :meth:`points_of`'s buffer."""
+        return self._rows_of is not None
+
+    def row_points(self, run_id: str, names: tuple[str, ...], steps: list[Any],
+                   times: list[Any], values: list[Any]) -> None:
+        """Finite metric points of ``run_id`` logged as rows, each a value of every key of
+        ``names`` in that order at one step and time (``steps`` and ``times`` one a row,
+        ``values`` row after row), after everything written or buffered so far. Packed as rows
+        (:func:`~bridge.spool.points.pack_rows`: a step and a time a row, not a point); the
+        rows short of a whole block wait for more rows of the same keys."""
+        if not steps:
+            return
+        if self.rows or self.points[0] or (self._rows_of is not None
+                                           and self._rows_of != (run_id, names)):
+            self.flush_rows()
+        self._rows_of = (run_id, names)
+        buffered = self._row_cols
+        buffered[0].extend(steps)
+        buffered[1].extend(times)
+        buffered[2].extend(values)
+        whole = len(buffered[0]) - len(buffered[0]) % rows_a_block(len(names))
+        if whole:
+            self._insert_rows(whole)
+
+    def _insert_rows(self, count: int) -> None:
+        """The first ``count`` buffered rows of points, a block's rows to a packed row (a row
+        a point where a block cannot be packed)."""
+        run_id, names = self._rows_of  # type: ignore[misc]
+        steps, times, values = self._row_cols
+        width = len(names)
+        per = rows_a_block(width)
+        for i in range(0, count, per):
+            j = min(count, i + per)
+            part = (steps[i:j], times[i:j], values[i * width:j * width])
+            if not self._insert_packed(run_id, pack_rows(names, *part), len(part[2]), *part[:2]):
+                self._insert_point_rows(run_id, list(names) * (j - i),
+                                        [s for s in part[0] for _ in names],
+                                        [t for t in part[1] for _ in names], part[2])
+        del steps[:count], times[:count], values[:count * width]
+        if not steps:
+            self._rows_of = None
+
     def _add(self, row: tuple) -> None:
-        if self.points[0]:
+        if self.points[0] or self._rows_of is not None:
             self._insert_points()
         self.rows.append(row)
         if len(self.rows) >= self.chunk:
@@ -233,12 +283,14 @@ class ImportedRunWriter:
         """The buffered points as packed rows of up to :data:`~bridge.spool.points.BLOCK`
         points (:mod:`bridge.spool.points`); a block that cannot be packed goes in a row a
         point."""
+        if self._rows_of is not None:  # at most one of the two holds points
+            self._insert_rows(len(self._row_cols[0]))
         keys, steps, times, values = self.points
         for i in range(0, len(keys), BLOCK):
             part = (keys[i:i + BLOCK], steps[i:i + BLOCK], times[i:i + BLOCK],
                     values[i:i + BLOCK])
             if not self._insert_block(self._points_run, *part):
-                self._insert_point_rows(*part)
+                self._insert_point_rows(self._points_run, *part)
         for column in self.points:
             column.clear()
 
@@ -246,10 +298,15 @@ class ImportedRunWriter:
                       times: list[Any], values: list[Any]) -> bool:
         """These points as one packed row after the rows so far; False, and nothing written,
         when they cannot be packed."""
-        block = pack(keys, steps, times, values)
+        return self._insert_packed(run_id, pack(keys, steps, times, values), len(keys), steps,
+                                   times)
+
+    def _insert_packed(self, run_id: str | None, block: bytes | None, count: int,
+                       steps: list[Any], times: list[Any]) -> bool:
+        """A packed row of ``count`` points (``steps`` and ``times``: theirs, or their rows')
+        after the rows so far; False, and nothing written, when ``block`` is None."""
         if block is None:
             return False
-        count = len(keys)
         stepped = [s for s in steps if s is not None] if None in steps else steps
         # The row's seq is its last point's: the rows before it end at self.written.
         self._conn.execute(_INSERT_BLOCK, (self.written + count, run_id,
@@ -258,9 +315,9 @@ class ImportedRunWriter:
         self.written += count
         return True
 
-    def _insert_point_rows(self, keys: list[Any], steps: list[Any], times: list[Any],
-                           values: list[Any]) -> None:
-        run_id, n = self._points_run, len(keys)
+    def _insert_point_rows(self, run_id: str | None, keys: list[Any], steps: list[Any],
+                           times: list[Any], values: list[Any]) -> None:
+        n = len(keys)
         flat = [x for point in zip(keys, steps, times, values) for x in point]
         execute, k, width = self._conn.execute, POINTS_PER_INSERT, len(POINT_COLUMNS)
         whole = n - n % k
@@ -274,7 +331,7 @@ class ImportedRunWriter:
 
     def flush_rows(self) -> int:
         """Insert the buffered rows, in order (still inside the file's one transaction)."""
-        if self.points[0]:
+        if self.points[0] or self._rows_of is not None:
             self._insert_points()
         rows = self.rows
         if rows:

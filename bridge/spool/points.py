@@ -18,7 +18,10 @@ A ``points`` row of ``n`` points:
   layout ``i`` ``n × u16`` key index (layout ``c``: none, the points' keys are that list
   repeated, as when every step logs the same keys in one order), ``n × i64`` step
   (:data:`NO_STEP`: none), ``n × i64`` ts_ms, ``n × f64`` value (NaN and ±inf as
-  themselves).
+  themselves). Layout ``r`` (rows, :func:`pack_rows`; spool schema 4) holds points logged
+  as rows, each a value of every listed key, in that order, at one step and time: after the
+  JSON list, ``r × i64`` step and ``r × i64`` ts_ms, one a row (``r = n / len(keys)``), then
+  ``n × f64`` value, row after row. A step's metrics cost 8 bytes a point and 16 a row.
 
 Only a file whose meta holds ``packed = 1`` (a file of the import writer) may hold such rows;
 the reader asks the span-aware questions of those files alone, so a live writer's file is
@@ -38,7 +41,7 @@ from bridge.errors import SpoolError
 from bridge.spool.events import Event, Kind
 
 __all__ = ["BLOCK", "NO_STEP", "PACKED_META", "POINTS", "SPAN", "count_after", "expand_row",
-           "pack", "unpack"]
+           "pack", "pack_rows", "rows_a_block", "unpack"]
 
 POINTS = "points"  # the row kind; never an Event's kind
 BLOCK = 1024  # points a row at most (~26 KB)
@@ -49,6 +52,7 @@ SPAN = f"CASE WHEN kind = '{POINTS}' THEN CAST(value AS INTEGER) ELSE 1 END"  # 
 _COUNT_AFTER = f"SELECT coalesce(sum({SPAN}), 0) FROM events WHERE run_id = ? AND seq > ?"
 _MAGIC = b"BP1"
 _INDEXED, _CYCLE = b"i", b"c"  # a key index a point follows, or none: the keys repeat
+_ROWS = b"r"  # rows of the same keys: a step and a time a row
 _HEAD = struct.Struct("<II")
 _MAX_KEYS = 65535
 _SWAP = sys.byteorder != "little"
@@ -91,6 +95,46 @@ def pack(keys: list[str], steps: list[Any], ts_ms: list[Any],
                      _le(value_a)))
 
 
+def rows_a_block(width: int) -> int:
+    """Rows of ``width`` keys a :func:`pack_rows` block holds (at least one)."""
+    return max(1, BLOCK // max(1, width))
+
+
+def pack_rows(names: tuple[str, ...] | list[str], steps: list[Any], ts_ms: list[Any],
+              values: list[Any]) -> bytes | None:
+    """The block of these rows (layout ``r``): ``steps`` and ``ts_ms`` one a row, ``values``
+    ``len(names)`` a row, row after row; None when they cannot be packed (no names, values
+    that are not ``len(names)`` a row, or a step or time :func:`pack` would refuse)."""
+    if not names or len(values) != len(names) * len(steps):
+        return None
+    if NO_STEP in steps:
+        return None
+    if None in steps:
+        steps = [NO_STEP if s is None else s for s in steps]
+    try:
+        step_a = array("q", steps)
+        ts_a = array("q", ts_ms)
+        value_a = array("d", values)
+    except (TypeError, OverflowError):
+        return None
+    if len(ts_a) != len(step_a):
+        return None
+    head = json.dumps(list(names), ensure_ascii=False).encode()
+    return b"".join((_MAGIC, _HEAD.pack(len(values), len(head)), _ROWS, head, _le(step_a),
+                     _le(ts_a), _le(value_a)))
+
+
+def _column(block: bytes, at: int, code: str, count: int) -> array:
+    a = array(code)
+    end = at + count * a.itemsize
+    a.frombytes(block[at:end])
+    if len(a) != count:
+        raise ValueError("short block")
+    if _SWAP:
+        a.byteswap()
+    return a
+
+
 def unpack(block: bytes) -> tuple[list[str], list[int | None], list[int], list[float]]:
     """The columns of a block: keys, steps (None: no step), times, values."""
     try:
@@ -99,36 +143,36 @@ def unpack(block: bytes) -> tuple[list[str], list[int | None], list[int], list[f
         n, size = _HEAD.unpack_from(block, 3)
         at = 3 + _HEAD.size
         layout = block[at:at + 1]
-        if layout not in (_CYCLE, _INDEXED):
+        if layout not in (_CYCLE, _INDEXED, _ROWS):
             raise ValueError(f"unknown layout {layout!r}")
         at += 1
         names = json.loads(block[at:at + size])
         at += size
-        cols = [] if layout == _INDEXED else [None]
-        widths = (("H", 2), ("q", 8), ("q", 8), ("d", 8))
-        for code, width in widths if layout == _INDEXED else widths[1:]:
-            a = array(code)
-            a.frombytes(block[at:at + n * width])
-            if len(a) != n:
-                raise ValueError("short block")
-            if _SWAP:
-                a.byteswap()
-            cols.append(a)
-            at += n * width
+        width = len(names)
+        if layout != _INDEXED and n and (not width or n % width):
+            raise ValueError("keys do not repeat")
+        rows = n // width if layout == _ROWS else n  # steps and times stored
         if layout == _INDEXED:
-            keys = [names[i] for i in cols[0]]
+            index = _column(block, at, "H", n)
+            at += 2 * n
+            keys = [names[i] for i in index]
         else:
-            if n and (not names or n % len(names)):
-                raise ValueError("keys do not repeat")
-            keys = names * (n // len(names)) if names else []
-        if at != len(block):
+            keys = names * (n // width) if width else []
+        step_a = _column(block, at, "q", rows)
+        ts_a = _column(block, at + 8 * rows, "q", rows)
+        value_a = _column(block, at + 16 * rows, "d", n)
+        if at + 16 * rows + 8 * n != len(block):
             raise ValueError("trailing bytes")
     except (ValueError, TypeError, IndexError, struct.error) as exc:
         raise SpoolError(f"damaged points row: {exc}") from exc
-    steps = cols[1].tolist()
-    if NO_STEP in cols[1]:
+    steps = step_a.tolist()
+    if NO_STEP in step_a:
         steps = [None if s == NO_STEP else s for s in steps]
-    return keys, steps, cols[2].tolist(), cols[3].tolist()
+    times = ts_a.tolist()
+    if layout == _ROWS:  # a row's step and time, once for each of its points
+        steps = [s for s in steps for _ in range(width)]
+        times = [t for t in times for _ in range(width)]
+    return keys, steps, times, value_a.tolist()
 
 
 def expand_row(row: tuple, file_id: str, node: str, after: int = 0,

@@ -21,7 +21,9 @@ __all__ = ["SCHEMA_VERSION", "connect", "create_schema", "check_version", "empty
 
 # 2: media events (kind "media", bridge.spool.media). A bridge that knows schema 1 refuses
 # such a file with an upgrade message instead of dead-lettering every media event.
-SCHEMA_VERSION = 3  # 3: packed point rows in imported files (bridge.spool.points)
+# 3: packed point rows in imported files (bridge.spool.points); 4: their rows layout (a step
+# and a time a row of keys), which a bridge of schema 3 would call damaged.
+SCHEMA_VERSION = 4
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (

@@ -189,3 +189,74 @@ def test_a_store_under_an_odd_path_imports_the_same(native: tuple[Path, dict],
         points.append(sorted((r.name, e.key, e.step, repr(e.value)) for r in done
                              for e in _events(spool, r.run_id) if e.kind == "metric"))
     assert points[0] and points[0] == points[1]
+
+
+BULK = """
+import json, sys, uuid
+from trackio.sqlite_storage import SQLiteStorage as S
+rows, steps, stamps, ids = [], [], [], []
+def add(metrics, step, log_id=None):
+    rows.append(metrics); steps.append(step); ids.append(log_id or uuid.uuid4().hex)
+    ms = 1_700_000_000_000 + 7 * len(stamps)
+    stamps.append(f"2023-11-14T22:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}."
+                  f"{ms % 1000:03d}{len(stamps) % 1000:03d}+00:00")
+odd = {  # each alone among rows of the same keys (a batch is 256 rows)
+    300: ({"loss": 0.3, "acc": 0.2, "lr": 0.001}, "@STEPLESS@"),  # bridge's, stepless
+    600: ({"loss": 0.5, "acc": True, "lr": 0.001}, None),  # a bool: an event
+    900: ({"loss": float("nan"), "acc": 1.0, "lr": 0.001}, None),  # refused by orjson
+    1200: ({"__run": 3.0, "loss": 0.4, "acc": 0.1, "lr": 0.001}, None),  # trackio renamed it
+    1500: ({"loss": 0.1, "acc": 0.5, "lr": 0.001, "extra": 2.0}, None),  # one more key
+}
+for i in range(2100):
+    if i in odd:
+        add(odd[i][0], i, odd[i][1])
+    elif 1700 <= i < 1760:  # two sets of keys, by turns
+        add({"loss": 0.01 * i} if i % 2 else {"val/loss": 0.02 * i, "val/acc": 0.5}, i)
+    elif i >= 1800:  # whole batches of a key trackio renamed
+        add({"__run": float(i), "loss": 1.0 / (i + 1)}, i)
+    else:  # the bulk: the same keys at every step
+        add({"loss": 1.0 / (i + 1), "acc": i % 7, "lr": 0.001}, i)
+S.bulk_log("bulk", "run-1", rows, steps=steps, timestamps=stamps, log_ids=ids)
+"""
+
+
+@pytest.fixture(scope="module")
+def bulk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trackio project written by trackio's ``bulk_log``: rows of the same keys, and rows of
+    every other kind between them."""
+    root = tmp_path_factory.mktemp("bulk")
+    env = store_env(root)
+    env["HF_HOME"] = str(root.parent / "hf")
+    script = textwrap.dedent(BULK).replace("@STEPLESS@", N.log_id("f1", 7, stepless=True))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, env=env, cwd=root.parent, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+def test_a_batch_of_rows_imports_as_a_row_at_a_time_does(bulk: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch path (rows of the same keys, looked at in C) writes what the row-at-a-time
+    path writes, rows of every other kind between them, and is the one taken for the bulk."""
+    import sqlite3
+
+    from same_spool import spool_rows
+
+    from bridge.adapters.trackio import importer as trackio_importer
+
+    by_batch = _import(bulk, tmp_path / "batch")
+    monkeypatch.setattr(trackio_importer, "_uniform", lambda batch, ms_of: None)
+    by_row = _import(bulk, tmp_path / "row")
+    assert spool_rows(tmp_path / "batch") == spool_rows(tmp_path / "row")
+    ((run,), (again,)) = by_batch, by_row
+    assert run.points == again.points and run.points["loss"] == 2070 and "extra" in run.points
+    (db,) = (tmp_path / "batch" / "spool").glob("import-*.db")
+    with sqlite3.connect(db) as c:
+        layouts = [blob[11:12] for (blob,) in c.execute(
+            "SELECT payload FROM events WHERE kind = 'points'")]
+    assert layouts.count(b"r") >= 2, layouts  # the bulk went over as rows of points
+    events = _events(tmp_path / "batch", run.run_id)
+    stepless = [e for e in events if e.kind == "metric" and e.step is None]
+    assert {e.key for e in stepless} >= {"loss", "acc", "lr"}  # bridge's stepless row
+    assert any(e.kind == "event" and e.key == "acc" for e in events)  # the bool
+    assert run.points["run"] == 301 and "__run" not in run.points  # trackio's renaming undone

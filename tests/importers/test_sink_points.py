@@ -14,16 +14,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from same_spool import assert_same_spool, spool_rows
 
-from bridge.adapters.importing import (ImportEvent, MetricColumns, MetricPoints, SourceRun,
-                                       SqlPoints, expand)
+from bridge.adapters.importing import (ImportEvent, MetricColumns, MetricPoints, MetricRows,
+                                       RowGatherer, SourceRun, SqlPoints, expand)
 from bridge.importers.sink import import_runs
 
 _VALUE = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(0.5))
 _POINT = st.tuples(st.sampled_from(["loss", "acc", "lr"]), st.one_of(st.none(), st.integers(0, 9)),
                    st.integers(0, 2**40), _VALUE)
-# a part of a run: a batch of points, or another event between batches
+_NAMES = st.lists(st.sampled_from(["loss", "acc", "lr"]), min_size=1, max_size=3,
+                  unique=True).map(tuple)
+_ROW = st.tuples(st.one_of(st.none(), st.integers(0, 9)), st.integers(0, 2**40),
+                 st.lists(_VALUE, min_size=3, max_size=3))
+# a part of a run: a batch of points, rows of points of the same keys (as many as a block's
+# rows and more, at times), or another event between batches
 _PART = st.one_of(st.lists(_POINT, max_size=12).map(lambda ps: ("points", ps)),
+                  st.tuples(_NAMES, st.lists(_ROW, max_size=12), st.sampled_from([1, 400]))
+                  .map(lambda t: ("rows", t)),
                   st.sampled_from(["lr", "opt"]).map(lambda k: ("param", k)))
+
+
+def _row_points(part: tuple) -> list[tuple]:
+    """The points of a ("rows", (names, rows, repeat)) part, row after row."""
+    names, rows, repeat = part
+    return [(key, step, ts, values[k]) for step, ts, values in rows * repeat
+            for k, key in enumerate(names)]
 
 
 class _Source:
@@ -39,9 +53,14 @@ class _Source:
     def runs(self) -> Iterator[SourceRun]:
         yield SourceRun("synthetic", "run-1", "proj", name="one", start_ms=1_000)
 
-    def _stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints | MetricColumns]:
+    def _stream(self, run: SourceRun) -> Iterator[Any]:
         for i, (what, part) in enumerate(self.parts):
-            if what == "points" and i % 2:  # as four columns (trackio's rows)
+            if what == "rows":
+                names, rows, repeat = part
+                rows = rows * repeat
+                yield MetricRows(names, [r[0] for r in rows], [r[1] for r in rows],
+                                 [r[2][k] for r in rows for k in range(len(names))])
+            elif what == "points" and i % 2:  # as four columns (trackio's rows)
                 yield MetricColumns(*(list(c) for c in zip(*part))) if part else (
                     MetricColumns([], [], [], []))
             elif what == "points":
@@ -63,9 +82,33 @@ def _rows(spool: Path) -> list[tuple]:
 def test_points_and_events_write_the_same_spool(parts: list, tmp_path_factory: Any) -> None:
     by_stream, _ = assert_same_spool(lambda: _Source(parts, True), tmp_path_factory.mktemp("s"))
     (done,) = by_stream
-    n = sum(len(ps) for what, ps in parts if what == "points")
+    n = sum(len(ps) if what == "points" else len(_row_points(ps)) for what, ps in parts
+            if what != "param")
     assert sum(done.points.values()) == n
     assert sum(1 for r in _rows(done.path.parents[1]) if r[1] == "metric") == n
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_NAMES, st.integers(1, 70)), max_size=6))
+def test_gathered_rows_are_handed_over_in_order(runs: list) -> None:
+    """RowGatherer: runs of rows of the same keys, long and short, hand over every point in
+    the order it came; a long run as rows of points, a short one as points."""
+    rows, got, want = RowGatherer(), [], []
+    for names, count in runs:
+        if names != rows.names:
+            got += rows.switch(names)
+        for r in range(count):
+            rows.steps.append(r)
+            rows.ts_ms.append(1_000 + r)
+            rows.values.extend(float(r * 10 + k) for k in range(len(names)))
+            want += [(key, r, 1_000 + r, float(r * 10 + k)) for k, key in enumerate(names)]
+            if len(rows.values) >= rows.BATCH:
+                got += rows.take()
+    got += rows.take()
+    assert [(e.key, e.step, e.ts_ms, e.value) for e in expand(got)] == want
+    # rows of points that other keys follow are a long run's (the last may be short)
+    assert all(len(part.steps) >= RowGatherer.MIN_ROWS for part in got[:-1]
+               if type(part) is MetricRows)
 
 
 def test_a_point_batch_keeps_its_place_between_events(tmp_path: Path) -> None:
@@ -85,7 +128,7 @@ class _SqlSource(_Source):
     ``SqlPoints`` of one key each (``by_sql``) or as ``MetricPoints`` of the same values."""
 
     def __init__(self, parts: list[tuple[str, Any]], db: Path, by_sql: bool) -> None:
-        super().__init__(parts, with_stream=True)
+        super().__init__(_as_points(parts), with_stream=True)
         self.db, self.by_sql = db, by_sql
 
     def _stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints | SqlPoints]:
@@ -102,7 +145,14 @@ class _SqlSource(_Source):
                     yield MetricPoints([x for point in mine for x in point])
 
 
+def _as_points(parts: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``parts`` with rows of points as the points they hold."""
+    return [("points", _row_points(part)) if what == "rows" else (what, part)
+            for what, part in parts]
+
+
 def _table(parts: list[tuple[str, Any]], db: Path) -> None:
+    parts = _as_points(parts)
     with sqlite3.connect(db) as c:
         c.execute("CREATE TABLE pts (i INTEGER PRIMARY KEY, part INTEGER, key TEXT, "
                   "step INTEGER, ts INTEGER, value REAL)")
