@@ -35,6 +35,8 @@ from bridge.adapters.importing import (
     ImportError_,
     ImportEvent,
     MetricPoints,
+    MetricRows,
+    RowGatherer,
     SourceRun,
     artifact_event,
     bridge_run_id,
@@ -47,7 +49,7 @@ from bridge.adapters.neptune import scale_names as S
 from bridge.adapters.neptune.media_in import histogram_event, parquet_file_event, text_event
 from bridge.adapters.neptune.scale_offline import (
     Append,
-    AppendSpan,
+    AppendFacts,
     Assign,
     OpsFile,
     RunInfo,
@@ -66,6 +68,7 @@ __all__ = ["NeptuneScaleImporter", "ScaleSourceRun"]
 log = logging.getLogger("bridge.importers.neptune_scale")
 
 _OPTIONS = {"trusted_roots", "spool_dir"}
+_EXACT = 2 ** 53  # a whole step a float holds exactly
 
 
 @dataclass
@@ -152,19 +155,10 @@ class NeptuneScaleImporter:
         """One pass over the operations, series values left undecoded (the events pass
         reads them): what the run row and the step multiplier need."""
         desc = _Desc(files)
+        facts = AppendFacts()
         for f in files:
-            for item in describe_operations(f.path):
-                if item.__class__ is AppendSpan:  # nearly every operation
-                    step, ts, count, preview = item
-                    if step is not None and step.__class__ is not int:  # a whole step: 0
-                        desc.places = max(desc.places, N.decimal_places(step))
-                    if preview:
-                        desc.previews += count
-                    if not desc.first_ms or ts < desc.first_ms:  # _span, inline
-                        desc.first_ms = ts
-                    if ts > desc.last_ms:
-                        desc.last_ms = ts
-                elif isinstance(item, str):
+            for item in describe_operations(f.path, facts):
+                if isinstance(item, str):
                     desc.problems.setdefault(f"{f.path.parent.name}: {item}")
                 elif isinstance(item, RunInfo):
                     desc.info = item
@@ -174,6 +168,10 @@ class NeptuneScaleImporter:
                 elif isinstance(item, TagChange):
                     desc.tags[(item.key, item.tag)] = item.add
                     self._span(desc, item.ts_ms)
+        desc.places, desc.previews = facts.places, facts.previews
+        if facts.first_ms:
+            self._span(desc, facts.first_ms)
+            self._span(desc, facts.last_ms)
         return desc
 
     @staticmethod
@@ -236,9 +234,10 @@ class NeptuneScaleImporter:
     def events(self, run: SourceRun) -> Iterator[ImportEvent]:
         return expand(self.stream(run))
 
-    def stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints]:
-        """The run's events, its metric points gathered as :class:`MetricPoints` (a step's
-        points come in one operation; the sink writes them without a call a point)."""
+    def stream(self, run: SourceRun) -> Iterator[ImportEvent | MetricPoints | MetricRows]:
+        """The run's events, its metric points gathered as :class:`MetricRows` (an
+        operation of float values only: a step's points come in one) or :class:`MetricPoints`
+        (the sink writes them without a call a point)."""
         desc, mult, seen = run.handle
         yield from self._assign_events(run, desc)
         for (key, label), present in desc.tags.items():
@@ -250,13 +249,33 @@ class NeptuneScaleImporter:
         decode_step = N.decode_step
         flat: list[Any] = []  # points since the last event, handed over as a copy
         point = flat.extend
+        rows = RowGatherer()  # operations of float values only, the bulk of a run
         problems = dict(desc.problems)  # and what reading the values finds, each once
         for f in desc.files:
             uploads = upload_requests(f.path)
             where = f.path.parent.name
-            for at, ts_ms, items in read_appends(
+            for at, ts_ms, names, items in read_appends(
                     f.path, problem=lambda m, where=where: problems.setdefault(f"{where}: {m}")):
-                step = decode_step(float(at), mult) if at is not None else None
+                if at is None:
+                    step = None
+                elif at.__class__ is int and mult == 1 and -_EXACT <= at <= _EXACT:
+                    step = at  # decode_step's answer (a float holds it exactly), no call
+                else:
+                    step = decode_step(float(at), mult)
+                if names is not None and not check:  # floats only: a row of points
+                    if flat:  # the points before it go first: the order is kept
+                        yield take_points(flat)
+                    if names != rows.names:
+                        yield from rows.switch(names)
+                    rows.steps.append(step)
+                    rows.ts_ms.append(ts_ms)
+                    rows.values += items
+                    if len(rows.values) >= rows.BATCH:
+                        yield from rows.take()
+                    continue
+                yield from rows.take()
+                if names is not None:
+                    items = [(key, "float", value) for key, value in zip(names, items)]
                 for key, kind, value in items:
                     if kind == "float":  # a metric point: the bulk of a run
                         if check and ("metric", key, step) in seen.points:
@@ -277,6 +296,7 @@ class NeptuneScaleImporter:
                     yield ev
                 if len(flat) >= POINTS_BATCH:
                     yield take_points(flat)
+            yield from rows.take()
             for err in operation_errors(f.path):
                 where = f" (operation {err.sequence_id})" if err.sequence_id is not None else ""
                 self._warn(f"run {run.source_id}: the client recorded {err.type}{where}: "

@@ -13,15 +13,18 @@ from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator
 
 from bridge.adapters.base import require
+from bridge.adapters.neptune import names as N
 from bridge.adapters.neptune import scale_names as S
 from bridge.errors import ImportSourceError
 from bridge.spool.schema import read_only_uri
 
-__all__ = ["Assign", "Append", "AppendSpan", "OpsFile", "OperationError", "RunInfo", "TagChange",
+__all__ = ["Assign", "Append", "AppendFacts", "OpsFile", "OperationError", "RunInfo", "TagChange",
            "Upload", "describe_operations", "find_ops_files", "operation_errors", "read_appends",
            "read_operations", "read_ops_file", "upload_requests"]
 
@@ -66,15 +69,16 @@ class Append:
     preview: bool
 
 
-class AppendSpan(NamedTuple):
-    """The appends of one operation as a run's description needs them: ``count`` series
-    points at one step and time, previews or not (a tuple: one an operation, cheaper to
-    make than a frozen dataclass)."""
+@dataclass(slots=True)
+class AppendFacts:
+    """What the appends of a run's operations amount to, all a run's description needs of
+    them (:func:`describe_operations` adds each operation's): the decimal places its steps
+    need, the span of their times, and how many points are previews."""
 
-    step: Decimal | int | None  # an int when whole
-    ts_ms: int
-    count: int
-    preview: bool
+    places: int = 0
+    first_ms: int = 0  # 0: no append yet
+    last_ms: int = 0
+    previews: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,8 +227,9 @@ def _decode_run(op: Any) -> RunInfo:
     )
 
 
-def _rows(path: Path, chunk: int) -> Iterator[tuple[int, int, int, bytes]]:
-    """``(seq, queued ms, type, blob)`` of the file's operations in sequence order."""
+def _chunks(path: Path, chunk: int) -> Iterator[list[tuple[int, int, int, bytes]]]:
+    """``(seq, queued ms, type, blob)`` of the file's operations in sequence order, ``chunk``
+    at a time (a list each: a hot loop walks it with no generator step a row)."""
     after = -1
     with closing(_connect(path)) as conn:
         while True:
@@ -235,7 +240,13 @@ def _rows(path: Path, chunk: int) -> Iterator[tuple[int, int, int, bytes]]:
             if not rows:
                 return
             after = rows[-1][0]
-            yield from rows
+            yield rows
+
+
+def _rows(path: Path, chunk: int) -> Iterator[tuple[int, int, int, bytes]]:
+    """:func:`_chunks`, a row at a time."""
+    for rows in _chunks(path, chunk):
+        yield from rows
 
 
 def read_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | str]:
@@ -317,23 +328,31 @@ def _outline_class() -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(_OUTLINE))
 
 
-def _describe_update(blob: bytes, queued_ms: int) -> Iterator[Decoded | AppendSpan]:
-    """:func:`_decode_update` with the appends counted, not decoded (an outline of the
-    operation: see :func:`_outline_class`): what a run's description takes from them is
-    their count, step, time and preview flag. Assigns and tag changes, seldom there, are
-    decoded in full."""
+def _describe_update(blob: bytes, queued_ms: int, facts: AppendFacts,
+                     outline: Callable[[bytes], Any]) -> list[Decoded]:
+    """:func:`_decode_update` with the appends counted into ``facts``, not decoded (an
+    outline of the operation: see :func:`_outline_class`): what a run's description takes
+    from them is their count, step, time and preview flag. Assigns and tag changes, seldom
+    there, are decoded in full and returned. A list, not a generator: one call an operation."""
     try:
-        op = _outline_class().FromString(blob)
+        op = outline(blob)
     except Exception:  # noqa: BLE001 - said as the client's own message fails to parse
         _proto().UpdateRunSnapshot.FromString(blob)
         raise
     ts = ms_of(op.timestamp) if op.HasField("timestamp") else queued_ms
-    if op.assign or op.modify_sets:
-        yield from _assigns_and_tags(_proto().UpdateRunSnapshot.FromString(blob), ts)
+    found = list(_assigns_and_tags(_proto().UpdateRunSnapshot.FromString(blob), ts)) \
+        if op.assign or op.modify_sets else []
     count = len(op.append)
     if count:
-        yield AppendSpan(_step(op.step) if op.HasField("step") else None, ts, count,
-                         op.HasField("preview") and bool(op.preview.is_preview))
+        if op.HasField("step") and op.step.micro:  # a whole step needs no place
+            facts.places = max(facts.places, N.decimal_places(step_of(op.step)))
+        if op.HasField("preview") and op.preview.is_preview:
+            facts.previews += count
+        if not facts.first_ms or ts < facts.first_ms:
+            facts.first_ms = ts
+        if ts > facts.last_ms:
+            facts.last_ms = ts
+    return found
 
 
 def _step(step: Any) -> Decimal | int:
@@ -342,27 +361,47 @@ def _step(step: Any) -> Decimal | int:
     return step_of(step) if step.micro else int(step.whole)
 
 
-def describe_operations(path: Path, chunk: int = 1000) -> Iterator[Decoded | AppendSpan | str]:
-    """:func:`read_operations` as a run's description needs it: what it yields, except that
-    each operation's appends are one :class:`AppendSpan` instead of an :class:`Append` per
-    series, and a series of a type bridge cannot import is not warned about here: the
-    values are read, and warned about, by :func:`read_appends`."""
-    return _operations(path, chunk, _describe_update)
+def describe_operations(path: Path, facts: AppendFacts,
+                        chunk: int = 1000) -> Iterator[Decoded | str]:
+    """:func:`read_operations` as a run's description needs it: the appends are added to
+    ``facts`` instead of yielded, an operation at a time, and a series of a type bridge
+    cannot import is not warned about here: the values are read, and warned about, by
+    :func:`read_appends`."""
+    pb, outline = _proto(), _outline_class().FromString
+    for seq, queued, kind, blob in chain.from_iterable(_chunks(path, chunk)):
+        try:
+            if kind == S.OP_UPDATE_SNAPSHOT:
+                found = _describe_update(blob, queued, facts, outline)
+                if found:
+                    yield from found
+            elif kind == S.OP_CREATE_RUN:
+                yield _decode_run(pb.Run.FromString(blob))
+            else:
+                yield f"operation {seq}: unknown operation type {kind}; not imported"
+        except Exception as exc:  # a damaged blob: protobuf's DecodeError and kin
+            yield _undecodable(seq, exc)
 
 
-AppendOp = tuple[Decimal | int | None, int, list[tuple[str, str, Any]]]
+# An operation's appends: (step, ts_ms, keys, values) where every value is a float64 (the
+# bulk of a run: keys a tuple, values their floats), else (step, ts_ms, None, items) with
+# items [(key, kind, value), ...] as in Append.
+AppendOp = tuple[Decimal | int | None, int, tuple[str, ...] | None, list[Any]]
+_FLOAT64 = attrgetter("float64")
 
 
 def read_appends(path: Path, chunk: int = 1000,
                  problem: Callable[[str], None] | None = None) -> Iterator[AppendOp]:
     """The appends :func:`read_operations` yields that are not previews, an operation at a
-    time: ``(step, ts_ms, [(key, kind, value), ...])``, values as in :class:`Append`
-    (an ``int`` as a ``float``), a whole step as an ``int``. What cannot be imported (an
-    operation that cannot be decoded, a series value of a type bridge does not import) is
-    skipped and said to ``problem``, as :func:`read_operations` words it."""
+    time (:data:`AppendOp`), values as in :class:`Append` (an ``int`` as a ``float``), a
+    whole step as an ``int``. An operation of float64 values only is read without a Python
+    call a value: the values' ``float64`` all read at once, which a value of another kind
+    reads as 0.0, so an operation with a 0.0 among them is read a value at a time. What
+    cannot be imported (an operation that cannot be decoded, a series value of a type bridge
+    does not import) is skipped and said to ``problem``, as :func:`read_operations` words
+    it."""
     pb = _proto()
     parse = pb.UpdateRunSnapshot.FromString
-    for seq, queued, kind, blob in _rows(path, chunk):
+    for seq, queued, kind, blob in chain.from_iterable(_chunks(path, chunk)):
         if kind != S.OP_UPDATE_SNAPSHOT:
             continue
         try:
@@ -371,13 +410,17 @@ def read_appends(path: Path, chunk: int = 1000,
             if problem is not None:
                 problem(_undecodable(seq, exc))
             continue
-        if not op.append or (op.HasField("preview") and op.preview.is_preview):
+        appends = op.append
+        if not appends or (op.HasField("preview") and op.preview.is_preview):
             continue
         ts = ms_of(op.timestamp) if op.HasField("timestamp") else int(queued)
         step = _step(op.step) if op.HasField("step") else None
+        values = list(map(_FLOAT64, appends.values()))
+        if 0.0 not in values:  # each a float64: any other kind reads 0.0
+            yield step, ts, tuple(appends), values
+            continue
         items: list[tuple[str, str, Any]] = []
         add = items.append
-        appends = op.append
         for key in appends:
             value = appends[key]
             which = value.WhichOneof("value")
@@ -391,7 +434,7 @@ def read_appends(path: Path, chunk: int = 1000,
                     add((key, decoded[0], decoded[1]))
             elif problem is not None:
                 problem(f"series {key!r}: a value of an unsupported type; not imported")
-        yield step, ts, items
+        yield step, ts, None, items
 
 
 def upload_requests(path: Path) -> dict[str, Upload]:

@@ -390,3 +390,57 @@ def test_unsupported_series_and_damaged_operations_are_warned_once(written: Path
     damaged = [w for w in imp.warnings if f"operation {top + 3}: cannot be decoded" in w]
     assert len(unsupported) == 1 and "unsupported type" in unsupported[0], imp.warnings
     assert len(damaged) == 1, imp.warnings
+
+
+ROWS_WRITER = textwrap.dedent('''
+    import datetime as dt
+    from neptune_scale import Run
+    T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    with Run(run_id="rows-1", project="ws/proj", mode="offline",
+             enable_console_log_capture=False, source_tracking_config=None) as run:
+        for step in range(300):
+            at = T0 + dt.timedelta(milliseconds=10 * step + 3)
+            if step == 40:  # a string between rows of floats
+                run.log_string_series({"logs/out": "halfway"}, step=step, timestamp=at)
+            if 150 <= step < 180:  # two sets of keys, by turns
+                metrics = {"val/loss": 1.0 / (step + 1)} if step % 2 else {"loss": 0.5 + step}
+            else:
+                metrics = {"loss": 1.0 / (step + 1), "acc": step / 7 + 0.01, "lr": 0.001}
+            if step == 90:
+                metrics["acc"] = 0.0  # a 0.0: read a value at a time
+            if step == 120:
+                metrics["epoch"] = 3  # an int
+            run.log_metrics(metrics, step=step, timestamp=at)
+''')
+
+
+def test_rows_of_floats_import_as_a_value_at_a_time_does(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Operations of float64 values only go over as rows of points, read at once: the spool
+    holds what reading each operation a value at a time writes (a string, a 0.0, an int and
+    alternating keys between them), and the rows are packed as rows."""
+    from same_spool import spool_rows
+
+    from bridge.adapters.neptune import scale_importer
+
+    _write(tmp_path / "src", ROWS_WRITER)
+    by_rows = import_runs(NeptuneScaleImporter(tmp_path / "src"), tmp_path / "rows")
+    real = scale_importer.read_appends
+
+    def one_by_one(*args: Any, **kwargs: Any) -> Any:
+        for step, ts, names, values in real(*args, **kwargs):
+            yield step, ts, None, (values if names is None else
+                                   [(k, "float", v) for k, v in zip(names, values)])
+
+    monkeypatch.setattr(scale_importer, "read_appends", one_by_one)
+    by_value = import_runs(NeptuneScaleImporter(tmp_path / "src"), tmp_path / "values")
+    assert spool_rows(tmp_path / "rows") == spool_rows(tmp_path / "values")
+    ((run,), (again,)) = by_rows, by_value
+    assert run.points == again.points and run.points["loss"] == 300 - 15
+    assert run.points["epoch"] == 1 and run.points["val/loss"] == 15
+    (db,) = (tmp_path / "rows" / "spool").glob("import-*.db")
+    with sqlite3.connect(db) as c:
+        layouts = [blob[11:12] for (blob,) in c.execute(
+            "SELECT payload FROM events WHERE kind = 'points'")]
+    c.close()
+    assert b"r" in layouts, layouts
