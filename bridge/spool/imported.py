@@ -209,17 +209,18 @@ class ImportedRunWriter:
             self._conn.execute(attach, (read_only_uri(db),))
             self._attached = (db, schema)
             self._conn.execute("BEGIN")
-        # Read a block's rows at a time (made in C, one tuple a point) and packed as the
-        # sink's points are; the writes go to this file while the read goes on in the other.
+        # Read a block's rows at a time (made in C, one tuple a point) and packed as rows of
+        # one key (pack_rows: no key a point to look at); the writes go to this file while
+        # the read goes on in the other.
         rows_of = self._conn.execute(_READ_POINTS.format(select=select), params).fetchmany
-        keys, nan, n = [key] * BLOCK, math.nan, 0
+        names, nan, n = (key,), math.nan, 0
         while rows := rows_of(BLOCK):
             count = len(rows)
             steps, times, values = (list(column) for column in zip(*rows))
             if None in values:  # NaN, which SQLite keeps as NULL
                 values = [nan if v is None else v for v in values]
-            if not self._insert_block(run_id, keys if count == BLOCK else keys[:count],
-                                      steps, times, values):  # a row a point, as metric()
+            if not self._insert_packed(run_id, pack_rows(names, steps, times, values), count,
+                                       steps, times):  # a row a point, as metric()
                 self._conn.executemany(INSERT_EVENT, [
                     metric_row(run_id, key, step, int(ts), float(value))
                     for step, ts, value in zip(steps, times, values)])
