@@ -44,7 +44,7 @@ __all__ = ["BLOCK", "NO_STEP", "PACKED_META", "POINTS", "SPAN", "count_after", "
            "pack", "pack_rows", "rows_a_block", "unpack"]
 
 POINTS = "points"  # the row kind; never an Event's kind
-BLOCK = 1024  # points a row at most (~26 KB)
+BLOCK = 1024  # points a row at most (~26 KB); a rows block: whole rows, one at least
 NO_STEP = -(2 ** 63)  # a point without a step
 PACKED_META = "packed"  # meta key: "1" when the file may hold points rows
 SPAN = f"CASE WHEN kind = '{POINTS}' THEN CAST(value AS INTEGER) ELSE 1 END"  # events a row
@@ -66,24 +66,30 @@ def _le(a: array) -> bytes:
     return a.tobytes()
 
 
+def _numbers(steps: list[Any], ts_ms: list[Any],
+             values: list[Any]) -> tuple[array, array, array] | None:
+    """Steps (None: :data:`NO_STEP`), times and values as the block's arrays; None when one
+    cannot be held (a step or time that is not a 64-bit int, a step of :data:`NO_STEP`)."""
+    if NO_STEP in steps:  # that step would read back as none
+        return None
+    if None in steps:
+        steps = [NO_STEP if s is None else s for s in steps]
+    try:
+        return array("q", steps), array("q", ts_ms), array("d", values)
+    except (TypeError, OverflowError):
+        return None
+
+
 def pack(keys: list[str], steps: list[Any], ts_ms: list[Any],
          values: list[Any]) -> bytes | None:
     """The block of these points (equal-length columns), or None when they cannot be packed
     (a step or time that is not a 64-bit int, a step of :data:`NO_STEP`, more than 65,535
     keys): the caller writes them a row each."""
     index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    if len(index) > _MAX_KEYS:
+    arrays = _numbers(steps, ts_ms, values) if len(index) <= _MAX_KEYS else None
+    if arrays is None:
         return None
-    if NO_STEP in steps:  # that step would read back as none
-        return None
-    if None in steps:
-        steps = [NO_STEP if s is None else s for s in steps]
-    try:
-        step_a = array("q", steps)
-        ts_a = array("q", ts_ms)
-        value_a = array("d", values)
-    except (TypeError, OverflowError):
-        return None
+    step_a, ts_a, value_a = arrays
     distinct = list(index)
     names = json.dumps(distinct, ensure_ascii=False).encode()
     if distinct and len(keys) % len(distinct) == 0 \
@@ -105,20 +111,12 @@ def pack_rows(names: tuple[str, ...] | list[str], steps: list[Any], ts_ms: list[
     """The block of these rows (layout ``r``): ``steps`` and ``ts_ms`` one a row, ``values``
     ``len(names)`` a row, row after row; None when they cannot be packed (no names, values
     that are not ``len(names)`` a row, or a step or time :func:`pack` would refuse)."""
-    if not names or len(values) != len(names) * len(steps):
+    if not names or len(values) != len(names) * len(steps) or len(ts_ms) != len(steps):
         return None
-    if NO_STEP in steps:
+    arrays = _numbers(steps, ts_ms, values)
+    if arrays is None:
         return None
-    if None in steps:
-        steps = [NO_STEP if s is None else s for s in steps]
-    try:
-        step_a = array("q", steps)
-        ts_a = array("q", ts_ms)
-        value_a = array("d", values)
-    except (TypeError, OverflowError):
-        return None
-    if len(ts_a) != len(step_a):
-        return None
+    step_a, ts_a, value_a = arrays
     head = json.dumps(list(names), ensure_ascii=False).encode()
     return b"".join((_MAGIC, _HEAD.pack(len(values), len(head)), _ROWS, head, _le(step_a),
                      _le(ts_a), _le(value_a)))
