@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 from bridge.adapters.importing import (Importer, MetricColumns, MetricPoints, MetricRows,
                                        SourceRun, SqlPoints)
 from bridge.spool.events import Kind
-from bridge.spool.imported import ImportedRunWriter
+from bridge.spool.imported import ImportedRunWriter, SourceFiles
 
 __all__ = ["ImportedRun", "import_file", "import_runs"]
 
@@ -58,7 +58,8 @@ def import_file(spool_dir: Path, run: SourceRun) -> Path:
 
 
 def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[dict],
-           target: Path, progress: ProgressFn | None, chunk: int) -> ImportedRun:
+           target: Path, progress: ProgressFn | None, chunk: int,
+           sources: SourceFiles) -> ImportedRun:
     result = ImportedRun(run.run_id, run.source, run.source_id, run.project, run.name, target)
     meta = {"node": f"import:{run.source}", "import_source": run.source,
             "source_id": run.source_id}
@@ -146,7 +147,8 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
                     progress(run, reported)
                 continue
             if type(ev) is SqlPoints:  # a key's points in a SQLite file: read there
-                n = out.copy_points(run_id, ev.key, ev.db, ev.select, ev.SCHEMA, ev.params)
+                n = out.copy_points(run_id, ev.key, ev.db, ev.select, ev.SCHEMA, ev.params,
+                                    sources)
                 if n:
                     count(ev.key, n)
                 if progress is not None and out.written > reported:
@@ -215,13 +217,15 @@ def import_runs(
         bind(spool_dir)  # an importer that merges into runs the spool already holds
     wanted = set(only) if only else None
     out: list[ImportedRun] = []
-    for run in importer.runs():
-        if wanted is not None and run.source_id not in wanted and run.run_id not in wanted:
-            continue
-        target = import_file(spool_dir, run)
-        if target.exists():
-            out.append(ImportedRun(run.run_id, run.source, run.source_id, run.project, run.name,
-                                   target, skipped=True))
-            continue
-        out.append(_write(spool_dir, importer, run, list(backends or []), target, progress, chunk))
+    with SourceFiles() as sources:  # attached once for all runs (SqlPoints)
+        for run in importer.runs():
+            if wanted is not None and run.source_id not in wanted and run.run_id not in wanted:
+                continue
+            target = import_file(spool_dir, run)
+            if target.exists():
+                out.append(ImportedRun(run.run_id, run.source, run.source_id, run.project,
+                                       run.name, target, skipped=True))
+                continue
+            out.append(_write(spool_dir, importer, run, list(backends or []), target, progress,
+                              chunk, sources))
     return out

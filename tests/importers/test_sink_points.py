@@ -259,3 +259,23 @@ def test_one_import_of_a_run_at_a_time(tmp_path: Path) -> None:
     assert again.commit().exists() and not stale.exists()
     with sqlite3.connect(target.with_name("import-x-r2.db")) as c:
         assert c.execute("SELECT run_id FROM runs").fetchall() == [("r2",)]
+
+
+def test_source_files_attach_each_file_once_and_switch_between_them(tmp_path: Path) -> None:
+    """SourceFiles: a file stays attached for the next query; another file under the same
+    schema name replaces it; a schema name that is not a name is refused."""
+    import pytest
+
+    from bridge.spool.imported import SourceFiles
+
+    for name, value in (("a.db", 1.5), ("b.db", 2.5)):
+        with sqlite3.connect(tmp_path / name) as c:
+            c.execute("CREATE TABLE pts (value REAL)")
+            c.execute("INSERT INTO pts VALUES (?)", (value,))
+        c.close()
+    with SourceFiles() as sources:
+        got = [sources.query(tmp_path / name, "source", "SELECT value FROM source.pts")
+               .fetchall() for name in ("a.db", "a.db", "b.db", "a.db")]
+        assert got == [[(1.5,)], [(1.5,)], [(2.5,)], [(1.5,)]]
+        with pytest.raises(ValueError, match="schema name"):
+            sources.query(tmp_path / "a.db", "x; DROP TABLE pts", "SELECT 1")
