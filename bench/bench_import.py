@@ -639,7 +639,7 @@ class _Ready(_Synthetic):
 
 class _SyntheticPoints(_Synthetic):
     """The synthetic run through ``stream(run)``: its points as ``MetricPoints`` (what the
-    trackio, neptune-scale, W&B and MLflow importers hand the sink), made as they are made."""
+    W&B importer hands the sink), made as they are made."""
 
     def stream(self, run: Any) -> Any:
         from bridge.adapters.importing import POINTS_BATCH, take_points
@@ -814,8 +814,10 @@ def render(m: dict, res: dict[str, dict], points: int, repeat: int,
         if "stream_wall_s" in sink:
             n = sink["stream_points"]
             lines += ["", f"The same run handed over as `MetricPoints` (an importer's "
-                      f"`stream(run)`, as the trackio, neptune-scale and W&B "
-                      f"importers do; MLflow's sqlite store hands `SqlPoints`, read from the store a block at a time), {n:,} points: {fmt_rate(n / sink['stream_wall_s'])}/s "
+                      f"`stream(run)`, as the W&B importer does; trackio and neptune-scale "
+                      f"hand `MetricRows`, a step and a time a row; MLflow's sqlite store "
+                      f"hands `SqlPoints`, read from the store a block at a time), {n:,} "
+                      f"points: {fmt_rate(n / sink['stream_wall_s'])}/s "
                       f"({sink['stream_wall_s']:.2f} s)."]
         if "writer_insert_s" in sink:
             n, ins, com = (sink["writer_points"], sink["writer_insert_s"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import struct
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -109,11 +110,40 @@ def test_rows_that_cannot_be_packed_are_refused() -> None:
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[:-1], lambda b: b[:-8],
-                                    lambda b: b[:3] + (7).to_bytes(4, "little") + b[7:]])
+                                    lambda b: b[:3] + (7).to_bytes(4, "little") + b[7:],
+                                    lambda b: b"BP1" + struct.pack("<II", 0, 2) + b"r[]"])
 def test_damaged_rows_are_an_error_that_says_so(damage: Any) -> None:
     block = P.pack_rows(("a", "b"), [1, None], [5, 6], [0.5, -1.0, 2.0, 3.0])
     with pytest.raises(SpoolError, match="damaged points row"):
         P.unpack(damage(block))
+
+
+def test_a_row_wider_than_a_block_is_packed_a_block_at_a_time(tmp_path: Path) -> None:
+    """Rows of 1,100 keys (an operation of as many series): every packed row holds at most
+    BLOCK points, and the run reads back point for point."""
+    names = tuple(f"k{i}" for i in range(1_100))
+
+    class Wide:
+        name = "synthetic"
+
+        def runs(self) -> Iterator[SourceRun]:
+            yield SourceRun("synthetic", "wide", "proj", name="wide", start_ms=1_000)
+
+        def stream(self, run: SourceRun) -> Iterator[Any]:
+            yield MetricRows(names, [0, 1, None], [10, 11, 12],
+                             [float(i) for i in range(3 * len(names))])
+
+    import_runs(Wide(), tmp_path)
+    rec, events = _all(tmp_path)
+    (f,) = rec.files
+    with sqlite3.connect(f.path) as c:
+        spans = [int(v) for (v,) in c.execute(
+            "SELECT value FROM events WHERE kind = ?", (P.POINTS,))]
+    assert spans and max(spans) <= P.BLOCK and sum(spans) == 3 * len(names)
+    metrics = [e for e in events if e.kind == "metric"]
+    assert [(e.key, e.step, e.ts_ms, e.value) for e in metrics] == [
+        (key, step, ts, float(r * len(names) + k)) for r, (step, ts) in
+        enumerate([(0, 10), (1, 11), (None, 12)]) for k, key in enumerate(names)]
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[:-1], lambda b: b"XX" + b[2:],

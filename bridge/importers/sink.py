@@ -161,7 +161,7 @@ def _write(spool_dir: Path, importer: Importer, run: SourceRun, backends: list[d
                 value = ev.value
                 value = float(value) if value is not None else math.nan
                 if isfinite(value):
-                    if rows:
+                    if rows or out.holds_points:
                         flush()  # the rows before it go in first
                     keys.append(key)
                     steps.append(ev.step)

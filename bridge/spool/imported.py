@@ -77,9 +77,8 @@ _READ_POINTS = "SELECT step, ts_ms, value FROM ({select})"
 class SourceFiles:
     """The SQLite files an import copies points from (:meth:`ImportedRunWriter.copy_points`),
     each attached read-only under its schema name to one in-memory connection for the whole
-    import: attaching a file parses its schema (an MLflow store's, ~1.5 ms), which, once a
-    run, was a tenth of an import of 100 small runs. A context manager; closed, it detaches
-    them all."""
+    import: attaching a file parses its schema, once an import rather than once a run. A
+    context manager; closed, it detaches them all."""
 
     def __init__(self) -> None:
         self._conn: sqlite3.Connection | None = None
@@ -90,7 +89,9 @@ class SourceFiles:
         if not schema.isidentifier():  # spliced into the SQL: a name, never a value
             raise ValueError(f"not a schema name: {schema!r}")
         if self._conn is None:
-            self._conn = sqlite3.connect(":memory:", isolation_level=None)
+            # uri=True: ATTACH reads the read-only URI only on a connection opened for URIs
+            # (a default build of SQLite has URIs off).
+            self._conn = sqlite3.connect(":memory:", uri=True, isolation_level=None)
         if self._attached.get(schema) != db:
             if schema in self._attached:
                 detach = f"DETACH DATABASE {schema}"
@@ -271,6 +272,17 @@ class ImportedRunWriter:
         (:func:`~bridge.spool.points.pack_rows`: a step and a time a row, not a point); the
         rows short of a whole block wait for more rows of the same keys."""
         if not steps:
+            return
+        if len(names) > BLOCK:  # a row wider than a block: its points, a block at a time
+            keys, buffered_steps, buffered_times, buffered_values = self.points_of(run_id)
+            if self.rows or self._rows_of is not None:
+                self.flush_rows()
+            keys.extend(list(names) * len(steps))
+            buffered_steps.extend(s for s in steps for _ in names)
+            buffered_times.extend(t for t in times for _ in names)
+            buffered_values.extend(values)
+            if len(keys) >= self.chunk:
+                self.flush_rows()
             return
         if self.rows or self.points[0] or (self._rows_of is not None
                                            and self._rows_of != (run_id, names)):

@@ -44,7 +44,7 @@ __all__ = ["BLOCK", "NO_STEP", "PACKED_META", "POINTS", "SPAN", "count_after", "
            "pack", "pack_rows", "rows_a_block", "unpack"]
 
 POINTS = "points"  # the row kind; never an Event's kind
-BLOCK = 1024  # points a row at most (~26 KB); a rows block: whole rows, one at least
+BLOCK = 1024  # points a row at most (~26 KB); rows of more keys are packed as points
 NO_STEP = -(2 ** 63)  # a point without a step
 PACKED_META = "packed"  # meta key: "1" when the file may hold points rows
 SPAN = f"CASE WHEN kind = '{POINTS}' THEN CAST(value AS INTEGER) ELSE 1 END"  # events a row
@@ -102,7 +102,8 @@ def pack(keys: list[str], steps: list[Any], ts_ms: list[Any],
 
 
 def rows_a_block(width: int) -> int:
-    """Rows of ``width`` keys a :func:`pack_rows` block holds (at least one)."""
+    """Rows of ``width`` keys a :func:`pack_rows` block holds (at least one; the import
+    writer packs rows of at most :data:`BLOCK` keys, so a block stays within it)."""
     return max(1, BLOCK // max(1, width))
 
 
@@ -147,6 +148,8 @@ def unpack(block: bytes) -> tuple[list[str], list[int | None], list[int], list[f
         names = json.loads(block[at:at + size])
         at += size
         width = len(names)
+        if layout == _ROWS and not width:
+            raise ValueError("rows without keys")
         if layout != _INDEXED and n and (not width or n % width):
             raise ValueError("keys do not repeat")
         rows = n // width if layout == _ROWS else n  # steps and times stored
