@@ -159,9 +159,9 @@ class MetricRows:
 
     def columns(self) -> tuple[list[str], list[int | None], list[int], list[float]]:
         """The points as :class:`MetricColumns`' four lists."""
-        names = self.names
-        return (list(names) * len(self.steps), [s for s in self.steps for _ in names],
-                [t for t in self.ts_ms for _ in names], list(self.values))
+        from bridge.spool.points import rows_as_points
+
+        return (*rows_as_points(self.names, self.steps, self.ts_ms), list(self.values))
 
     def events(self) -> Iterator[ImportEvent]:
         """The points as metric events, in order."""
@@ -248,20 +248,15 @@ class SqlPoints:
 
     def events(self) -> Iterator[ImportEvent]:
         """The points as metric events, in order."""
-        import sqlite3
+        from bridge.spool.imported import SourceFiles
 
-        from bridge.spool.schema import read_only_uri
-
-        conn = sqlite3.connect(":memory:", uri=True)
-        try:
-            conn.execute(f"ATTACH DATABASE ? AS {self.SCHEMA}", (read_only_uri(self.db),))
-            cur = conn.execute(f"SELECT step, ts_ms, value FROM ({self.select})", self.params)
+        with SourceFiles() as sources:  # the file attached as the writer attaches it
+            cur = sources.query(self.db, self.SCHEMA,
+                                f"SELECT step, ts_ms, value FROM ({self.select})", self.params)
             key, nan = self.key, math.nan
             while rows := cur.fetchmany(1000):
                 for step, ts_ms, value in rows:
                     yield ImportEvent("metric", key, ts_ms, step, nan if value is None else value)
-        finally:
-            conn.close()
 
 
 def take_points(flat: list[Any]) -> MetricPoints:

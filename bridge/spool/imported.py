@@ -45,7 +45,8 @@ from bridge.spool.events import (
 from bridge.errors import ImportSourceError
 from bridge.spool.liveness import hold_exclusive, release_exclusive
 from bridge.spool.media import resolve_files
-from bridge.spool.points import BLOCK, PACKED_META, POINTS, pack, pack_rows, rows_a_block
+from bridge.spool.points import (BLOCK, PACKED_META, POINTS, pack, pack_rows, rows_a_block,
+                                 rows_as_points)
 from bridge.spool.schema import empty_spool_file, read_only_uri, record_meta
 
 __all__ = ["ImportedRunWriter", "POINT_COLUMNS", "SourceFiles", "POINTS_PER_INSERT", "ROWS_PER_INSERT", "RUN_STATUSES"]
@@ -274,14 +275,12 @@ class ImportedRunWriter:
         if not steps:
             return
         if len(names) > BLOCK:  # a row wider than a block: its points, a block at a time
-            keys, buffered_steps, buffered_times, buffered_values = self.points_of(run_id)
+            buffer = self.points_of(run_id)
             if self.rows or self._rows_of is not None:
                 self.flush_rows()
-            keys.extend(list(names) * len(steps))
-            buffered_steps.extend(s for s in steps for _ in names)
-            buffered_times.extend(t for t in times for _ in names)
-            buffered_values.extend(values)
-            if len(keys) >= self.chunk:
+            for column, more in zip(buffer, (*rows_as_points(names, steps, times), values)):
+                column.extend(more)
+            if len(buffer[0]) >= self.chunk:
                 self.flush_rows()
             return
         if self.rows or self.points[0] or (self._rows_of is not None
@@ -307,9 +306,7 @@ class ImportedRunWriter:
             j = min(count, i + per)
             part = (steps[i:j], times[i:j], values[i * width:j * width])
             if not self._insert_packed(run_id, pack_rows(names, *part), len(part[2]), *part[:2]):
-                self._insert_point_rows(run_id, list(names) * (j - i),
-                                        [s for s in part[0] for _ in names],
-                                        [t for t in part[1] for _ in names], part[2])
+                self._insert_point_rows(run_id, *rows_as_points(names, *part[:2]), part[2])
         del steps[:count], times[:count], values[:count * width]
         if not steps:
             self._rows_of = None

@@ -41,7 +41,7 @@ from bridge.errors import SpoolError
 from bridge.spool.events import Event, Kind
 
 __all__ = ["BLOCK", "NO_STEP", "PACKED_META", "POINTS", "SPAN", "count_after", "expand_row",
-           "pack", "pack_rows", "rows_a_block", "unpack"]
+           "pack", "pack_rows", "rows_a_block", "rows_as_points", "unpack"]
 
 POINTS = "points"  # the row kind; never an Event's kind
 BLOCK = 1024  # points a row at most (~26 KB); rows of more keys are packed as points
@@ -107,6 +107,14 @@ def rows_a_block(width: int) -> int:
     return max(1, BLOCK // max(1, width))
 
 
+def rows_as_points(names: tuple[str, ...] | list[str], steps: list[Any],
+                   times: list[Any]) -> tuple[list[str], list[Any], list[Any]]:
+    """The keys, steps and times of rows' points: each row's step and time once for each of
+    its keys (the values are already a point each, row after row)."""
+    return (list(names) * len(steps), [s for s in steps for _ in names],
+            [t for t in times for _ in names])
+
+
 def pack_rows(names: tuple[str, ...] | list[str], steps: list[Any], ts_ms: list[Any],
               values: list[Any]) -> bytes | None:
     """The block of these rows (layout ``r``): ``steps`` and ``ts_ms`` one a row, ``values``
@@ -157,7 +165,7 @@ def unpack(block: bytes) -> tuple[list[str], list[int | None], list[int], list[f
             index = _column(block, at, "H", n)
             at += 2 * n
             keys = [names[i] for i in index]
-        else:
+        elif layout == _CYCLE:
             keys = names * (n // width) if width else []
         step_a = _column(block, at, "q", rows)
         ts_a = _column(block, at + 8 * rows, "q", rows)
@@ -171,8 +179,7 @@ def unpack(block: bytes) -> tuple[list[str], list[int | None], list[int], list[f
         steps = [None if s == NO_STEP else s for s in steps]
     times = ts_a.tolist()
     if layout == _ROWS:  # a row's step and time, once for each of its points
-        steps = [s for s in steps for _ in range(width)]
-        times = [t for t in times for _ in range(width)]
+        keys, steps, times = rows_as_points(names, steps, times)
     return keys, steps, times, value_a.tolist()
 
 
