@@ -50,12 +50,14 @@ from bridge.adapters.neptune.media_in import histogram_event, parquet_file_event
 from bridge.adapters.neptune.scale_offline import (
     Append,
     AppendFacts,
+    AppendRows,
     Assign,
     OpsFile,
     RunInfo,
     TagChange,
     describe_operations,
     find_ops_files,
+    one_at_a_time,
     operation_errors,
     read_appends,
     read_ops_file,
@@ -254,8 +256,23 @@ class NeptuneScaleImporter:
         for f in desc.files:
             uploads = upload_requests(f.path)
             where = f.path.parent.name
-            for at, ts_ms, names, items in read_appends(
-                    f.path, problem=lambda m, where=where: problems.setdefault(f"{where}: {m}")):
+            ops: Iterator[Any] = read_appends(
+                f.path, problem=lambda m, where=where: problems.setdefault(f"{where}: {m}"))
+            if check:  # each point looked up among the spool's: an operation at a time
+                ops = one_at_a_time(ops)
+            for op in ops:
+                if op.__class__ is AppendRows:  # a chunk of rows of floats, read as columns
+                    if flat:  # the points before it go first: the order is kept
+                        yield take_points(flat)
+                    if op.names != rows.names:
+                        yield from rows.switch(op.names)
+                    rows.steps += _steps(op, mult)
+                    rows.ts_ms += op.ts_ms
+                    rows.values += op.values
+                    if len(rows.values) >= rows.BATCH:
+                        yield from rows.take()
+                    continue
+                at, ts_ms, names, items = op
                 if at is None:
                     step = None
                 elif at.__class__ is int and mult == 1 and -_EXACT <= at <= _EXACT:
@@ -384,6 +401,17 @@ class NeptuneScaleImporter:
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning("%s import: %s", S.SOURCE, message)
+
+
+def _steps(rows: AppendRows, mult: int) -> list[int | None]:
+    """Each row's step in the spool, as the stream decodes an operation's: whole steps a
+    float holds exactly are kept as they are when the multiplier is 1."""
+    steps = rows.steps()
+    if mult == 1 and steps is rows.wholes and (
+            not steps or (min(steps) >= -_EXACT and max(steps) <= _EXACT)):
+        return steps
+    decode_step = N.decode_step
+    return [decode_step(float(at), mult) for at in steps]
 
 
 def _file_name(key: str, destination: str) -> str:

@@ -13,20 +13,21 @@ from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from bridge.adapters.base import require
 from bridge.adapters.neptune import names as N
 from bridge.adapters.neptune import scale_names as S
+from bridge.adapters.neptune.scale_columns import AppendRows, read_chunk
 from bridge.errors import ImportSourceError
 from bridge.spool.schema import read_only_uri
 
-__all__ = ["Assign", "Append", "AppendFacts", "OpsFile", "OperationError", "RunInfo", "TagChange",
-           "Upload", "describe_operations", "find_ops_files", "operation_errors", "read_appends",
-           "read_operations", "read_ops_file", "upload_requests"]
+__all__ = ["Assign", "Append", "AppendFacts", "AppendRows", "OpsFile", "OperationError",
+           "RunInfo", "TagChange", "Upload", "describe_operations", "find_ops_files",
+           "one_at_a_time", "operation_errors", "read_appends", "read_operations", "read_ops_file",
+           "upload_requests"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,25 @@ class AppendFacts:
     first_ms: int = 0  # 0: no append yet
     last_ms: int = 0
     previews: int = 0
+
+    def add(self, rows: AppendRows) -> None:
+        """A chunk's rows, as their operations one at a time would add (no preview among
+        them)."""
+        self.places = max(self.places, rows.places())
+        times = rows.ts_ms
+        if 0 in times:  # 0 stands for "no append yet": added in order, as one at a time
+            for ts in times:
+                self.add_time(ts)
+            return
+        self.add_time(min(times))
+        self.add_time(max(times))
+
+    def add_time(self, ts: int) -> None:
+        """An append's time, in the span."""
+        if not self.first_ms or ts < self.first_ms:
+            self.first_ms = ts
+        if ts > self.last_ms:
+            self.last_ms = ts
 
 
 @dataclass(frozen=True)
@@ -243,6 +263,22 @@ def _chunks(path: Path, chunk: int) -> Iterator[list[tuple[int, int, int, bytes]
             yield rows
 
 
+_KIND, _BLOB = itemgetter(2), itemgetter(3)
+
+
+def _read(path: Path, chunk: int, values: bool
+          ) -> Iterator[tuple[int, int, int, bytes] | AppendRows]:
+    """:func:`_chunks` a row at a time, except that a chunk of update operations that
+    :func:`read_chunk` reads as columns comes as one :class:`AppendRows`."""
+    for rows in _chunks(path, chunk):
+        if set(map(_KIND, rows)) == {S.OP_UPDATE_SNAPSHOT}:
+            found = read_chunk(list(map(_BLOB, rows)), values)
+            if found is not None:
+                yield found
+                continue
+        yield from rows
+
+
 def _rows(path: Path, chunk: int) -> Iterator[tuple[int, int, int, bytes]]:
     """:func:`_chunks`, a row at a time."""
     for rows in _chunks(path, chunk):
@@ -348,10 +384,7 @@ def _describe_update(blob: bytes, queued_ms: int, facts: AppendFacts,
             facts.places = max(facts.places, N.decimal_places(step_of(op.step)))
         if op.HasField("preview") and op.preview.is_preview:
             facts.previews += count
-        if not facts.first_ms or ts < facts.first_ms:
-            facts.first_ms = ts
-        if ts > facts.last_ms:
-            facts.last_ms = ts
+        facts.add_time(ts)
     return found
 
 
@@ -368,7 +401,11 @@ def describe_operations(path: Path, facts: AppendFacts,
     cannot import is not warned about here: the values are read, and warned about, by
     :func:`read_appends`."""
     pb, outline = _proto(), _outline_class().FromString
-    for seq, queued, kind, blob in chain.from_iterable(_chunks(path, chunk)):
+    for row in _read(path, chunk, values=False):
+        if row.__class__ is AppendRows:
+            facts.add(row)
+            continue
+        seq, queued, kind, blob = row
         try:
             if kind == S.OP_UPDATE_SNAPSHOT:
                 found = _describe_update(blob, queued, facts, outline)
@@ -390,18 +427,23 @@ _FLOAT64 = attrgetter("float64")
 
 
 def read_appends(path: Path, chunk: int = 1000,
-                 problem: Callable[[str], None] | None = None) -> Iterator[AppendOp]:
+                 problem: Callable[[str], None] | None = None
+                 ) -> Iterator[AppendOp | AppendRows]:
     """The appends :func:`read_operations` yields that are not previews, an operation at a
     time (:data:`AppendOp`), values as in :class:`Append` (an ``int`` as a ``float``), a
-    whole step as an ``int``. An operation of float64 values only is read without a Python
+    whole step as an ``int``; a chunk of operations that each append the same float series
+    comes as one :class:`AppendRows`, read as columns (:mod:`.scale_columns`). An operation of float64 values only is read without a Python
     call a value: the values' ``float64`` all read at once, which a value of another kind
     reads as 0.0, so an operation with a 0.0 among them is read a value at a time. What
     cannot be imported (an operation that cannot be decoded, a series value of a type bridge
     does not import) is skipped and said to ``problem``, as :func:`read_operations` words
     it."""
-    pb = _proto()
-    parse = pb.UpdateRunSnapshot.FromString
-    for seq, queued, kind, blob in chain.from_iterable(_chunks(path, chunk)):
+    parse = _proto().UpdateRunSnapshot.FromString
+    for row in _read(path, chunk, values=True):
+        if row.__class__ is AppendRows:
+            yield row
+            continue
+        seq, queued, kind, blob = row
         if kind != S.OP_UPDATE_SNAPSHOT:
             continue
         try:
@@ -435,6 +477,19 @@ def read_appends(path: Path, chunk: int = 1000,
             elif problem is not None:
                 problem(f"series {key!r}: a value of an unsupported type; not imported")
         yield step, ts, None, items
+
+
+def one_at_a_time(items: Iterable[AppendOp | AppendRows]) -> Iterator[AppendOp]:
+    """:func:`read_appends`' items with each :class:`AppendRows` as its operations, for a
+    reader that looks at each point."""
+    for item in items:
+        if item.__class__ is not AppendRows:
+            yield item  # type: ignore[misc]
+            continue
+        rows: AppendRows = item  # type: ignore[assignment]
+        k, values = len(rows.names), rows.values
+        for i, (at, ts_ms) in enumerate(zip(rows.steps(), rows.ts_ms)):
+            yield at, ts_ms, rows.names, values[i * k:(i + 1) * k]
 
 
 def upload_requests(path: Path) -> dict[str, Upload]:

@@ -414,17 +414,59 @@ ROWS_WRITER = textwrap.dedent('''
 ''')
 
 
-def test_rows_of_floats_import_as_a_value_at_a_time_does(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Operations of float64 values only go over as rows of points, read at once: the spool
-    holds what reading each operation a value at a time writes (a string, a 0.0, an int and
-    alternating keys between them), and the rows are packed as rows."""
+def _in_order(spool: Path) -> dict[str, list[tuple]]:
+    """:func:`same_spool.spool_rows` without the seq, the metric points of one step and time
+    in key order: an operation's series are a map, whose order a parse does not keep."""
     from same_spool import spool_rows
 
-    from bridge.adapters.neptune import scale_importer
+    out = {}
+    for name, rows in spool_rows(spool).items():
+        events, group = [], []  # group: the metric points of the current step and time
+        for row in rows:
+            if not isinstance(row[0], int):  # the runs row
+                events.append(row)
+                continue
+            if row[1] == "metric" and (not group or group[0][2:4] == row[3:5]):
+                group.append(row[1:])
+                continue
+            events += sorted(group)
+            group = [row[1:]] if row[1] == "metric" else []
+            if row[1] != "metric":
+                events.append(row[1:])
+        out[name] = events + sorted(group)
+    return out
 
-    _write(tmp_path / "src", ROWS_WRITER)
+
+def test_rows_of_floats_import_as_a_value_at_a_time_does(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Operations of float64 values only go over as rows of points, read at once, and whole
+    chunks of them as columns (scale_columns): the spool holds what reading each operation
+    a value at a time writes (a string, a 0.0, an int and alternating keys between them;
+    then 2,400 steps of the same series, some decimal, some times of whole seconds), and the
+    rows are packed as rows."""
+    from bridge.adapters.neptune import scale_importer, scale_offline
+
+    _write(tmp_path / "src", ROWS_WRITER + textwrap.dedent('''
+        with Run(run_id="rows-2", project="ws/proj", mode="offline",
+                 enable_console_log_capture=False, source_tracking_config=None) as run:
+            for i in range(2400):
+                at = T0 + dt.timedelta(milliseconds=(1000 if 900 <= i < 1500 else 7) * i)
+                step = i / 4 if 1200 <= i < 1300 else i  # decimal steps: a multiplier of 100
+                run.log_metrics({"loss": 1.0 / (i + 1), "acc": i / 7, "lr": -0.0},
+                                step=step, timestamp=at)
+    '''))
+    chunks = []
+    real_chunk = scale_offline.read_chunk
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        found = real_chunk(*args, **kwargs)
+        chunks.append(found is not None)
+        return found
+
+    monkeypatch.setattr(scale_offline, "read_chunk", counted)
     by_rows = import_runs(NeptuneScaleImporter(tmp_path / "src"), tmp_path / "rows")
+    assert sum(chunks) >= 2, chunks  # whole chunks were read as columns
+    monkeypatch.setattr(scale_offline, "read_chunk", lambda *args, **kwargs: None)
     real = scale_importer.read_appends
 
     def one_by_one(*args: Any, **kwargs: Any) -> Any:
@@ -434,13 +476,18 @@ def test_rows_of_floats_import_as_a_value_at_a_time_does(tmp_path: Path,
 
     monkeypatch.setattr(scale_importer, "read_appends", one_by_one)
     by_value = import_runs(NeptuneScaleImporter(tmp_path / "src"), tmp_path / "values")
-    assert spool_rows(tmp_path / "rows") == spool_rows(tmp_path / "values")
-    ((run,), (again,)) = by_rows, by_value
+    assert _in_order(tmp_path / "rows") == _in_order(tmp_path / "values")
+    (run, run2), (again, again2) = by_rows, by_value
     assert run.points == again.points and run.points["loss"] == 300 - 15
     assert run.points["epoch"] == 1 and run.points["val/loss"] == 15
-    (db,) = (tmp_path / "rows" / "spool").glob("import-*.db")
-    with sqlite3.connect(db) as c:
-        layouts = [blob[11:12] for (blob,) in c.execute(
-            "SELECT payload FROM events WHERE kind = 'points'")]
-    c.close()
-    assert b"r" in layouts, layouts
+    assert run2.points == again2.points == {"loss": 2400, "acc": 2400, "lr": 2400}
+    multipliers = []
+    for db in (tmp_path / "rows" / "spool").glob("import-*.db"):
+        with sqlite3.connect(db) as c:
+            layouts = [blob[11:12] for (blob,) in c.execute(
+                "SELECT payload FROM events WHERE kind = 'points'")]
+            multipliers += c.execute("SELECT payload FROM events WHERE kind = 'tag' AND "
+                                     "key = 'bridge.step_multiplier'").fetchall()
+        c.close()
+        assert b"r" in layouts, layouts
+    assert len(multipliers) == 1 and "100" in str(multipliers[0][0]), multipliers

@@ -5,6 +5,7 @@ be warned about, once, by the pass that reads the values."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from neptune_api.proto.neptune_pb.ingest.v1 import common_pb2 as pb  # noqa: E40
 
 from bridge.adapters.neptune import scale_names as S  # noqa: E402
 from bridge.adapters.neptune import names as N  # noqa: E402
+from bridge.adapters.neptune.scale_columns import read_chunk  # noqa: E402
 from bridge.adapters.neptune.scale_offline import (  # noqa: E402
     _APPEND_VALUES,
     AppendFacts,
@@ -29,6 +31,7 @@ from bridge.adapters.neptune.scale_offline import (  # noqa: E402
     _step,
     _value,
     ms_of,
+    one_at_a_time,
     read_appends,
 )
 
@@ -161,10 +164,157 @@ def test_appends_read_as_the_client_message_reads_them(ops: list) -> None:
             conn.executemany(f"INSERT INTO {S.T_OPERATIONS} VALUES (?, ?, ?, ?)", rows)
         conn.close()
         got = []
-        for step, ts, names, values in read_appends(path, chunk=4):
+        for step, ts, names, values in one_at_a_time(read_appends(path, chunk=4)):
             items: Any = values if names is None else [
                 (key, "float", value) for key, value in zip(names, values)]
-            got.append((step, ts, items))
-    want = [r for r in (_reference_appends(pb.UpdateRunSnapshot.FromString(blob), queued)
-                        for _, queued, _, blob in rows) if r is not None]
+            got.append((step, ts, sorted(items)))  # a map's order is not kept by a parse
+    want = [(s, ts, sorted(items)) for s, ts, items in filter(None, (
+        _reference_appends(pb.UpdateRunSnapshot.FromString(blob), queued)
+        for _, queued, _, blob in rows))]
     assert repr(got) == repr(want)  # repr: a NaN value equals itself
+
+
+# --- a chunk read as columns (scale_columns.read_chunk) ---------------------------------
+
+series = st.lists(keys.filter(bool), min_size=1, max_size=5, unique=True)
+floats = st.floats() | st.sampled_from([0.0, -0.0, math.nan, math.inf])
+# What sends a chunk to be read one operation at a time, and what may not when every
+# operation of the chunk is so (one operation with a key more is a chunk of one shape).
+NEVER_COLUMNS = ["preview", "assign", "tag", "no step", "no time", "an int", "a string",
+                 "a step field twice", "an explicit 0", "cut short", "a value twice"]
+ODD_ONES = NEVER_COLUMNS + ["a key more", "a key less", "another order"]
+
+
+@st.composite
+def chunks(draw: st.DrawFn, odds: st.SearchStrategy = st.none() | st.sampled_from(ODD_ONES)
+           ) -> tuple[list[bytes], str | None]:
+    """The blobs of a chunk of update operations as the client writes them, each step the
+    same float series; at times one operation made odd (which one, and how, returned)."""
+    names = draw(series)
+    blobs = []
+    for _ in range(draw(st.integers(1, 12))):
+        op = pb.UpdateRunSnapshot()
+        op.step.whole = draw(st.sampled_from([0, 1, 2**53 + 1, 2**64 - 1]) | st.integers(0, 9))
+        op.step.micro = draw(st.sampled_from([0, 0, 0, 5, 250_000, 999_999]))
+        op.timestamp.seconds = draw(st.sampled_from([0, 1]) | st.integers(-2**34, 2**34))
+        op.timestamp.nanos = draw(st.sampled_from([0, 0, 1]) | st.integers(0, 999_999_999))
+        if draw(st.booleans()):
+            op.request_id = draw(keys)  # a field the columns do not name
+        for name in names:
+            op.append[name].float64 = draw(floats)
+        blobs.append(op)
+    odd = draw(odds)
+    at = draw(st.integers(0, len(blobs) - 1))
+    op = blobs[at]
+    tail = b""
+    if odd == "preview":
+        op.preview.is_preview = draw(st.booleans())
+    elif odd == "assign":
+        op.assign["config/x"].float64 = 1.0
+    elif odd == "tag":
+        op.modify_sets[S.SYS_TAGS].string.values["t"] = S.SET_ADD
+    elif odd == "no step":
+        op.ClearField("step")
+    elif odd == "no time":
+        op.ClearField("timestamp")
+    elif odd == "an int":
+        op.append[names[0]].int64 = 7
+    elif odd == "a string":
+        op.append[names[-1]].string = "x"
+    elif odd == "a key more":
+        op.append["zz-more"].float64 = 1.0
+    elif odd == "a key less" and len(names) > 1:
+        del op.append[names[0]]
+    elif odd == "another order" and len(names) > 1:
+        op.ClearField("append")
+        for name in reversed(names):
+            op.append[name].float64 = 2.0
+    elif odd == "a step field twice":
+        tail = pb.UpdateRunSnapshot(step=pb.Step(micro=5)).SerializeToString()
+    elif odd == "an explicit 0":
+        tail = b"\x0a\x02\x08\x00"  # step {whole: 0}, written out
+    elif odd == "a value twice":
+        entry = pb.UpdateRunSnapshot()
+        entry.append[names[0]].float64 = 3.0
+        tail = entry.SerializeToString()
+    raw = [o.SerializeToString() for o in blobs]
+    raw[at] += tail
+    if odd == "cut short":
+        raw[at] = raw[at][:-1]
+    return raw, odd
+
+
+def _decoded(blobs: list[bytes]) -> tuple[list, AppendFacts] | None:
+    """Each operation read a value at a time from the client's own message (items sorted:
+    a map's order is not kept by a parse), and the facts its outline adds up; None when one
+    does not parse."""
+    facts = AppendFacts()
+    try:
+        ops = [pb.UpdateRunSnapshot.FromString(b) for b in blobs]
+        for b in blobs:
+            _describe_update(b, 0, facts, _outline_class().FromString)
+    except Exception:  # noqa: BLE001 - a damaged operation
+        return None
+    rows = [_reference_appends(op, 0) for op in ops]
+    return [(s, ts, sorted(items)) for s, ts, items in filter(None, rows)], facts
+
+
+@settings(max_examples=400, deadline=None)
+@given(chunks())
+def test_a_chunk_read_as_columns_says_what_each_operation_says(chunk: tuple) -> None:
+    """read_chunk reads a chunk as the client's message reads each operation, value for
+    value, step for step (0, decimal, past 2**53), time for time (a 0 of seconds or nanos,
+    before 1970), and adds to a description what each operation's outline adds; a chunk
+    that is not of its shape (an odd operation of any kind) is left to be read one at a
+    time, and one the client writes is read as columns."""
+    blobs, odd = chunk
+    rows = read_chunk(blobs)
+    reference = _decoded(blobs)
+    if odd is None:
+        assert rows is not None
+    if rows is None:
+        return
+    assert reference is not None, odd
+    want, want_facts = reference
+    got = [(at, ts, sorted((k, "float", v) for k, v in zip(names, values)))
+           for at, ts, names, values in one_at_a_time([rows])]
+    assert repr(got) == repr(want), odd  # repr: a NaN value equals itself, -0.0 is not 0.0
+    facts = AppendFacts()
+    facts.add(rows)
+    assert facts == want_facts, odd
+    described = read_chunk(blobs, values=False)
+    assert described is not None and described.values == []
+    assert (described.wholes, described.micros, described.ts_ms, described.names) == (
+        rows.wholes, rows.micros, rows.ts_ms, rows.names)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks(odds=st.sampled_from(NEVER_COLUMNS)))
+def test_what_a_chunk_cannot_hold_is_read_one_at_a_time(chunk: tuple) -> None:
+    """A preview, an assign, a tag change, a missing step or time, a value not a float, a
+    field twice, an explicit 0 or a cut blob anywhere in a chunk sends it one operation at
+    a time, where each is read (or said) as before."""
+    blobs, odd = chunk
+    assert read_chunk(blobs) is None, odd
+    assert read_chunk(blobs, values=False) is None or odd in ("an int", "a string"), odd
+
+
+def test_a_field_twice_inside_a_step_or_a_time_is_not_read_as_columns() -> None:
+    """A step whose ``whole`` is written twice beside a step of 0 (no ``whole``) has as many
+    wholes as steps, but not one each; the client reads the last of the two. Only the check
+    that each operation parses back to its own bytes sees it: the chunk is read one at a
+    time, as the client reads it."""
+    def op(step_body: bytes, time_body: bytes) -> bytes:
+        rest = pb.UpdateRunSnapshot()
+        rest.append["loss"].float64 = 0.5
+        return (b"\x0a" + bytes([len(step_body)]) + step_body + b"\x12"
+                + bytes([len(time_body)]) + time_body + rest.SerializeToString())
+
+    second = b"\x08\x05"
+    twice_whole = [op(b"\x08\x01\x08\x02", second), op(b"", second)]
+    twice_seconds = [op(b"\x08\x01", b"\x08\x05\x08\x06"), op(b"\x08\x01", b"")]
+    for blobs in (twice_whole, twice_seconds):
+        client = [pb.UpdateRunSnapshot.FromString(b) for b in blobs]
+        assert [o.step.whole for o in client] in ([2, 0], [1, 1])
+        assert read_chunk(blobs) is None
+    assert read_chunk([op(b"\x08\x02", second), op(b"", second)]) is not None
