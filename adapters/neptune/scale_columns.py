@@ -118,21 +118,25 @@ def _classes() -> _Classes:
         return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
 
     def zeros(source: Any) -> tuple[bytes, bytes]:  # a field's tag (varint) and a 0
-        first, second = (bytes([f.number << 3, 0]) for f in source.fields)
+        first, second = (_varint(f.number << 3) + b"\x00" for f in source.fields)
         return first, second
 
     return _Classes(get("Batch"), get("Fields"), get("Entries"), get("Floats"), get("Step"),
                     get("Time"), zeros(step), zeros(time))
 
 
-def _header(size: int) -> bytes:
-    """A ``Batch.ops`` field's tag and the varint of an operation's size."""
-    out = bytearray(b"\x0a")
-    while size > 0x7F:
-        out.append(size & 0x7F | 0x80)
-        size >>= 7
-    out.append(size)
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
     return bytes(out)
+
+
+def _header(size: int) -> bytes:
+    """A ``Batch.ops`` field's tag (field 1, length-delimited) and an operation's size."""
+    return b"\x0a" + _varint(size)
 
 
 _HEADERS: dict[int, bytes] = {}

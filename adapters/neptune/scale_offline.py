@@ -264,18 +264,26 @@ def _chunks(path: Path, chunk: int) -> Iterator[list[tuple[int, int, int, bytes]
 
 
 _KIND, _BLOB = itemgetter(2), itemgetter(3)
+_MAX_WAIT = 64  # chunks not tried as columns after failed tries (see _read)
 
 
 def _read(path: Path, chunk: int, values: bool
           ) -> Iterator[tuple[int, int, int, bytes] | AppendRows]:
     """:func:`_chunks` a row at a time, except that a chunk of update operations that
-    :func:`read_chunk` reads as columns comes as one :class:`AppendRows`."""
+    :func:`read_chunk` reads as columns comes as one :class:`AppendRows`. After a chunk it
+    could not read, the next 1, 2, 4, ... (at most 64) chunks are not tried: a run whose
+    every step holds a string or an odd value pays for a few tries, not one a chunk."""
+    wait = skip = 0
     for rows in _chunks(path, chunk):
-        if set(map(_KIND, rows)) == {S.OP_UPDATE_SNAPSHOT}:
+        if skip:
+            skip -= 1
+        elif set(map(_KIND, rows)) == {S.OP_UPDATE_SNAPSHOT}:
             found = read_chunk(list(map(_BLOB, rows)), values)
             if found is not None:
+                wait = 0
                 yield found
                 continue
+            wait = skip = min(2 * wait or 1, _MAX_WAIT)
         yield from rows
 
 

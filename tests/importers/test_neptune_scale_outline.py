@@ -318,3 +318,40 @@ def test_a_field_twice_inside_a_step_or_a_time_is_not_read_as_columns() -> None:
         assert [o.step.whole for o in client] in ([2, 0], [1, 1])
         assert read_chunk(blobs) is None
     assert read_chunk([op(b"\x08\x02", second), op(b"", second)]) is not None
+
+
+def test_after_a_chunk_not_read_as_columns_the_next_ones_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose chunks cannot be read as columns (a string every step, here the first 8
+    chunks) is tried at chunks 0, 2, 5 and 10, not at each; once a try succeeds every chunk
+    is tried again. What is read is the same either way: every operation, in order."""
+    from bridge.adapters.neptune import scale_offline
+
+    blobs = []
+    for i in range(64):
+        op = pb.UpdateRunSnapshot()
+        op.step.whole, op.timestamp.seconds = i, 1_700_000_000 + i
+        op.append["loss"].float64 = i + 0.5
+        if i < 32:
+            op.append["note"].string = "x"
+        blobs.append(op.SerializeToString())
+    path = tmp_path / S.OPS_FILE
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE {S.T_OPERATIONS} ({S.COL_SEQ} INTEGER PRIMARY KEY, "
+                     f"{S.COL_OP_TS} INTEGER, {S.COL_OP_TYPE} INTEGER, {S.COL_OPERATION} BLOB)")
+        conn.executemany(f"INSERT INTO {S.T_OPERATIONS} VALUES (?, ?, ?, ?)",
+                         [(i, 0, S.OP_UPDATE_SNAPSHOT, b) for i, b in enumerate(blobs, 1)])
+    conn.close()
+    tried: list[int] = []
+
+    def recorded(chunk: list[bytes], values: bool = True) -> Any:
+        tried.append(pb.UpdateRunSnapshot.FromString(chunk[0]).step.whole // 4)
+        return read_chunk(chunk, values)
+
+    monkeypatch.setattr(scale_offline, "read_chunk", recorded)
+    got = [(at, sorted(zip(names, values)) if names else sorted(values))
+           for at, _, names, values in one_at_a_time(read_appends(path, chunk=4))]
+    assert tried == [0, 2, 5, 10, 11, 12, 13, 14, 15]
+    assert [at for at, _ in got] == list(range(64))
+    assert got[40] == (40, [("loss", 40.5)])
+    assert got[3] == (3, [("loss", "float", 3.5), ("note", "string", "x")])
