@@ -6,13 +6,18 @@ chunk of update operations that each append the same float series is read instea
 bytes laid end to end: protobuf parses concatenated messages as one message merged from
 them, so a message that declares an operation's fields ``repeated`` collects each field of
 every operation into one list, in order; the same is done a level down for the steps, the
-times, the appended entries and their values. Each list is checked against the number of
-operations, and the chunk against the client's own parse of each operation; a chunk of any
-other shape gives None and is read an operation at a time (:mod:`.scale_offline`), with the
-same result.
+times, the appended entries and their values.
+
+That is exact only for operations written as a protobuf serializer writes them, so a chunk
+is first parsed as its operations (the client's ``UpdateRunSnapshot`` with its maps as
+repeated entries, so that their order is kept), its unknown fields dropped, and serialized
+back: the bytes must be the chunk's own. No field is then written twice, as an explicit 0,
+packed where it is single, or unknown, and the lists below hold one value an operation,
+which is checked too. A chunk of any other shape, or that fails a check or a parse, gives
+None and is read an operation at a time (:mod:`.scale_offline`), with the same result.
 
 The classes are derived at run time from the client's descriptors, so they follow its field
-numbers and types.
+numbers, types and order.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class AppendRows:
 
 @dataclass(frozen=True)
 class _Classes:
-    batch: Any  # the operations, each a length-delimited UpdateRunSnapshot: the client's parse
+    batch: Any  # the operations, each a length-delimited Operation: see _classes
     fields: Any  # UpdateRunSnapshot's fields, each repeated bytes
     entries: Any  # an append map entry's key (repeated string) and value (repeated bytes)
     floats: Any  # Value's float64, repeated
@@ -72,10 +77,15 @@ class _Classes:
 
 
 _FIELDS = ("step", "timestamp", "assign", "modify_sets", "append", "preview")
+_STEP, _TIME = ("whole", "micro"), ("seconds", "nanos")
 
 
 @lru_cache(maxsize=1)
 def _classes() -> _Classes:
+    """The messages a chunk is read with. ``Operation`` is the client's
+    ``UpdateRunSnapshot`` field for field, in its order, but for its maps: an ``Entry``
+    (``key``, the client's ``Value``) repeated, so serialized back it keeps the entries'
+    order and the chunk's bytes can be compared as they are."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     from bridge.adapters.base import require
@@ -93,10 +103,30 @@ def _classes() -> _Classes:
         proto = descriptor_pb2.FieldDescriptorProto
         repeated = proto.LABEL_REPEATED
         file = descriptor_pb2.FileDescriptorProto(
-            name=_FILE, package=_PACKAGE, syntax="proto3", dependency=[update.file.name])
+            name=_FILE, package=_PACKAGE, syntax="proto3",
+            dependency=sorted({update.file.name, value.file.name, step.file.name,
+                               time.file.name}))
+        pair = file.message_type.add(name="Entry")
+        for f in entry.fields:
+            pair.field.add(name=f.name, number=f.number, type=f.type, label=f.label,
+                           type_name="." + f.message_type.full_name if f.message_type else None)
+        operation = file.message_type.add(name="Operation")
+        written = descriptor_pb2.DescriptorProto()
+        update.CopyToProto(written)  # its fields as declared, in order, presence kept
+        operation.oneof_decl.extend(written.oneof_decl)
+        for f, declared in zip(update.fields, written.field):
+            added = operation.field.add()
+            added.CopyFrom(declared)
+            kind = f.message_type
+            if kind is not None and kind.GetOptions().map_entry:
+                if kind.fields_by_name["value"].message_type is value:
+                    added.type_name = f".{_PACKAGE}.Entry"
+                else:  # a map of other values (tag sets): its entries' bytes
+                    added.ClearField("type_name")
+                    added.type = proto.TYPE_BYTES
         batch = file.message_type.add(name="Batch")
         batch.field.add(name="ops", number=1, type=proto.TYPE_MESSAGE, label=repeated,
-                        type_name="." + update.full_name)
+                        type_name=f".{_PACKAGE}.Operation")
         fields = file.message_type.add(name="Fields")
         for name in _FIELDS:
             fields.field.add(name=name, number=update.fields_by_name[name].number,
@@ -108,21 +138,23 @@ def _classes() -> _Classes:
         floats = file.message_type.add(name="Floats")
         f64 = value.fields_by_name["float64"]
         floats.field.add(name="float64", number=f64.number, type=f64.type, label=repeated)
-        for name, source in (("Step", step), ("Time", time)):
+        for name, source, wanted in (("Step", step, _STEP), ("Time", time, _TIME)):
             message = file.message_type.add(name=name)
-            for f in source.fields:
+            for field_name in wanted:
+                f = source.fields_by_name[field_name]
                 message.field.add(name=f.name, number=f.number, type=f.type, label=repeated)
         pool.Add(file)
 
     def get(name: str) -> Any:
         return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
 
-    def zeros(source: Any) -> tuple[bytes, bytes]:  # a field's tag (varint) and a 0
-        first, second = (_varint(f.number << 3) + b"\x00" for f in source.fields)
+    def zeros(source: Any, names: tuple[str, str]) -> tuple[bytes, bytes]:
+        first, second = (_varint(source.fields_by_name[n].number << 3) + b"\x00"
+                         for n in names)  # a field's tag (varint) and a 0
         return first, second
 
     return _Classes(get("Batch"), get("Fields"), get("Entries"), get("Floats"), get("Step"),
-                    get("Time"), zeros(step), zeros(time))
+                    get("Time"), zeros(step, _STEP), zeros(time, _TIME))
 
 
 def _varint(n: int) -> bytes:
@@ -139,15 +171,10 @@ def _header(size: int) -> bytes:
     return b"\x0a" + _varint(size)
 
 
-_HEADERS: dict[int, bytes] = {}
-
-
 def _framed(blobs: list[bytes]) -> bytes:
     """``blobs`` as one ``Batch``: each behind its field's header."""
-    headers = _HEADERS
     sizes = list(map(len, blobs))
-    for size in set(sizes).difference(headers):
-        headers[size] = _header(size)
+    headers = {size: _header(size) for size in set(sizes)}
     return b"".join(chain.from_iterable(zip(map(headers.__getitem__, sizes), blobs)))
 
 
@@ -167,13 +194,16 @@ def _pairs(cls: Any, zeros: tuple[bytes, bytes], bodies: list[Any], names: tuple
             out.append(list(values))
         else:
             out.append(_aligned(getattr(cls.FromString(zero + zero.join(bodies)), name)))
+            if len(out[-1]) != n:
+                raise ValueError("a field's values do not align with its bodies")
     return out[0], out[1]
 
 
 def _aligned(values: Any) -> list[int]:
     """A field's values read with a 0 in front of each body: a 0 followed by a value is that
-    value (a body's own value is never 0, which proto3 leaves out), a 0 followed by a 0 or
-    the end is a body's 0. No Python step a value: a long chunk is mostly of the first kind."""
+    value (a body's own value is never 0: proto3 leaves it out, and the chunk's bytes are
+    checked to be as a serializer writes them), a 0 followed by a 0 or the end is a body's
+    0. No Python step a value."""
     values = list(values)
     present = list(map(bool, values))
     last_of_body = chain(map(not_, islice(present, 1, None)), (True,))
@@ -183,20 +213,25 @@ def _aligned(values: Any) -> list[int]:
 def read_chunk(blobs: list[bytes], values: bool = True) -> AppendRows | None:
     """The update operations ``blobs`` as :class:`AppendRows`, or None when they are not of
     that shape (each one step, one time, the same float series, no assign, tag change or
-    preview) or when any of them does not parse, or parse back to the same bytes, as the
-    client's message: then nothing a field can hide (a field twice, an explicit 0) goes
-    unseen. ``values=False`` reads what a description needs, not the values."""
+    preview), are not written as a serializer writes them (see the module's docstring), or
+    do not parse. ``values=False`` reads what a description needs, not the values."""
+    try:
+        return _read_chunk(blobs, values)
+    except Exception:  # noqa: BLE001 - a damaged operation: read one at a time, which says so
+        return None
+
+
+def _read_chunk(blobs: list[bytes], values: bool) -> AppendRows | None:
     n = len(blobs)
     if not n:
         return None
     c = _classes()
     framed = _framed(blobs)
-    try:
-        if len(c.batch.FromString(framed).SerializeToString()) != len(framed):
-            return None
-        fields = c.fields.FromString(b"".join(blobs))
-    except Exception:  # noqa: BLE001 - a damaged operation: read one at a time, which says so
+    ops = c.batch.FromString(framed)
+    ops.DiscardUnknownFields()
+    if ops.SerializeToString() != framed:
         return None
+    fields = c.fields.FromString(b"".join(blobs))
     if (len(fields.step) != n or len(fields.timestamp) != n or fields.assign
             or fields.modify_sets or fields.preview):
         return None
@@ -210,15 +245,14 @@ def read_chunk(blobs: list[bytes], values: bool = True) -> AppendRows | None:
         return None
     names = tuple(keys[:k])
     if len(set(names)) != k or list(keys) != list(names) * n:
-        return None  # each operation holds the same k distinct series (a map has no twins)
+        return None  # each operation holds the same k distinct series
     floats: list[float] = []
     if values:
         floats = list(c.floats.FromString(b"".join(entries.value)).float64)
         if len(floats) != n * k:
             return None  # a value of another kind
-    wholes, micros = _pairs(c.step, c.step_zeros, list(fields.step), ("whole", "micro"))
-    seconds, nanos = _pairs(c.time, c.time_zeros, list(fields.timestamp),
-                            ("seconds", "nanos"))
+    wholes, micros = _pairs(c.step, c.step_zeros, list(fields.step), _STEP)
+    seconds, nanos = _pairs(c.time, c.time_zeros, list(fields.timestamp), _TIME)
     # scale_offline.ms_of of each: round(seconds * 1000 + nanos / 1_000_000), in C
     ts_ms = list(map(round, map(add, map(mul, seconds, repeat(1000)),
                                 map(truediv, nanos, repeat(1_000_000)))))

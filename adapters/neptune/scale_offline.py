@@ -405,7 +405,8 @@ def _step(step: Any) -> Decimal | int:
 def describe_operations(path: Path, facts: AppendFacts,
                         chunk: int = 1000) -> Iterator[Decoded | str]:
     """:func:`read_operations` as a run's description needs it: the appends are added to
-    ``facts`` instead of yielded, an operation at a time, and a series of a type bridge
+    ``facts`` instead of yielded, an operation at a time or a chunk read as columns at a
+    time (:func:`_read`), and a series of a type bridge
     cannot import is not warned about here: the values are read, and warned about, by
     :func:`read_appends`."""
     pb, outline = _proto(), _outline_class().FromString
@@ -440,12 +441,12 @@ def read_appends(path: Path, chunk: int = 1000,
     """The appends :func:`read_operations` yields that are not previews, an operation at a
     time (:data:`AppendOp`), values as in :class:`Append` (an ``int`` as a ``float``), a
     whole step as an ``int``; a chunk of operations that each append the same float series
-    comes as one :class:`AppendRows`, read as columns (:mod:`.scale_columns`). An operation of float64 values only is read without a Python
-    call a value: the values' ``float64`` all read at once, which a value of another kind
-    reads as 0.0, so an operation with a 0.0 among them is read a value at a time. What
-    cannot be imported (an operation that cannot be decoded, a series value of a type bridge
-    does not import) is skipped and said to ``problem``, as :func:`read_operations` words
-    it."""
+    comes as one :class:`AppendRows`, read as columns (:mod:`.scale_columns`). An operation
+    of float64 values only is read without a Python call a value: the values' ``float64``
+    all read at once, which a value of another kind reads as 0.0, so an operation with a 0.0
+    among them is read a value at a time. What cannot be imported (an operation that cannot
+    be decoded, a series value of a type bridge does not import) is skipped and said to
+    ``problem``, as :func:`read_operations` words it."""
     parse = _proto().UpdateRunSnapshot.FromString
     for row in _read(path, chunk, values=True):
         if row.__class__ is AppendRows:

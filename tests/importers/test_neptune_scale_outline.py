@@ -355,3 +355,34 @@ def test_after_a_chunk_not_read_as_columns_the_next_ones_wait(
     assert [at for at, _ in got] == list(range(64))
     assert got[40] == (40, [("loss", 40.5)])
     assert got[3] == (3, [("loss", "float", 3.5), ("note", "string", "x")])
+
+
+# Operations no serializer writes, each read differently by columns of a merged parse and by
+# the client's message, as a review found them (hex of each chunk's blobs): a single field
+# packed (a step's whole; a float64, which the client does not read as a value), a map
+# entry with an unknown field (the client drops the entry), an entry's key written twice
+# beside an entry without one, an explicit 0 as a 5-byte varint beside a 5-byte nanos (the
+# lengths cancel out), a packed whole the step's parse cannot read, a value that is None.
+NOT_AS_A_SERIALIZER_WRITES = [
+    ["0a030a01051202086442110a046c6f73731209090000000000000440"],
+    ["0a0208071202086442120a046c6f7373120a0a080000000000000440"],
+    ["0a0208071202086442130a046c6f7373120909000000000000f03f1801"],
+    ["0a0208071202086442100a000a0162120909000000000000f03f420b1209090000000000000040"],
+    ["0a0508808080001208086410ffffffff0f42110a046c6f7373120909000000000000f03f",
+     "0a001202086442110a046c6f73731209090000000000000040",
+     "0a0208031202086442110a046c6f73731209090000000000000840"],
+    ["0a030a01801202086442110a046c6f7373120909000000000000f03f"],
+]
+
+
+@pytest.mark.parametrize("chunk", NOT_AS_A_SERIALIZER_WRITES)
+def test_a_chunk_not_as_a_serializer_writes_it_is_read_one_at_a_time(chunk: list) -> None:
+    """Each chunk parses, as the client's messages and as columns, yet the two disagree
+    (values, steps, or an entry the client drops); each is read one at a time, where the
+    client's own reading applies. A cell that is not bytes is too, without an error."""
+    blobs = [bytes.fromhex(h) for h in chunk]
+    for b in blobs:
+        pb.UpdateRunSnapshot.FromString(b)  # each parses as the client's message
+    assert read_chunk(blobs) is None
+    assert read_chunk(blobs, values=False) is None
+    assert read_chunk([None, *blobs]) is None  # type: ignore[list-item]
