@@ -74,6 +74,7 @@ class _Classes:
     time: Any  # Timestamp's seconds and nanos, repeated
     step_zeros: tuple[bytes, bytes]  # each field's 0 (its tag and a 0): see _pairs
     time_zeros: tuple[bytes, bytes]
+    float_tag: bytes  # Value.float64's tag: a float value is this and 8 bytes
 
 
 _FIELDS = ("step", "timestamp", "assign", "modify_sets", "append", "preview")
@@ -84,8 +85,9 @@ _STEP, _TIME = ("whole", "micro"), ("seconds", "nanos")
 def _classes() -> _Classes:
     """The messages a chunk is read with. ``Operation`` is the client's
     ``UpdateRunSnapshot`` field for field, in its order, but for its maps: an ``Entry``
-    (``key``, the client's ``Value``) repeated, so serialized back it keeps the entries'
-    order and the chunk's bytes can be compared as they are."""
+    (``key``, its value's bytes) repeated, so serialized back it keeps the entries' order and
+    the chunk's bytes can be compared as they are. A value's bytes are checked apart
+    (:func:`_float_values`): parsing a million ``Value`` messages to check them cost more."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     from bridge.adapters.base import require
@@ -106,10 +108,10 @@ def _classes() -> _Classes:
             name=_FILE, package=_PACKAGE, syntax="proto3",
             dependency=sorted({update.file.name, value.file.name, step.file.name,
                                time.file.name}))
-        pair = file.message_type.add(name="Entry")
+        pair = file.message_type.add(name="Entry")  # its value's bytes: see _float_values
         for f in entry.fields:
-            pair.field.add(name=f.name, number=f.number, type=f.type, label=f.label,
-                           type_name="." + f.message_type.full_name if f.message_type else None)
+            pair.field.add(name=f.name, number=f.number, label=f.label,
+                           type=proto.TYPE_STRING if f.name == "key" else proto.TYPE_BYTES)
         operation = file.message_type.add(name="Operation")
         written = descriptor_pb2.DescriptorProto()
         update.CopyToProto(written)  # its fields as declared, in order, presence kept
@@ -153,8 +155,10 @@ def _classes() -> _Classes:
                          for n in names)  # a field's tag (varint) and a 0
         return first, second
 
+    f64 = value.fields_by_name["float64"]
     return _Classes(get("Batch"), get("Fields"), get("Entries"), get("Floats"), get("Step"),
-                    get("Time"), zeros(step, _STEP), zeros(time, _TIME))
+                    get("Time"), zeros(step, _STEP), zeros(time, _TIME),
+                    _varint(f64.number << 3 | 1))  # wire type 1: 64 bits
 
 
 def _varint(n: int) -> bytes:
@@ -210,6 +214,19 @@ def _aligned(values: Any) -> list[int]:
     return list(compress(values, map(or_, present, last_of_body)))
 
 
+def _float_values(c: _Classes, bodies: Any) -> list[float]:
+    """The values, when each is a ``Value`` of a float64 alone, written as a serializer
+    writes it (its tag and 8 bytes: nothing else in the body); else fewer values than
+    bodies."""
+    tag = c.float_tag
+    if len(tag) != 1 or set(map(len, bodies)) != {9}:
+        return []
+    joined = b"".join(bodies)
+    if joined[::9] != tag * len(bodies):
+        return []
+    return list(c.floats.FromString(joined).float64)
+
+
 def read_chunk(blobs: list[bytes], values: bool = True) -> AppendRows | None:
     """The update operations ``blobs`` as :class:`AppendRows`, or None when they are not of
     that shape (each one step, one time, the same float series, no assign, tag change or
@@ -248,7 +265,7 @@ def _read_chunk(blobs: list[bytes], values: bool) -> AppendRows | None:
         return None  # each operation holds the same k distinct series
     floats: list[float] = []
     if values:
-        floats = list(c.floats.FromString(b"".join(entries.value)).float64)
+        floats = _float_values(c, entries.value)
         if len(floats) != n * k:
             return None  # a value of another kind
     wholes, micros = _pairs(c.step, c.step_zeros, list(fields.step), _STEP)
